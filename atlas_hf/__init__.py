@@ -1,0 +1,1 @@
+"""atlas_hf: ATLaS (agent tuning on critical steps) for TRL."""

@@ -1,0 +1,1 @@
+"""Oracles that choose the critical steps of trajectories."""

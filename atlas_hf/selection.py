@@ -1,0 +1,60 @@
+"""Which steps carry loss: the ratio cap and the paper's baseline selections."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from typing import Any, Literal, Sequence
+
+StepSelection = Literal["critical", "all", "random", "non_critical"]
+STEP_SELECTIONS: tuple[str, ...] = ("critical", "all", "random", "non_critical")
+
+
+def max_selected_steps(num_steps: int, ratio: float) -> int:
+    """The most steps a trajectory of `num_steps` may have selected at `ratio` (never below one).
+
+    >>> max_selected_steps(10, 0.3), max_selected_steps(2, 0.3), max_selected_steps(0, 0.3)
+    (3, 1, 0)
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}.")
+    if num_steps <= 0:
+        return 0
+    return max(1, min(num_steps, math.floor(num_steps * ratio + 1e-9)))
+
+
+def row_seed(seed: int, messages: Sequence[dict[str, Any]]) -> int:
+    """A per-trajectory seed: stable across processes and runs, different across trajectories."""
+    digest = hashlib.sha256(json.dumps([seed, list(messages)], sort_keys=True, default=str).encode())
+    return int.from_bytes(digest.digest()[:8], "big")
+
+
+def select_steps(
+    num_steps: int,
+    critical_steps: Sequence[int],
+    selection: StepSelection = "critical",
+    ratio: float = 0.3,
+    rng: random.Random | None = None,
+) -> list[int]:
+    """The sorted step indices that carry loss under `selection`.
+
+    - `"critical"`: the annotated critical steps, as they are.
+    - `"all"`: every step (full-trajectory SFT).
+    - `"random"`: random steps, as many as `max_selected_steps(num_steps, ratio)`.
+    - `"non_critical"`: random steps among those not annotated critical, at the same count.
+    """
+    if selection == "critical":
+        return sorted({int(s) for s in critical_steps if 0 <= int(s) < num_steps})
+    if selection == "all":
+        return list(range(num_steps))
+    if selection not in STEP_SELECTIONS:
+        raise ValueError(f"step_selection must be one of {STEP_SELECTIONS}, got {selection!r}.")
+    rng = rng or random.Random(0)
+    k = max_selected_steps(num_steps, ratio)
+    pool = list(range(num_steps))
+    if selection == "non_critical":
+        critical = set(int(s) for s in critical_steps)
+        pool = [s for s in pool if s not in critical]
+    return sorted(rng.sample(pool, min(k, len(pool))))
