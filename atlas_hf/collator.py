@@ -1,0 +1,118 @@
+"""`CriticalStepDataCollator`: a drop-in `data_collator=` for TRL's `SFTTrainer`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+import torch
+
+from atlas_hf.selection import StepSelection
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, TruncationSide
+
+
+class CriticalStepDataCollator:
+    """Batches trajectories whose loss covers only the selected (by default: critical) assistant turns.
+
+    Rows may be raw (`messages` + `critical_steps`, optional `tools`: they are rendered with the
+    tokenizer's chat template and labelled here) or pre-tokenized by `CriticalStepTokenizer`
+    (`input_ids` + `labels`: they are only padded). The batch holds `input_ids`, `attention_mask`
+    and `labels` (-100 on padding and on every unsupervised token); with `padding_free=True` the
+    rows are concatenated into one sequence with `position_ids` and no attention mask, for
+    attention implementations that support it (flash attention).
+
+    With stock TRL, pass raw rows with
+    `SFTConfig(remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True})`.
+
+    Args:
+        tokenizer: a fast tokenizer with a chat template.
+        max_length: the longest row kept; see `label_trajectory` for the truncation policy.
+        padding_side: `"right"` or `"left"`.
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+        padding_free: concatenate the rows instead of padding them.
+        step_selection, selection_ratio, selection_seed: which steps carry loss (see `select_steps`).
+        truncation_side: which end of a row over `max_length` is cut.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_length: int | None = None,
+        padding_side: Literal["right", "left"] = "right",
+        pad_to_multiple_of: int | None = None,
+        padding_free: bool = False,
+        step_selection: StepSelection = "critical",
+        selection_ratio: float = 0.3,
+        selection_seed: int = 0,
+        truncation_side: TruncationSide = "left",
+    ) -> None:
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad_token_id is None:
+            raise ValueError("The tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token.")
+        self.tokenizer = tokenizer
+        self.pad_token_id = int(pad_token_id)
+        self.max_length = max_length
+        self.padding_side = padding_side
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding_free = padding_free
+        self.truncation_side = truncation_side
+        self.labeller = CriticalStepTokenizer(
+            tokenizer, max_length, step_selection, selection_ratio, selection_seed, truncation_side
+        )
+
+    def _tokenized(self, feature: dict[str, Any], index: int) -> tuple[Sequence[int], Sequence[int]]:
+        if "input_ids" in feature and feature["input_ids"] is not None:
+            input_ids = feature["input_ids"]
+            labels = feature.get("labels")
+            if labels is None:
+                raise ValueError(
+                    f"Row {index} of the batch has 'input_ids' but no 'labels'; tokenize it with "
+                    "CriticalStepTokenizer, or pass raw 'messages' + 'critical_steps'."
+                )
+            if self.max_length is not None and len(input_ids) > self.max_length:
+                cut = slice(len(input_ids) - self.max_length, None) if self.truncation_side == "left" else slice(0, self.max_length)
+                input_ids, labels = input_ids[cut], labels[cut]
+            return input_ids, labels
+        labelled = self.labeller.label_row(feature, index)
+        return labelled.input_ids, labelled.labels
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [self._tokenized(feature, i) for i, feature in enumerate(features)]
+        if self.padding_free:
+            return self._concatenate(rows)
+        return self._pad(rows)
+
+    def _padded_length(self, length: int) -> int:
+        multiple = self.pad_to_multiple_of
+        return -(-length // multiple) * multiple if multiple else length
+
+    def _pad(self, rows: list[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
+        length = self._padded_length(max((len(ids) for ids, _ in rows), default=0))
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (ids, row_labels) in enumerate(rows):
+            n = len(ids)
+            where = slice(0, n) if self.padding_side == "right" else slice(length - n, length)
+            input_ids[i, where] = torch.as_tensor(ids, dtype=torch.long)
+            labels[i, where] = torch.as_tensor(row_labels, dtype=torch.long)
+            attention_mask[i, where] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _concatenate(self, rows: list[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
+        input_ids, labels, position_ids = [], [], []
+        for ids, row_labels in rows:
+            if not len(ids):
+                continue
+            input_ids.extend(ids)
+            # A row's first token is never predicted from the previous row's last one.
+            labels.append(IGNORE_INDEX)
+            labels.extend(row_labels[1:])
+            position_ids.extend(range(len(ids)))
+        pad = self._padded_length(len(input_ids)) - len(input_ids)
+        return {
+            "input_ids": torch.tensor([input_ids + [self.pad_token_id] * pad], dtype=torch.long),
+            "labels": torch.tensor([labels + [IGNORE_INDEX] * pad], dtype=torch.long),
+            "position_ids": torch.tensor([position_ids + list(range(pad))], dtype=torch.long),
+        }

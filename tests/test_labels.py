@@ -1,0 +1,199 @@
+"""Labels against an independent truth: the decoded labelled tokens are the critical turns' text."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from datasets import Dataset
+
+from atlas_hf.collator import CriticalStepDataCollator
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, label_trajectory, tool_calls_as_text
+
+from conftest import END_OF_TURN, read_fireact, read_tau_bench
+
+TEMPLATES = ["smollm2", "llama3", "qwen_tools"]
+
+
+def labelled_segments(tokenizer, input_ids, labels) -> list[str]:
+    """Decode each run of consecutive labelled tokens."""
+    segments, run = [], []
+    for token, label in zip(input_ids, labels):
+        if label != IGNORE_INDEX:
+            assert label == token
+            run.append(token)
+        elif run:
+            segments.append(tokenizer.decode(run))
+            run = []
+    if run:
+        segments.append(tokenizer.decode(run))
+    return segments
+
+
+def check_segment(name: str, segment: str, turn: dict) -> None:
+    """A labelled segment is the turn's text, its tool calls and the end-of-turn marker: nothing else."""
+    eot = END_OF_TURN[name]
+    assert segment.endswith(eot), (name, segment[-80:])
+    body = segment[: -len(eot)]
+    content = (turn.get("content") or "").strip()
+    calls = turn.get("tool_calls") or []
+    if name == "qwen_tools":
+        assert body.startswith(turn.get("content") or "")
+        for call in calls:
+            assert f'"name": "{call["function"]["name"]}"' in body
+            assert call["function"]["arguments"] in body
+        assert body.count("<tool_call>") == len(calls)
+    elif calls:  # templates without tool calls get them as text
+        expected = (turn.get("content") or "") + ("\n" if turn.get("content") else "") + tool_calls_as_text(calls)
+        assert body.strip() == expected.strip()
+    else:
+        assert body.strip() == content
+    for header in ("<|im_start|>", "<|start_header_id|>", "assistant\n"):
+        assert header not in body
+
+
+def sample_rows(rows, key, rng):
+    out = []
+    for row in rows:
+        messages = row[key]
+        n = sum(m["role"] == "assistant" for m in messages)
+        k = max(1, round(0.3 * n))
+        out.append({"messages": messages, "critical_steps": sorted(rng.sample(range(n), k))})
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_rows():
+    rng = random.Random(0)
+    return sample_rows(read_fireact(40), "messages", rng) + sample_rows(read_tau_bench(25), "traj", rng)
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_labels_are_the_critical_turns_text_on_real_data(chat_tokenizers, real_rows, name):
+    tokenizer = chat_tokenizers[name]
+    labeller = CriticalStepTokenizer(tokenizer)
+    for row in real_rows:
+        out = labeller.label_row(row)
+        turns = [m for m in row["messages"] if m["role"] == "assistant"]
+        segments = labelled_segments(tokenizer, out.input_ids, out.labels)
+        assert len(segments) == len(row["critical_steps"])
+        for segment, step in zip(segments, row["critical_steps"]):
+            check_segment(name, segment, turns[step])
+        # Nothing after the last critical turn is kept.
+        assert out.labels[-1] != IGNORE_INDEX
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_input_is_the_template_rendering(chat_tokenizers, real_rows, name):
+    """The tokens are exactly the template's rendering of the trajectory, up to the last critical turn."""
+    tokenizer = chat_tokenizers[name]
+    row = real_rows[-1]
+    out = CriticalStepTokenizer(tokenizer, step_selection="all").label_row(row)
+    from atlas_hf.tokenization import prepare_messages
+
+    rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, row["messages"]), tokenize=False)
+    decoded = tokenizer.decode(out.input_ids)
+    assert rendered.startswith(decoded)
+    rest = rendered[len(decoded):]  # only the turns after the last assistant turn
+    assert "assistant\n" not in rest and "assistant<|end_header_id|>" not in rest
+    assert rest.strip() == "" or rest.lstrip().startswith(("<|im_start|>user", "<|start_header_id|>user", "<|im_start|>tool"))
+
+
+def test_default_system_prompt_is_context_not_label(smol_tokenizer):
+    messages = [{"role": "user", "content": "Find the mug."}, {"role": "assistant", "content": "go to shelf 1"}]
+    out = label_trajectory(smol_tokenizer, messages, [0])
+    text = smol_tokenizer.decode(out.input_ids)
+    assert "You are a helpful AI assistant named SmolLM" in text
+    assert labelled_segments(smol_tokenizer, out.input_ids, out.labels) == ["go to shelf 1<|im_end|>"]
+
+
+def test_tools_column_reaches_the_template(chat_tokenizers):
+    tokenizer = chat_tokenizers["qwen_tools"]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}]
+    with_tools = label_trajectory(tokenizer, messages, [0], tools=json.dumps(tools))
+    assert "get_weather" in tokenizer.decode(with_tools.input_ids)
+    assert "get_weather" not in tokenizer.decode(label_trajectory(tokenizer, messages, [0]).input_ids)
+
+
+def test_truncation_keeps_critical_tokens_and_counts_cut_steps(smol_tokenizer):
+    rows = read_tau_bench(5)
+    messages = rows[0]["traj"]
+    n = sum(m["role"] == "assistant" for m in messages)
+    steps = [0, n - 1]
+    full = label_trajectory(smol_tokenizer, messages, steps)
+    last_len = len(labelled_segments(smol_tokenizer, full.input_ids, full.labels)[-1])
+    left = label_trajectory(smol_tokenizer, messages, steps, max_length=len(full.input_ids) - 10)
+    assert len(left.input_ids) == len(full.input_ids) - 10
+    assert left.input_ids == full.input_ids[10:] and left.num_truncated_steps == 0
+    tiny = label_trajectory(smol_tokenizer, messages, steps, max_length=8)
+    assert len(tiny.input_ids) == 8 and tiny.num_supervised > 0  # never every critical token
+    assert tiny.num_truncated_steps == 2
+    right = label_trajectory(smol_tokenizer, messages, steps, max_length=len(full.input_ids) - 1)
+    assert right.num_truncated_steps == 0 or right.num_supervised > 0
+    right = label_trajectory(smol_tokenizer, messages, steps, max_length=len(full.input_ids) // 2, truncation_side="right")
+    assert right.num_truncated_steps >= 1
+    assert right.input_ids == full.input_ids[: len(full.input_ids) // 2] or right.input_ids == []
+    assert last_len > 0
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_collator_raw_rows_match_pretokenized_and_pad(chat_tokenizers, real_rows, padding_side):
+    tokenizer = chat_tokenizers["smollm2"]
+    rows = real_rows[:3] + real_rows[-3:]
+    collator = CriticalStepDataCollator(tokenizer, padding_side=padding_side, pad_to_multiple_of=8)
+    batch = collator(rows)
+    labeller = CriticalStepTokenizer(tokenizer)
+    assert batch["input_ids"].shape[1] % 8 == 0
+    for i, row in enumerate(rows):
+        ref = labeller.label_row(row)
+        mask = batch["attention_mask"][i].bool()
+        assert batch["input_ids"][i][mask].tolist() == ref.input_ids
+        assert batch["labels"][i][mask].tolist() == ref.labels
+        assert (batch["labels"][i][~mask] == IGNORE_INDEX).all()
+        first = int(mask.nonzero()[0])
+        assert (first == 0) == (padding_side == "right" or mask.all().item())
+    pretokenized = [dict(zip(("input_ids", "labels"), (labeller.label_row(r).input_ids, labeller.label_row(r).labels))) for r in rows]
+    again = collator(pretokenized)
+    assert torch.equal(again["input_ids"], batch["input_ids"]) and torch.equal(again["labels"], batch["labels"])
+
+
+def test_collator_padding_free(smol_tokenizer, real_rows):
+    rows = real_rows[:4]
+    batch = CriticalStepDataCollator(smol_tokenizer, padding_free=True)(rows)
+    labeller = CriticalStepTokenizer(smol_tokenizer)
+    refs = [labeller.label_row(r) for r in rows]
+    assert "attention_mask" not in batch
+    assert batch["input_ids"][0].tolist() == sum((r.input_ids for r in refs), [])
+    assert batch["labels"][0].tolist() == sum((r.labels for r in refs), [])
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert starts == [sum(len(r.input_ids) for r in refs[:k]) for k in range(len(refs))]
+
+
+def test_pretokenizing_map_is_cached_and_num_proc_safe(smol_tokenizer, real_rows, tmp_path):
+    rows = real_rows[:8]
+    ds = Dataset.from_list([{"messages": r["messages"], "critical_steps": r["critical_steps"]} for r in rows[:8]])
+    ds = Dataset.from_list(ds.to_list())
+    path = tmp_path / "ds"
+    ds.save_to_disk(str(path))
+    ds = Dataset.load_from_disk(str(path))
+    fn = CriticalStepTokenizer(smol_tokenizer, max_length=4096)
+    one = ds.map(fn, batched=True, num_proc=2)
+    two = ds.map(CriticalStepTokenizer(smol_tokenizer, max_length=4096), batched=True)
+    assert one["input_ids"] == two["input_ids"] and one["labels"] == two["labels"]
+    assert one.cache_files and one.cache_files[0]["filename"] != ds.cache_files[0]["filename"]
+    three = ds.map(CriticalStepTokenizer(smol_tokenizer, max_length=4096), batched=True)
+    assert three.cache_files == two.cache_files  # same fingerprint: the cache is reused
+    for row, ref in zip(rows, one):
+        assert CriticalStepTokenizer(smol_tokenizer).label_row(row).labels == ref["labels"]
+
+
+def test_bad_rows_name_the_row_and_field(smol_tokenizer):
+    labeller = CriticalStepTokenizer(smol_tokenizer)
+    with pytest.raises(ValueError, match=r"Row 3: field 'critical_steps' has \[5\]"):
+        labeller.label_row({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                            "critical_steps": [5]}, 3)
+    with pytest.raises(ValueError, match=r"Row 7: field 'critical_steps' is missing"):
+        labeller.label_row({"messages": [{"role": "user", "content": "q"}]}, 7)
