@@ -11,8 +11,10 @@ renders them, and the end-of-turn marker, never the role header.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 import logging
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -27,6 +29,7 @@ _PROBE_NAME = "atlas_probe_tool_7f3a"
 _PROBE_ARGUMENT = "atlas_probe_value_91c2"
 _tool_call_support: dict[str, bool] = {}
 _warned_tool_calls: set[str] = set()
+_end_of_turn_text: dict[str, str] = {}
 
 
 class TemplateError(ValueError):
@@ -150,14 +153,26 @@ def assistant_turn_spans(
 
     A span starts after the assistant header and ends after the end-of-turn marker (trailing
     whitespace the template adds between turns excluded). `messages` must be prepared
-    (see `prepare_messages`).
+    (see `prepare_messages`). Two renderings suffice for templates that write a turn's content
+    verbatim (the content is fenced with markers once); others are read prefix by prefix.
     """
     tools = _parse_tools(tools)
     full = _render(tokenizer, list(messages), tools, False)
     positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    spans = []
-    for step in steps:
-        p = positions[step]
+    steps = sorted(steps)
+    spans = _fenced_spans(tokenizer, messages, [positions[s] for s in steps], tools, full)
+    if spans is None:
+        spans = _prefix_spans(tokenizer, messages, [positions[s] for s in steps], tools, full)
+    return full, spans
+
+
+def _prefix_spans(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], positions: list[int], tools: Any, full: str
+) -> list[tuple[int, int]]:
+    """Spans read prefix by prefix: turn p lies between the rendering of `messages[:p]` with the
+    generation prompt and the rendering of `messages[:p+1]`."""
+    spans: list[tuple[int, int]] = []
+    for p in positions:
         head = _render(tokenizer, list(messages[:p]), tools, True) if p > 0 else None
         upto = _render(tokenizer, list(messages[: p + 1]), tools, False)
         if head is None or not full.startswith(head) or not full.startswith(upto) or len(upto) < len(head):
@@ -167,14 +182,58 @@ def assistant_turn_spans(
         while end > start and full[end - 1].isspace():
             end -= 1
         spans.append((start, end))
-    return full, spans
+    return spans
+
+
+_FENCE = "@@atlas{}{}@@"
+_FENCE_RE = re.compile(r"@@atlas([SE])(\d+)@@")
+
+
+def _fenced_spans(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], positions: list[int], tools: Any, full: str
+) -> list[tuple[int, int]] | None:
+    """Spans found in one rendering whose selected turns' content is fenced by markers, or None
+    when the template does not write the content verbatim (the fenced rendering, markers removed,
+    must equal the plain one) or has no end-of-turn marker to close a span with."""
+    eot = _end_of_turn(tokenizer)
+    if not eot or not positions:
+        return [] if not positions else None
+    fenced = list(messages)
+    for k, p in enumerate(positions):
+        fenced[p] = {**messages[p], "content": _FENCE.format("S", k) + (messages[p].get("content") or "") + _FENCE.format("E", k)}
+    try:
+        text = _render(tokenizer, fenced, tools, False)
+    except Exception:
+        return None
+    plain, starts, ends, removed, last = [], {}, {}, 0, 0
+    for match in _FENCE_RE.finditer(text):
+        plain.append(text[last : match.start()])
+        where = match.start() - removed
+        (starts if match.group(1) == "S" else ends)[int(match.group(2))] = where
+        removed += match.end() - match.start()
+        last = match.end()
+    plain.append(text[last:])
+    if "".join(plain) != full or len(starts) != len(positions) or len(ends) != len(positions):
+        return None
+    spans = []
+    for k in range(len(positions)):
+        close = full.find(eot, ends[k])
+        bound = starts[k + 1] if k + 1 < len(positions) else len(full)
+        if close < 0 or close >= bound:
+            return None
+        spans.append((starts[k], close + len(eot)))
+    return spans
 
 
 def _end_of_turn(tokenizer: Any) -> str:
-    """The text the template writes right after an assistant turn's content."""
-    marker = "atlas_end_probe_5b1e"
-    text = _render(tokenizer, [{"role": "user", "content": "probe"}, {"role": "assistant", "content": marker}], None, False)
-    return text[text.index(marker) + len(marker) :].strip()
+    """The text the template writes right after an assistant turn's content (cached per template)."""
+    template = _template_of(tokenizer)
+    if template not in _end_of_turn_text:
+        marker = "atlas_end_probe_5b1e"
+        probe = [{"role": "user", "content": "probe"}, {"role": "assistant", "content": marker}]
+        text = _render(tokenizer, probe, None, False)
+        _end_of_turn_text[template] = text[text.index(marker) + len(marker) :].strip()
+    return _end_of_turn_text[template]
 
 
 def _search_span(tokenizer: Any, full: str, message: dict[str, Any], after: int) -> tuple[int, int]:
@@ -211,8 +270,7 @@ def label_trajectory(
     leave a row with no labelled token (the trainer then skips it). Either way the selected steps
     that lost labelled tokens are counted in `num_truncated_steps`.
     """
-    messages = prepare_messages(tokenizer, messages)
-    full, spans = assistant_turn_spans(tokenizer, messages, sorted(steps), tools)
+    full, spans = assistant_turn_spans(tokenizer, prepare_messages(tokenizer, messages), steps, tools)
     encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     return _labels_from_spans(encoding["input_ids"], encoding["offset_mapping"], spans, max_length, truncation_side)
 
@@ -224,24 +282,20 @@ def _labels_from_spans(
     max_length: int | None,
     truncation_side: TruncationSide,
 ) -> LabelledTrajectory:
+    """Label the tokens that start inside a span, drop what follows the last one, and truncate."""
+    starts = [start for start, _ in offsets]
     labels = [IGNORE_INDEX] * len(input_ids)
     step_of_token = [-1] * len(input_ids)
-    j = 0
     for step, (start, end) in enumerate(spans):
-        while j < len(offsets) and offsets[j][0] < start:
-            j += 1
-        while j < len(offsets) and offsets[j][0] < end:
-            if offsets[j][1] > offsets[j][0]:
-                labels[j] = input_ids[j]
-                step_of_token[j] = step
-            j += 1
-    last = max((i for i, label in enumerate(labels) if label != IGNORE_INDEX), default=-1)
-    input_ids, labels, step_of_token = input_ids[: last + 1], labels[: last + 1], step_of_token[: last + 1]
+        first, stop = bisect_left(starts, start), bisect_left(starts, end)
+        labels[first:stop] = input_ids[first:stop]
+        step_of_token[first:stop] = [step] * (stop - first)
+    last = stop if spans else 0
+    input_ids, labels, step_of_token = input_ids[:last], labels[:last], step_of_token[:last]
     truncated = 0
     if max_length is not None and len(input_ids) > max_length:
         cut = slice(len(input_ids) - max_length, None) if truncation_side == "left" else slice(0, max_length)
-        kept_steps = set(step_of_token[cut])
-        truncated = sum(1 for s in set(step_of_token) - {-1} if s not in kept_steps or _partly_cut(step_of_token, cut, s))
+        truncated = sum(1 for s in range(len(spans)) if _partly_cut(step_of_token, cut, s))
         input_ids, labels = input_ids[cut], labels[cut]
         if not any(label != IGNORE_INDEX for label in labels):
             input_ids, labels = [], []
@@ -288,8 +342,8 @@ class CriticalStepTokenizer:
         rng = random.Random(row_seed(self.selection_seed, messages)) if self.step_selection in ("random", "non_critical") else None
         return select_steps(num_steps, critical_steps or [], self.step_selection, self.selection_ratio, rng)
 
-    def label_row(self, row: dict[str, Any], index: int | None = None) -> LabelledTrajectory:
-        """Label one row (`messages`, `critical_steps`, optional `tools`)."""
+    def render_row(self, row: dict[str, Any], index: int | None = None) -> tuple[str, list[tuple[int, int]]]:
+        """One row's rendering and the character spans of its selected turns."""
         messages = row.get("messages")
         if not messages:
             raise ValueError(f"Row {index}: field 'messages' is missing or empty; normalize the dataset with "
@@ -305,18 +359,29 @@ class CriticalStepTokenizer:
                              f"of {num_steps} assistant steps (0..{num_steps - 1}).")
         steps = self.selected_steps(messages, critical)
         try:
-            return label_trajectory(self.tokenizer, messages, steps, row.get("tools"), self.max_length, self.truncation_side)
+            return assistant_turn_spans(self.tokenizer, prepare_messages(self.tokenizer, messages), steps, row.get("tools"))
         except TemplateError as error:
             raise TemplateError(f"Row {index}: {error}") from None
 
+    def label_rows(self, rows: Sequence[dict[str, Any]], indices: Sequence[int] | None = None) -> list[LabelledTrajectory]:
+        """Label rows (`messages`, `critical_steps`, optional `tools`), tokenizing them in one batch."""
+        rendered = [self.render_row(row, indices[i] if indices else i) for i, row in enumerate(rows)]
+        encoding = self.tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        return [
+            _labels_from_spans(ids, offsets, spans, self.max_length, self.truncation_side)
+            for ids, offsets, (_, spans) in zip(encoding["input_ids"], encoding["offset_mapping"], rendered)
+        ]
+
+    def label_row(self, row: dict[str, Any], index: int | None = None) -> LabelledTrajectory:
+        """Label one row."""
+        return self.label_rows([row], [index] if index is not None else None)[0]
+
     def __call__(self, batch: dict[str, list[Any]], indices: list[int] | None = None) -> dict[str, list[Any]]:
-        size = len(batch["messages"])
-        out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "num_supervised": [], "num_truncated_steps": []}
-        for i in range(size):
-            row = {key: values[i] for key, values in batch.items()}
-            labelled = self.label_row(row, indices[i] if indices else i)
-            out["input_ids"].append(labelled.input_ids)
-            out["labels"].append(labelled.labels)
-            out["num_supervised"].append(labelled.num_supervised)
-            out["num_truncated_steps"].append(labelled.num_truncated_steps)
-        return out
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        labelled = self.label_rows(rows, indices)
+        return {
+            "input_ids": [row.input_ids for row in labelled],
+            "labels": [row.labels for row in labelled],
+            "num_supervised": [row.num_supervised for row in labelled],
+            "num_truncated_steps": [row.num_truncated_steps for row in labelled],
+        }

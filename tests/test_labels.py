@@ -197,3 +197,22 @@ def test_bad_rows_name_the_row_and_field(smol_tokenizer):
                             "critical_steps": [5]}, 3)
     with pytest.raises(ValueError, match=r"Row 7: field 'critical_steps' is missing"):
         labeller.label_row({"messages": [{"role": "user", "content": "q"}]}, 7)
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
+    """The fast path (content fenced by markers, one extra rendering) finds the prefix-by-prefix spans."""
+    from atlas_hf.tokenization import _fenced_spans, _prefix_spans, prepare_messages
+
+    tokenizer = chat_tokenizers[name]
+    fast = 0
+    for row in real_rows[::3]:
+        messages = prepare_messages(tokenizer, row["messages"])
+        positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        chosen = [positions[s] for s in row["critical_steps"]]
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        fenced = _fenced_spans(tokenizer, messages, chosen, None, full)
+        if fenced is not None:
+            fast += 1
+            assert fenced == _prefix_spans(tokenizer, messages, chosen, None, full)
+    assert fast > 0
