@@ -1,0 +1,37 @@
+"""The sample of agent trajectories shipped with the package (for `make demo` and quick tries).
+
+Thirteen hand-written trajectories across four kinds of agent task (`task_type`): household
+(ALFWorld-like), web shopping (WebShop-like), search QA (ReAct) and tool calls (OpenAI
+`tool_calls`, with the tools' JSON schemas in a `tools` column; null in the other rows). Each has
+its critical steps marked in the columns of DESIGN.md, at most `max_selected_steps(n, 0.3)` each.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from datasets import Dataset, Features, Json, List, Value
+
+SAMPLE_FILE = "sample_trajectories.jsonl"
+
+SAMPLE_FEATURES = Features(
+    {
+        "task_type": Value("string"),
+        "messages": List(Json()),
+        "tools": List(Json()),
+        "critical_steps": List(Value("int64")),
+        "critical_categories": List(Value("string")),
+        "critical_reasons": List(Value("string")),
+        "atlas_plan": Value("string"),
+    }
+)
+"""The sample's columns. `messages` and `tools` are `List(Json())`: each turn and tool schema
+keeps exactly its own keys (no None-filled keys from Arrow struct unification)."""
+
+
+def load_sample() -> Dataset:
+    """The shipped sample trajectories, annotated, as a `datasets.Dataset`."""
+    text = resources.files("atlas_hf").joinpath("data", SAMPLE_FILE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return Dataset.from_list(rows, features=SAMPLE_FEATURES)

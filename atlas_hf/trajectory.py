@@ -1,0 +1,473 @@
+"""Read agent trajectories in the schemas people publish into canonical chat `messages`.
+
+Canonical form (DESIGN.md): a `messages` list of OpenAI-style turns with roles `system`, `user`,
+`assistant` and `tool`; assistant `tool_calls` and tool `tool_call_id` / `name` are kept as they
+are; `content` is a string, or None only on an assistant turn that carries `tool_calls`. A *step*
+is one assistant turn, and step indices are 0-based over the assistant turns.
+
+The output `messages` column is typed `List(Json())`: every turn keeps exactly its own keys.
+(A struct-typed column would give every turn every key seen in the dataset, e.g. `tool_calls:
+None` on user turns.) Columns typed as structs that come from elsewhere may still carry such
+None keys; `clean_message` drops them, and `normalize_trajectories` applies it to every turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import datasets
+from datasets import Dataset, Features, Json, List, Value
+
+logger = logging.getLogger(__name__)
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+"""The canonical roles."""
+
+DEFAULT_ROLE_MAP: dict[str, str] = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "function_call": "assistant",
+    "tool": "tool",
+    "observation": "tool",
+    "function": "tool",
+    "ipython": "tool",
+}
+"""Role names of OpenAI, ShareGPT, AgentGym, AgentInstruct, LLaMA-Factory and Llama 3, mapped to
+the canonical roles. A `function_call` turn whose text is a JSON call `{"name", "arguments"}` (or a
+list of them) becomes an assistant turn with `tool_calls`; the `observation` turns that follow it
+get that call's `tool_call_id` and `name`."""
+
+MESSAGES_COLUMN = "messages"
+CRITICAL_STEPS_COLUMN = "critical_steps"
+_ERROR_COLUMN = "__atlas_trajectory_error__"
+_SAMPLE_ROWS = 64
+_OPTIONAL_KEYS_DROPPED_WHEN_EMPTY = ("tool_calls",)
+
+Schema = Literal["auto", "openai", "sharegpt"]
+_SCHEMA_KEYS: dict[str, tuple[str, str]] = {"openai": ("role", "content"), "sharegpt": ("from", "value")}
+
+
+class TrajectoryError(ValueError):
+    """A row that cannot be read as a trajectory; the message names the row, the field and the fix."""
+
+    def __init__(self, row: int, field: str, problem: str, fix: str = "") -> None:
+        self.row, self.field, self.problem = row, field, problem
+        message = f"Row {row}, field `{field}`: {problem}"
+        if fix:
+            message += f" {fix}"
+        super().__init__(message)
+
+
+@dataclass
+class NormalizationReport:
+    """What `normalize_trajectories_with_report` did: rows read, rows skipped and why."""
+
+    num_rows: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)
+    """Row index in the input -> the reason it could not be read (with `on_error="skip"`)."""
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        """One line: how many rows were skipped and the first reasons."""
+        if not self.skipped:
+            return f"read all {self.num_rows} rows."
+        first = "; ".join(reason for _, reason in sorted(self.skipped.items())[:3])
+        return f"skipped {self.num_skipped} of {self.num_rows} rows that could not be read. First: {first}"
+
+
+# --------------------------------------------------------------------------- helpers on messages
+
+
+def clean_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `message` without None-valued optional keys (and without an empty `tool_calls`).
+
+    `content` is kept even when None (an assistant turn that only calls tools). Use it on turns
+    read from struct-typed Arrow columns before rendering a chat template.
+    """
+    cleaned = {}
+    for key, value in message.items():
+        if key != "content" and value is None:
+            continue
+        if key in _OPTIONAL_KEYS_DROPPED_WHEN_EMPTY and not value:
+            continue
+        cleaned[key] = value
+    return cleaned
+
+
+def assistant_indices(messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Positions in `messages` of the assistant turns: the steps, in order."""
+    return [i for i, message in enumerate(messages) if message.get("role") == "assistant"]
+
+
+def num_steps(messages: Sequence[Mapping[str, Any]]) -> int:
+    """The number of steps (assistant turns) of a trajectory."""
+    return len(assistant_indices(messages))
+
+
+# --------------------------------------------------------------------------- one row
+
+
+def _parse_function_call(text: str, first_id: int) -> list[dict[str, Any]] | None:
+    """OpenAI `tool_calls` from a ShareGPT `function_call` turn's JSON text, or None if it is not one."""
+    try:
+        parsed = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    calls = parsed if isinstance(parsed, list) else [parsed]
+    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        return None
+    tool_calls = []
+    for k, call in enumerate(calls):
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        tool_calls.append(
+            {
+                "id": f"call_{first_id + k}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments},
+            }
+        )
+    return tool_calls
+
+
+@dataclass(frozen=True)
+class _RowReader:
+    """Turns one source chat list into canonical messages (and the critical steps its flags mark)."""
+
+    messages_field: str
+    role_field: str
+    content_field: str
+    role_map: tuple[tuple[str, str], ...]
+    loss_field: str | None
+
+    def _role(self, raw: Any, roles: Mapping[str, str], row: int, where: str) -> str:
+        if isinstance(raw, str):
+            role = roles.get(raw, roles.get(raw.strip().lower()))
+            if role is not None:
+                return role
+        raise TrajectoryError(
+            row,
+            f"{where}.{self.role_field}",
+            f"unknown role {raw!r}; expected one of {sorted(roles)}.",
+            f"Map it with role_map={{{raw!r}: 'assistant'}} (or 'user', 'system', 'tool').",
+        )
+
+    def _loss(self, raw: Any, row: int, where: str) -> bool:
+        if raw is None or isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
+            return bool(raw)
+        raise TrajectoryError(
+            row,
+            f"{where}.{self.loss_field}",
+            f"training flag {raw!r} ({type(raw).__name__}); expected true, false or null.",
+            "Pass loss_field=... naming the per-turn boolean flag, or fix the value.",
+        )
+
+    def _check_content(self, message: dict[str, Any], row: int, where: str) -> None:
+        role, content = message["role"], message["content"]
+        if "tool_calls" in message and (role != "assistant" or not isinstance(message["tool_calls"], list)):
+            raise TrajectoryError(
+                row,
+                f"{where}.tool_calls",
+                f"expected a list of tool calls on an assistant turn; got "
+                f"{type(message['tool_calls']).__name__} on a {role} turn.",
+            )
+        if content is None and not (role == "assistant" and message.get("tool_calls")):
+            raise TrajectoryError(
+                row,
+                f"{where}.{self.content_field}",
+                f"content is missing or null on a {role} turn; only an assistant turn with tool_calls "
+                "may have null content.",
+                "Pass content_field=... naming the key that holds the text.",
+            )
+        if content is not None and not isinstance(content, str):
+            raise TrajectoryError(
+                row,
+                f"{where}.{self.content_field}",
+                f"content of type {type(content).__name__}; expected a string.",
+                "Convert it to text first (dataset.map), or pass content_field=... naming the text key.",
+            )
+
+    def read(self, chat: Any, row: int) -> tuple[list[dict[str, Any]], list[int]]:
+        """Canonical messages of `chat` and the step indices flagged for training."""
+        f = self.messages_field
+        expected = f"a list of turns, dicts with `{self.role_field}` and `{self.content_field}`"
+        if not isinstance(chat, (list, tuple)):
+            fix = "Pass messages_field=... naming the chat column."
+            raise TrajectoryError(row, f, f"expected {expected}; got {type(chat).__name__}.", fix)
+        if not chat:
+            fix = 'Pass on_error="skip" to drop it.'
+            raise TrajectoryError(row, f, f"the chat is empty; expected {expected}.", fix)
+        roles = dict(self.role_map)
+        dropped = {self.role_field, self.content_field, self.loss_field, "role", "content"}
+        messages: list[dict[str, Any]] = []
+        critical: list[int] = []
+        pending: list[dict[str, Any]] = []  # calls of a ShareGPT function_call turn awaiting their results
+        steps = num_calls = 0
+        for t, turn in enumerate(chat):
+            where = f"{f}[{t}]"
+            if not isinstance(turn, Mapping):
+                raise TrajectoryError(row, where, f"expected a dict turn; got {type(turn).__name__}.")
+            if self.role_field not in turn:
+                raise TrajectoryError(
+                    row,
+                    where,
+                    f"the turn has no `{self.role_field}` key (keys: {sorted(turn)}).",
+                    "Pass role_field=... naming the key that holds the speaker.",
+                )
+            raw_role = turn[self.role_field]
+            role = self._role(raw_role, roles, row, where)
+            message = {"role": role, "content": turn.get(self.content_field)}
+            message.update(clean_message({k: v for k, v in turn.items() if k not in dropped}))
+            if role == "tool":
+                if pending and "tool_call_id" not in message:
+                    call = pending.pop(0)
+                    message["tool_call_id"], message["name"] = call["id"], call["function"]["name"]
+            else:
+                pending = []
+            is_call = raw_role.strip().lower() == "function_call" and role == "assistant"
+            if is_call and "tool_calls" not in message:
+                calls = _parse_function_call(message["content"], num_calls)
+                if calls is not None:
+                    message["content"], message["tool_calls"] = None, calls
+                    num_calls += len(calls)
+                    pending = list(calls)
+            self._check_content(message, row, where)
+            if role == "assistant":
+                if self.loss_field is not None and self._loss(turn.get(self.loss_field), row, where):
+                    critical.append(steps)
+                steps += 1
+            messages.append(message)
+        if not steps:
+            seen = sorted({str(turn[self.role_field]) for turn in chat})
+            raise TrajectoryError(
+                row,
+                f,
+                f"no assistant turn (roles seen: {seen}); a trajectory needs at least one step.",
+                "If the agent's turns use another role name, pass role_map={name: 'assistant'}; "
+                'or pass on_error="skip" to drop such rows.',
+            )
+        return messages, critical
+
+
+@dataclass(frozen=True)
+class _Normalize:
+    """The batched `datasets.map` function of `normalize_trajectories` (picklable, stable fingerprint)."""
+
+    reader: _RowReader
+    skip_errors: bool
+
+    def __call__(self, chats: list[Any], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {MESSAGES_COLUMN: []}
+        steps: list[list[int]] = []
+        errors: list[str | None] = []
+        for chat, index in zip(chats, indices):
+            try:
+                messages, critical = self.reader.read(chat, index)
+                error = None
+            except TrajectoryError as exc:
+                if not self.skip_errors:
+                    raise
+                messages, critical, error = [], [], str(exc)
+            out[MESSAGES_COLUMN].append(messages)
+            steps.append(critical)
+            errors.append(error)
+        if self.reader.loss_field is not None:
+            out[CRITICAL_STEPS_COLUMN] = steps
+        if self.skip_errors:
+            out[_ERROR_COLUMN] = errors
+        return out
+
+
+def _is_readable(errors: list[str | None]) -> list[bool]:
+    return [error is None for error in errors]
+
+
+# --------------------------------------------------------------------------- schema resolution
+
+
+def _sample_turns(dataset: Dataset, column: str) -> list[Mapping[str, Any]]:
+    """Turns (dicts) from the first rows of `column`, to tell its keys."""
+    values = dataset.select(range(min(len(dataset), _SAMPLE_ROWS)))[column]
+    return [turn for chat in values if isinstance(chat, list) for turn in chat if isinstance(turn, Mapping)]
+
+
+def _is_chat_feature(feature: Any) -> bool:
+    return isinstance(feature, (List, datasets.Sequence, Json)) or isinstance(feature, list)
+
+
+def _resolve_messages_field(dataset: Dataset, role_field: str | None, content_field: str | None) -> str:
+    columns = dataset.column_names
+    for preferred in (MESSAGES_COLUMN, "conversations"):
+        if preferred in columns:
+            return preferred
+    candidates = []
+    for column in columns:
+        if not _is_chat_feature(dataset.features[column]):
+            continue
+        keys = {key for turn in _sample_turns(dataset, column) for key in turn}
+        pairs = [(role_field, content_field)] if role_field and content_field else list(_SCHEMA_KEYS.values())
+        if any((r or "role") in keys and (c or "content") in keys for r, c in pairs):
+            candidates.append(column)
+    if len(candidates) == 1:
+        return candidates[0]
+    what = f"several columns look like chats: {candidates}" if candidates else "no column holds chat turns"
+    raise ValueError(
+        f"Cannot tell which column holds the trajectories: {what} (columns: {columns}). "
+        "Pass messages_field=... naming it (and role_field= / content_field= if its turns use other keys)."
+    )
+
+
+def _resolve(
+    dataset: Dataset,
+    schema: str,
+    messages_field: str | None,
+    role_field: str | None,
+    content_field: str | None,
+    role_map: Mapping[str, str] | None,
+    loss_field: str | None,
+) -> _RowReader:
+    if schema not in ("auto", *_SCHEMA_KEYS):
+        raise ValueError(f"schema must be 'auto', 'openai' or 'sharegpt', got {schema!r}.")
+    field_name = messages_field or _resolve_messages_field(dataset, role_field, content_field)
+    if field_name not in dataset.column_names:
+        raise ValueError(
+            f"messages_field={field_name!r} is not a column of the dataset (columns: {dataset.column_names})."
+        )
+    turns = _sample_turns(dataset, field_name)
+    keys = Counter(key for turn in turns for key in turn if turn[key] is not None)
+    if schema == "auto":
+        schema = "sharegpt" if "from" in keys and "role" not in keys else "openai"
+    default_role, default_content = _SCHEMA_KEYS[schema]
+    if loss_field is None and keys.get("loss"):
+        loss_field = "loss"
+    roles = dict(DEFAULT_ROLE_MAP)
+    for source, target in (role_map or {}).items():
+        if target not in ROLES:
+            raise ValueError(f"role_map maps {source!r} to {target!r}; targets must be among {list(ROLES)}.")
+        roles[source] = target
+    return _RowReader(
+        messages_field=field_name,
+        role_field=role_field or default_role,
+        content_field=content_field or default_content,
+        role_map=tuple(sorted(roles.items())),
+        loss_field=loss_field,
+    )
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def normalize_trajectories_with_report(
+    dataset: Dataset | Sequence[Mapping[str, Any]],
+    schema: Schema = "auto",
+    messages_field: str | None = None,
+    role_field: str | None = None,
+    content_field: str | None = None,
+    role_map: Mapping[str, str] | None = None,
+    loss_field: str | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    num_proc: int | None = None,
+) -> tuple[Dataset, NormalizationReport]:
+    """`normalize_trajectories`, also returning a `NormalizationReport` of the rows skipped."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+    if not isinstance(dataset, Dataset):
+        dataset = Dataset.from_list([dict(row) for row in dataset], on_mixed_types="use_json")
+    reader = _resolve(dataset, schema, messages_field, role_field, content_field, role_map, loss_field)
+    features = Features({k: v for k, v in dataset.features.items() if k != reader.messages_field})
+    features[MESSAGES_COLUMN] = List(Json())
+    if reader.loss_field is not None:
+        if CRITICAL_STEPS_COLUMN in features:
+            logger.warning("Replacing `critical_steps` with the steps flagged by `%s`.", reader.loss_field)
+        features[CRITICAL_STEPS_COLUMN] = List(Value("int64"))
+    skip = on_error == "skip"
+    if skip:
+        features[_ERROR_COLUMN] = Value("string")
+    remove = [reader.messages_field] if reader.messages_field != MESSAGES_COLUMN else []
+    normalized = dataset.map(
+        _Normalize(reader, skip),
+        batched=True,
+        with_indices=True,
+        input_columns=[reader.messages_field],
+        remove_columns=remove,
+        features=features,
+        num_proc=num_proc,
+        desc="Normalizing trajectories",
+    )
+    report = NormalizationReport(num_rows=len(dataset))
+    if skip:
+        errors = normalized[_ERROR_COLUMN]
+        report.skipped = {i: error for i, error in enumerate(errors) if error is not None}
+        if report.skipped:
+            normalized = normalized.filter(
+                _is_readable, batched=True, input_columns=[_ERROR_COLUMN], num_proc=num_proc
+            )
+            logger.warning("normalize_trajectories %s", report.summary())
+        normalized = normalized.remove_columns(_ERROR_COLUMN)
+    return normalized, report
+
+
+def normalize_trajectories(
+    dataset: Dataset | Sequence[Mapping[str, Any]],
+    schema: Schema = "auto",
+    messages_field: str | None = None,
+    role_field: str | None = None,
+    content_field: str | None = None,
+    role_map: Mapping[str, str] | None = None,
+    loss_field: str | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    num_proc: int | None = None,
+) -> Dataset:
+    """Read trajectories in any supported schema into a dataset with a canonical `messages` column.
+
+    - `schema="auto"` finds the chat column (`messages`, `conversations`, or the one column whose
+      values are lists of `role`/`content` or `from`/`value` dicts, e.g. tau-bench's `traj`) and its
+      keys from the first rows. `"openai"` / `"sharegpt"` fix the turn keys instead.
+    - `messages_field`, `role_field`, `content_field` name the column and turn keys of a custom
+      schema; `role_map` maps extra role names onto `system`/`user`/`assistant`/`tool` (it extends
+      `DEFAULT_ROLE_MAP`).
+    - `loss_field` names a per-turn training flag (found automatically when the turns have `loss`):
+      the assistant turns flagged true become `critical_steps` (replacing any such column);
+      without a flag, `critical_steps` and every other column are left as they are.
+    - The source chat column is removed when it is not `messages`; other columns are untouched.
+    - A row that cannot be read raises `TrajectoryError` (row index, field, expected, fix);
+      `on_error="skip"` drops such rows instead and logs how many (see
+      `normalize_trajectories_with_report` for the per-row reasons).
+    """
+    normalized, _ = normalize_trajectories_with_report(
+        dataset, schema, messages_field, role_field, content_field, role_map, loss_field, on_error, num_proc
+    )
+    return normalized
+
+
+def load_trajectories(path_or_repo: str | Path, split: str = "train", **normalize_kwargs: Any) -> Dataset:
+    """Load trajectories from a local `.json` / `.jsonl` / `.parquet` file or folder, or a Hub
+    dataset id, and normalize them with `normalize_trajectories(**normalize_kwargs)`.
+
+    A `.json` file may hold one JSON list of rows (as tau-bench's) or JSON lines.
+    """
+    path = Path(path_or_repo).expanduser()
+    if path.is_file():
+        suffix = path.suffix.lower()
+        builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+        if suffix not in builders:
+            raise ValueError(f"Cannot read {path}: expected a .json, .jsonl or .parquet file.")
+        dataset = datasets.load_dataset(builders[suffix], data_files=str(path), split=split)
+    else:
+        dataset = datasets.load_dataset(str(path_or_repo), split=split)
+    return normalize_trajectories(dataset, **normalize_kwargs)

@@ -1,0 +1,350 @@
+"""Publishing to the Hub, against a loopback stand-in of its HTTP API driven by the real clients.
+
+`huggingface_hub`, `datasets`, `transformers` and `peft` run unmodified; only their endpoint and
+cache settings are pointed at the stand-in and at temporary folders (the libraries read HF_ENDPOINT
+and friends once, at import, so the fixture sets both the environment and those module constants).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import traceback
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import datasets
+import huggingface_hub
+from datasets import Dataset, load_dataset
+from huggingface_hub import DatasetCard, ModelCard, constants as hf_constants
+
+from atlas_hf.hub import (
+    _BASE_Y,
+    _CATEGORY_COLORS,
+    _RATIO_COLOR,
+    FIGURE_PATH,
+    HubPublishError,
+    publish_adapter,
+    publish_dataset,
+)
+from atlas_hf.oracles.base import CATEGORIES
+from hub_standin import HubStandIn
+
+USER = "atlas-tester"
+TOKEN = "hf_AtlasStandInToken0123456789abcdefXYZ"
+WRONG_TOKEN = "hf_NotAcceptedToken9876543210zyxwvuABC"
+DATASET_REPO = f"{USER}/atlas-demo"
+
+
+def _point_clients_at(url: str, home: Path, mp: pytest.MonkeyPatch) -> None:
+    env = {"HF_ENDPOINT": url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "HF_HOME": str(home),
+           "HF_HUB_CACHE": str(home / "hub"), "HF_DATASETS_CACHE": str(home / "datasets"), "HF_TOKEN": TOKEN}
+    for key, value in env.items():
+        mp.setenv(key, value)
+    mp.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    for name, value in {
+        "ENDPOINT": url,
+        "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_HUB_DISABLE_XET": True,
+        "HF_HUB_OFFLINE": False,
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_TOKEN_PATH": str(home / "token"),
+        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
+    }.items():
+        mp.setattr(hf_constants, name, value)
+    mp.setattr(huggingface_hub.hf_api.api, "endpoint", url)  # the instance behind `huggingface_hub.file_exists`
+    for name, value in {
+        "HF_ENDPOINT": url,
+        "HUB_DATASETS_URL": url + "/datasets/{repo_id}/resolve/{revision}/{path}",
+        "HF_HUB_OFFLINE": False,
+        "HF_DATASETS_CACHE": home / "datasets",
+        "DOWNLOADED_DATASETS_PATH": home / "datasets" / "downloads",
+        "EXTRACTED_DATASETS_PATH": home / "datasets" / "downloads" / "extracted",
+    }.items():
+        mp.setattr(datasets.config, name, value)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory):
+    with HubStandIn({TOKEN: USER}) as server, pytest.MonkeyPatch.context() as mp:
+        _point_clients_at(server.url, tmp_path_factory.mktemp("hf_home"), mp)
+        yield server
+
+
+def _rows() -> list[dict]:
+    """Annotated trajectories with nested tool calls, one row the oracle failed on."""
+    rows = []
+    for i in range(7):
+        messages = [{"role": "system", "content": "You are a careful agent."},
+                    {"role": "user", "content": f"Task {i}: find the capital of country {i}."}]
+        steps = 3 + i % 3
+        for s in range(steps):
+            call = {"id": f"call_{i}_{s}", "type": "function",
+                    "function": {"name": "search", "arguments": json.dumps({"q": f"country {i} step {s}"})}}
+            messages.append({"role": "assistant", "content": f"Thought {s}: search.", "tool_calls": [call]})
+            messages.append({"role": "tool", "content": f"result {s}", "tool_call_id": call["id"], "name": "search"})
+        critical = [] if i == 6 else sorted({0, (i + 1) % steps})
+        cats = [CATEGORIES[(i + k) % (4 if i % 2 else 3)] for k in range(len(critical))]
+        rows.append({
+            "messages": messages,
+            "critical_steps": critical,
+            "critical_categories": cats,
+            "critical_reasons": [f"reason {k}" for k in critical],
+            "atlas_plan": f"1. search country {i} 2. answer",
+            "atlas_error": "oracle answer failed validation 3 times" if i == 6 else None,
+            "atlas_oracle": "anthropic:claude-test:atlas-prompt-v1",
+        })
+    return rows
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return Dataset.from_list(_rows())
+
+
+@pytest.fixture(scope="module")
+def published(hub: HubStandIn, dataset: Dataset) -> str:
+    return publish_dataset(dataset, DATASET_REPO, token=TOKEN, max_ratio=0.3, prompt_version="atlas-prompt-v1",
+                           source_datasets=["fireact/hotpotqa"])
+
+
+def _decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
+    """A minimal PNG reader (8-bit RGB, filter 0) that checks every chunk's CRC."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        if kind == b"IHDR":
+            width, height, depth, color_type = struct.unpack(">IIBB", body[:10])
+            assert (depth, color_type) == (8, 2)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 3 * width + 1
+    rows = [raw[y * stride:(y + 1) * stride] for y in range(height)]
+    assert all(row[0] == 0 for row in rows)
+    return width, height, [row[1:] for row in rows]
+
+
+def _pixel(rows: list[bytes], x: int, y: int) -> tuple[int, int, int]:
+    return tuple(rows[y][3 * x:3 * x + 3])
+
+
+def test_dataset_goes_up_through_lfs_and_loads_back_identical(hub: HubStandIn, dataset: Dataset, published: str):
+    assert published == f"{hub.url}/datasets/{DATASET_REPO}"
+    assert hub.repos[("dataset", DATASET_REPO)].private
+    parquet = "data/train-00000-of-00001.parquet"
+    data_commit = next(c for c in hub.commits if ("lfsFile", parquet) in c["operations"])
+    stored = hub.file("dataset", DATASET_REPO, parquet)
+    assert stored.lfs_sha256 is not None and (stored.lfs_sha256, len(stored.content)) in hub.lfs_uploads
+    card_commit = hub.commits[hub.commits.index(data_commit) + 1]
+    assert ("file", "README.md") in card_commit["operations"] and ("lfsFile", FIGURE_PATH) in card_commit["operations"]
+
+    loaded = load_dataset(DATASET_REPO, split="train")  # private: the token comes from HF_TOKEN
+    assert loaded.features == dataset.features
+    assert loaded.to_list() == dataset.to_list()
+    assert loaded[0]["messages"][2]["tool_calls"][0]["function"]["name"] == "search"
+
+
+def test_dataset_card_metadata_and_statistics(hub: HubStandIn, dataset: Dataset, published: str):
+    card = DatasetCard.load(DATASET_REPO, repo_type="dataset")
+    data = card.data
+    assert data.license == "apache-2.0"
+    assert data.task_categories == ["text-generation"]
+    assert data.language == ["en"]
+    assert {"atlas", "agent", "critical-steps", "trl"} <= set(data.tags)
+    assert data.source_datasets == ["fireact/hotpotqa"]
+    assert data.pretty_name and data.size_categories == ["n<1K"]
+    # what push_to_hub wrote is kept: load_dataset relies on it
+    assert data.configs == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    assert data.dataset_info["splits"][0]["num_examples"] == len(dataset)
+
+    rows = dataset.to_list()
+    steps = sum(m["role"] == "assistant" for r in rows for m in r["messages"])
+    critical = sum(len(r["critical_steps"]) for r in rows)
+    annotated_steps = sum(m["role"] == "assistant" for r in rows if r["atlas_error"] is None for m in r["messages"])
+    assert f"| Rows | {len(rows)} (train: {len(rows)}) |" in card.text
+    assert f"| Steps (assistant turns) | {steps} |" in card.text
+    assert f"| Critical steps | {critical} |" in card.text
+    assert f"| Critical ratio (rows without an error) | {critical / annotated_steps:.1%} |" in card.text
+    assert "| Rows marked with an `atlas_error` | 1 |" in card.text
+    for name, count in Counter(c for r in rows for c in r["critical_categories"]).items():
+        assert f"| {name} | {count} |" in card.text
+    assert "| Oracle | anthropic:claude-test:atlas-prompt-v1 |" in card.text  # from the atlas_oracle column
+    assert "| Ratio cap | 30% of each trajectory's steps |" in card.text
+    assert f'load_dataset("{DATASET_REPO}", split="train")' in card.text and "AtlasSFTTrainer" in card.text
+    assert f"]({FIGURE_PATH})" in card.text
+
+
+def test_figure_bars_match_the_counts(hub: HubStandIn, dataset: Dataset, published: str):
+    figure = hub.file("dataset", DATASET_REPO, FIGURE_PATH).content
+    width, height, rows = _decode_png(figure)
+    assert (width, height) == (640, 320)
+    records = dataset.to_list()
+    counts = Counter(c for r in records for c in r["critical_categories"])
+    heights = {name: sum(any(_pixel(rows, x, y) == color for x in range(0, 320)) for y in range(height))
+               for name, color in zip(CATEGORIES, _CATEGORY_COLORS)}
+    tallest = max(heights.values())
+    for name in CATEGORIES:
+        assert abs(heights[name] - counts[name] / max(counts.values()) * tallest) <= 1, (name, heights)
+
+    # the ratio histogram: one bar per non-empty 10% bin, in order, heights proportional to the rows
+    ratios = [len(r["critical_steps"]) / sum(m["role"] == "assistant" for m in r["messages"])
+              for r in records if r["atlas_error"] is None]
+    bins = Counter(min(int(ratio * 10 + 1e-9), 9) for ratio in ratios)
+    expected = [bins[b] for b in sorted(bins)]
+    runs, inside = [], False
+    for x in range(320, width):
+        hit = _pixel(rows, x, _BASE_Y - 1) == _RATIO_COLOR
+        if hit and not inside:
+            runs.append(x)
+        inside = hit
+    measured = [sum(_pixel(rows, x + 2, y) == _RATIO_COLOR for y in range(height)) for x in runs]
+    assert len(measured) == len(expected)
+    for got, want in zip(measured, expected):
+        assert abs(got - want / max(expected) * max(measured)) <= 1
+
+
+def test_local_dir_writes_the_hub_layout(hub: HubStandIn, dataset: Dataset, published: str, tmp_path: Path):
+    out = tmp_path / "local"
+    result = publish_dataset(dataset, DATASET_REPO, max_ratio=0.3, prompt_version="atlas-prompt-v1",
+                             source_datasets=["fireact/hotpotqa"], local_dir=out)
+    assert result == str(out)
+    local_files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    hub_files = set(hub.head("dataset", DATASET_REPO).files) - {".gitattributes"}
+    assert local_files == hub_files
+    assert (out / FIGURE_PATH).read_bytes() == hub.file("dataset", DATASET_REPO, FIGURE_PATH).content
+    local_card = DatasetCard.load(out / "README.md")
+    hub_card = DatasetCard.load(DATASET_REPO, repo_type="dataset")
+    assert local_card.text == hub_card.text
+    local_meta, hub_meta = local_card.data.to_dict(), hub_card.data.to_dict()
+    assert local_meta.pop("dataset_info")["splits"] == hub_meta.pop("dataset_info")["splits"]
+    assert local_meta == hub_meta
+    assert load_dataset(str(out), split="train").to_list() == dataset.to_list()
+
+
+def test_rows_without_annotations_are_refused(tmp_path: Path):
+    plain = Dataset.from_list([{"messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(ValueError, match=r"critical_steps.*Annotate the dataset first"):
+        publish_dataset(plain, DATASET_REPO, local_dir=tmp_path)
+
+
+def _tiny_base() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_tiny_base(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                    init_lora_weights=False, task_type="CAUSAL_LM"))
+    folder = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(folder)
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = f"{USER}/tiny-llama"  # as if the base had come from the Hub
+    config_path.write_text(json.dumps(config))
+    return folder
+
+
+def test_adapter_round_trip_and_card(hub: HubStandIn, adapter_dir: Path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    summary = {"step_selection": "critical", "selection_ratio": 0.3, "epochs": 2, "supervised_tokens": 1234,
+               "final_loss": 1.2345}
+    url = publish_adapter(adapter_dir, f"{USER}/tiny-adapter", dataset_repo_id=DATASET_REPO,
+                          training_summary=summary)  # the token comes from HF_TOKEN
+    assert url == f"{hub.url}/{USER}/tiny-adapter"
+    weights = hub.file("model", f"{USER}/tiny-adapter", "adapter_model.safetensors")
+    assert (weights.lfs_sha256, len(weights.content)) in hub.lfs_uploads
+
+    loaded = PeftModel.from_pretrained(_tiny_base(), f"{USER}/tiny-adapter")
+    expected = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    state = {k: v for k, v in loaded.state_dict().items() if "lora_" in k}
+    assert len(state) == len(expected) == 8
+    for key, tensor in expected.items():
+        loaded_key = key.replace(".weight", ".default.weight")
+        assert torch.equal(state[loaded_key], tensor), key
+
+    card = ModelCard.load(f"{USER}/tiny-adapter")
+    assert card.data.library_name == "peft"
+    assert card.data.base_model == f"{USER}/tiny-llama"
+    assert card.data.datasets == [DATASET_REPO]
+    assert card.data.pipeline_tag == "text-generation"
+    assert {"atlas", "trl", "peft", "lora", "agent", "critical-steps"} <= set(card.data.tags)
+    for line in ("| Step selection | critical |", "| Selection ratio | 0.3 |", "| Epochs | 2 |",
+                 "| Supervised tokens | 1234 |", "| Final training loss | 1.234 |"):
+        assert line in card.text
+
+
+def test_adapter_from_a_trainer_reads_its_run(tmp_path: Path, adapter_dir: Path):
+    from peft import PeftModel
+    from transformers import Trainer, TrainingArguments
+
+    model = PeftModel.from_pretrained(_tiny_base(), str(adapter_dir), is_trainable=True)
+    ids = torch.arange(8).repeat(4, 1) % 64
+    train = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, logging_steps=1, report_to=[],
+                             per_device_train_batch_size=2, use_cpu=True, save_strategy="no")
+    trainer = Trainer(model=model, args=args, train_dataset=train)
+    trainer.train()
+    out = publish_adapter(trainer, f"{USER}/from-trainer", local_dir=tmp_path / "out")
+    card = ModelCard.load(Path(out) / "README.md")
+    final_loss = [e["loss"] for e in trainer.state.log_history if "loss" in e][-1]
+    assert f"| Final training loss | {final_loss:.4g} |" in card.text
+    assert "| Optimizer steps | 2 |" in card.text
+    assert card.data.base_model == f"{USER}/tiny-llama" and card.data.library_name == "peft"
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= {p.name for p in Path(out).iterdir()}
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_token_never_leaks(hub: HubStandIn, dataset: Dataset, adapter_dir: Path, status: int,
+                           caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    token = WRONG_TOKEN if status == 401 else TOKEN
+    hub.force_status = 500 if status == 500 else None  # the 500 body even echoes the Authorization header
+    try:
+        errors = []
+        for publish in (lambda: publish_dataset(dataset, f"{USER}/leak-check", token=token),
+                        lambda: publish_adapter(adapter_dir, f"{USER}/leak-check-adapter", token=token)):
+            with pytest.raises(HubPublishError) as info:
+                publish()
+            errors.append(info.value)
+    finally:
+        hub.force_status = None
+    for error in errors:
+        text = "".join(traceback.format_exception(error))
+        assert f"HTTP {status}" in str(error)
+        assert ("HF_TOKEN" in str(error)) == (status == 401)
+        assert token not in text and TOKEN not in text
+    captured = capsys.readouterr()
+    assert TOKEN not in caplog.text and token not in caplog.text
+    assert TOKEN not in captured.out + captured.err
+
+
+def test_successful_publish_leaves_no_token_anywhere(hub: HubStandIn, dataset: Dataset, published: str,
+                                                     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    publish_dataset(dataset.select(range(2)), f"{USER}/no-leak", token=TOKEN)
+    captured = capsys.readouterr()
+    assert TOKEN not in caplog.text + captured.out + captured.err
+    for (_, repo_id), repo in hub.repos.items():
+        for commit in repo.commits.values():
+            for path, stored in commit.files.items():
+                assert TOKEN.encode() not in stored.content, (repo_id, path)
