@@ -1,0 +1,365 @@
+"""`CriticalStepAnnotator`: an oracle as a `datasets.map` function, with a resumable on-disk cache.
+
+    annotator = CriticalStepAnnotator(oracle=RandomOracle(), max_ratio=0.3, cache_dir="atlas_cache")
+    ds = ds.map(annotator, batched=True)
+
+Each row's `messages` goes to the oracle once: the answer is validated, retried once with the
+validation error shown to the oracle, and written to the cache; a row that still fails is kept
+with its reason in `atlas_error` (and empty steps), never dropped; `atlas_error` is "" for a row
+that was annotated (a string, never null, so the column keeps one type across `map` batches).
+
+The cache holds one small JSON file per trajectory, `cache_dir/<key[:2]>/<key>.json`, where the key
+is the sha256 of the canonical trajectory (JSON with sorted keys, None fields dropped), the
+oracle's `identity` (its model and prompt version) and `max_ratio`. Files are written to a
+temporary name and renamed, so a killed run never leaves half an entry; an unreadable or invalid
+entry is ignored and asked again. Only valid answers are cached: a row that ended in error is
+asked again by the next run.
+
+The annotator pickles to its configuration only (oracle, ratio, cache folder, options), so
+`num_proc` works and `datasets` fingerprints it stably: the same `map` run twice is answered from
+the `datasets` cache without calling the oracle. `stats` and `summary()` count the calls made in
+this process (with `num_proc > 1` the work happens in the worker processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from atlas_hf.oracles.base import Annotation, Oracle, validate_annotation
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+"""Version of the cache entry layout; part of every key."""
+
+_MAX_LISTED_ERRORS = 10
+
+
+def canonical_messages(messages: Any) -> Any:
+    """`messages` with every None-valued dict field dropped, recursively.
+
+    `datasets` stores a list of dicts as structs, filling the keys a turn lacks with None; dropping
+    them makes the same trajectory look the same whether it came from a file or a dataset.
+    """
+    if isinstance(messages, dict):
+        return {k: canonical_messages(v) for k, v in messages.items() if v is not None}
+    if isinstance(messages, (list, tuple)):
+        return [canonical_messages(v) for v in messages]
+    return messages
+
+
+def num_steps(messages: Sequence[dict[str, Any]]) -> int:
+    """The number of steps (assistant turns) of a trajectory."""
+    return sum(1 for m in messages if m.get("role") == "assistant")
+
+
+def cache_key(messages: Sequence[dict[str, Any]], oracle_identity: str, max_ratio: float) -> str:
+    """sha256 of the canonical trajectory, the oracle's identity and the ratio."""
+    payload = json.dumps(
+        {"format": CACHE_FORMAT, "messages": canonical_messages(list(messages)), "oracle": oracle_identity,
+         "max_ratio": max_ratio},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class AnnotationCache:
+    """One JSON file per valid answer under `root`, in folders named by the key's first two characters."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        """Where the entry of `key` lives."""
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str, steps: int, max_ratio: float) -> Annotation | None:
+        """The cached answer for `key`, or None when missing, unreadable or no longer valid."""
+        path = self.path(key)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if entry["key"] != key:
+                raise ValueError(f"it holds key {entry['key']!r}")
+            a = entry["annotation"]
+            annotation = Annotation(
+                steps=list(a["steps"]), categories=list(a["categories"]), reasons=list(a["reasons"]),
+                plan=str(a["plan"]),
+            )
+            error = validate_annotation(annotation, steps, max_ratio)
+            if error:
+                raise ValueError(error)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("Ignoring the corrupt cache entry %s (%s); the row is asked again.", path, exc)
+            return None
+        return annotation
+
+    def put(self, key: str, annotation: Annotation, oracle_identity: str) -> None:
+        """Write the entry atomically (a temporary file renamed into place)."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "key": key,
+            "oracle": oracle_identity,
+            "annotation": {
+                "steps": annotation.steps, "categories": annotation.categories,
+                "reasons": annotation.reasons, "plan": annotation.plan,
+            },
+        }
+        tmp = path.parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class AnnotationStats:
+    """What one annotator did in this process."""
+
+    rows: int = 0
+    """Rows seen."""
+    cached: int = 0
+    """Rows answered from the on-disk cache."""
+    sent: int = 0
+    """Rows sent to the oracle (retries not counted again)."""
+    retried: int = 0
+    """Rows asked a second time after an invalid answer."""
+    errors: int = 0
+    """Rows left with `atlas_error` set."""
+
+
+class AnnotationError(ValueError):
+    """A row could not be annotated and `strict=True` was asked."""
+
+
+class CriticalStepAnnotator:
+    """A picklable `datasets.map(..., batched=True)` function that marks each row's critical steps.
+
+    Args:
+        oracle: any `Oracle` (`AnthropicOracle`, `LocalOracle`, `RandomOracle`, ...).
+        max_ratio: the most steps that may be chosen, as a fraction of the trajectory's steps.
+        cache_dir: folder of the resumable answer cache; None keeps no cache.
+        strict: raise `AnnotationError` (naming the row and the reason) instead of marking a row
+            that could not be annotated.
+        messages_field: the column holding the canonical chat messages.
+        progress: show a progress bar (trajectories, and tokens and cost if the oracle counts them).
+
+    Adds the columns `critical_steps`, `critical_categories`, `critical_reasons`, `atlas_plan`,
+    `atlas_error` and `atlas_oracle` (the oracle's identity). Pass `with_indices=True` to `map`
+    and errors name the dataset index of the row.
+    """
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        max_ratio: float = 0.3,
+        cache_dir: str | os.PathLike[str] | None = None,
+        strict: bool = False,
+        messages_field: str = "messages",
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(oracle, Oracle):
+            raise TypeError(
+                "oracle must implement atlas_hf.oracles.base.Oracle (identity, annotate), "
+                f"got {type(oracle).__name__}."
+            )
+        if not 0.0 < max_ratio <= 1.0:
+            raise ValueError(f"max_ratio must be in (0, 1], got {max_ratio!r}.")
+        self.oracle = oracle
+        self.max_ratio = float(max_ratio)
+        self.cache_dir = None if cache_dir is None else str(Path(cache_dir).expanduser().resolve())
+        self.strict = strict
+        self.messages_field = messages_field
+        self.progress = progress
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        self.stats = AnnotationStats()
+        self.errors: list[str] = []
+        self._bar: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Configuration only: counters and the progress bar never reach pickles or fingerprints."""
+        return {k: getattr(self, k) for k in ("oracle", "max_ratio", "cache_dir", "strict", "messages_field",
+                                              "progress")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_runtime()
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int] | None = None) -> dict[str, list[Any]]:
+        """Annotate one batch of rows; returns the new columns."""
+        if self.messages_field not in batch:
+            raise KeyError(
+                f"The rows have no {self.messages_field!r} column (columns: {sorted(batch)}). Pass "
+                "messages_field= or normalize the dataset first (atlas_hf.trajectory.normalize_trajectories)."
+            )
+        rows = [canonical_messages(list(m or [])) for m in batch[self.messages_field]]
+        if indices is not None:
+            labels = [f"row {i}" for i in indices]
+        else:
+            hint = "map with with_indices=True for dataset indices"
+            labels = [f"row {i} of this batch ({hint})" for i in range(len(rows))]
+        identity = self.oracle.identity
+        cache = AnnotationCache(self.cache_dir) if self.cache_dir else None
+        results: list[Annotation | None] = [None] * len(rows)
+        keys = [cache_key(m, identity, self.max_ratio) for m in rows]
+        pending = []
+        for i, messages in enumerate(rows):
+            steps = num_steps(messages)
+            if steps == 0:
+                results[i] = Annotation(
+                    error=f"{labels[i]} has no assistant turn in {self.messages_field!r}, so no step to "
+                    "choose; fix or filter the row."
+                )
+            elif cache and (hit := cache.get(keys[i], steps, self.max_ratio)) is not None:
+                results[i] = hit
+                self.stats.cached += 1
+            else:
+                pending.append(i)
+        self._ask(rows, pending, results, keys, cache, identity)
+        failed = []
+        for i, annotation in enumerate(results):
+            assert annotation is not None
+            if annotation.error:
+                failed.append(f"{labels[i]}: {annotation.error}")
+        self.stats.rows += len(rows)
+        self.stats.errors += len(failed)
+        self.errors.extend(failed[: max(0, _MAX_LISTED_ERRORS - len(self.errors))])
+        self._update_progress(len(rows))
+        if failed and self.strict:
+            raise AnnotationError(
+                f"{len(failed)} row(s) could not be annotated by {identity}: " + "; ".join(failed[:3])
+                + ". Pass strict=False to keep such rows marked in `atlas_error` instead."
+            )
+        return self._columns([a for a in results if a is not None], identity)
+
+    @staticmethod
+    def _columns(results: list[Annotation], identity: str) -> dict[str, Any]:
+        """The output columns, typed so that `datasets` never infers a null type from one batch.
+
+        `datasets` fixes a column's type from the first batch it writes: an all-None `atlas_error` or
+        an all-empty list column there would break every later batch. So `atlas_error` is "" for a
+        row without error, and a list column that is empty in every row of the batch is given as a
+        typed (rows, 0) array.
+        """
+        columns: dict[str, Any] = {}
+        for annotation in results:
+            for name, value in annotation.to_columns().items():
+                columns.setdefault(name, []).append(value)
+        columns["atlas_error"] = [e or "" for e in columns["atlas_error"]]
+        typed = (("critical_steps", np.int64), ("critical_categories", str), ("critical_reasons", str))
+        for name, dtype in typed:
+            if not any(columns[name]):
+                columns[name] = np.zeros((len(results), 0), dtype=dtype)
+        columns["atlas_oracle"] = [identity] * len(results)
+        return columns
+
+    def _ask(
+        self,
+        rows: list[Any],
+        pending: list[int],
+        results: list[Annotation | None],
+        keys: list[str],
+        cache: AnnotationCache | None,
+        identity: str,
+    ) -> None:
+        """Ask the oracle for the `pending` rows, retry invalid answers once, cache the valid ones."""
+        feedback: list[str | None] = [None] * len(pending)
+        for attempt in range(2):
+            if not pending:
+                return
+            answers = self.oracle.annotate([rows[i] for i in pending], self.max_ratio,
+                                           feedback=feedback if attempt else None)
+            if len(answers) != len(pending):
+                raise RuntimeError(
+                    f"Oracle {identity} returned {len(answers)} annotations for {len(pending)} trajectories; "
+                    "an oracle must answer each trajectory once, in order."
+                )
+            if attempt == 0:
+                self.stats.sent += len(pending)
+            else:
+                self.stats.retried += len(pending)
+            invalid, feedback = [], []
+            for i, answer in zip(pending, answers):
+                error = validate_annotation(answer, num_steps(rows[i]), self.max_ratio)
+                if error is None:
+                    results[i] = answer
+                    if cache:
+                        cache.put(keys[i], answer, identity)
+                    continue
+                results[i] = Annotation(error=f"invalid answer after a retry: {error}" if attempt else error)
+                invalid.append(i)
+                feedback.append(error)
+            pending = invalid
+
+    def _update_progress(self, n: int) -> None:
+        if not self.progress:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(desc="Annotating critical steps", unit="traj", dynamic_ncols=True)
+        postfix = {"cached": self.stats.cached, "sent": self.stats.sent, "errors": self.stats.errors}
+        postfix.update(usage_postfix(getattr(self.oracle, "usage", None)))
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.update(n)
+
+    def summary(self) -> str:
+        """A few lines: rows, cache hits, sent, retried, errors (the first few named), tokens and cost."""
+        s = self.stats
+        lines = [
+            f"Annotated {s.rows} trajectories with {self.oracle.identity} (max_ratio={self.max_ratio}): "
+            f"{s.cached} from the cache, {s.sent} sent to the oracle, {s.retried} retried, {s.errors} errors."
+        ]
+        usage = usage_postfix(getattr(self.oracle, "usage", None))
+        if usage:
+            lines.append("Usage: " + ", ".join(f"{k} {v}" for k, v in usage.items()))
+        lines += [f"  error: {e}" for e in self.errors]
+        if s.errors > len(self.errors):
+            lines.append(f"  ... and {s.errors - len(self.errors)} more (see the atlas_error column).")
+        return "\n".join(lines)
+
+
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_COST_FIELDS = ("estimated_cost_usd", "cost_usd", "estimated_cost")
+
+
+def usage_postfix(usage: Any) -> dict[str, str]:
+    """`{"tokens": ..., "cost": ...}` from an oracle's usage counter (an object or a dict), if any.
+
+    Tokens: `total_tokens`, else the sum of the Anthropic-style token fields; cost: the first of
+    `estimated_cost_usd`, `cost_usd`, `estimated_cost` (a number or a method returning one).
+    """
+    if usage is None:
+        return {}
+
+    def field(name: str) -> Any:
+        value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+        return value() if callable(value) else value
+
+    out = {}
+    total = field("total_tokens")
+    if total is None:
+        parts = [p for p in (field(name) for name in _TOKEN_FIELDS) if isinstance(p, (int, float))]
+        total = sum(parts) if parts else None
+    if total is not None:
+        out["tokens"] = f"{int(total):,}"
+    for name in _COST_FIELDS:
+        cost = field(name)
+        if isinstance(cost, (int, float)):
+            out["cost"] = f"${cost:.4f}"
+            break
+    return out
