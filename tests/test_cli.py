@@ -1,0 +1,78 @@
+"""The `atlas-hf` command as a shell user runs it: real processes, exit codes, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from atlas_hf.agreement import oracle_agreement
+from atlas_hf.sample import load_sample
+
+COMMANDS = ["annotate", "train", "publish", "eval-oracle", "demo"]
+
+
+def atlas_hf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "atlas_hf.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = atlas_hf(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"atlas-hf {command}" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    result = atlas_hf("frobnicate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_annotate_then_eval_oracle_then_publish(tmp_path):
+    out = tmp_path / "annotated"
+    result = atlas_hf("annotate", "sample", "--oracle", "random", "-o", str(out), "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr
+    annotated = load_from_disk(str(out))
+    reference = load_sample()
+    assert annotated["messages"] == reference["messages"]
+    assert all(0 < len(s) for s in annotated["critical_steps"])
+
+    result = atlas_hf("eval-oracle", str(out), "sample")
+    assert result.returncode == 0, result.stderr
+    report = oracle_agreement(annotated, reference)
+    assert f"{report.steps.f1:.3f}" in result.stdout
+
+    result = atlas_hf("publish", "--dataset", str(out), "--local-dir", str(tmp_path / "hub"))
+    assert result.returncode == 0, result.stderr
+    card = (tmp_path / "hub" / "dataset" / "README.md").read_text()
+    assert "critical-steps" in card and "random" in card
+    assert list((tmp_path / "hub" / "dataset" / "data").glob("*.parquet"))
+
+
+def test_annotate_is_resumed_from_the_cache(tmp_path):
+    args = ("annotate", "sample", "--oracle", "random", "--cache-dir", str(tmp_path / "c"))
+    first = atlas_hf(*args, "-o", str(tmp_path / "a"))
+    second = atlas_hf(*args, "-o", str(tmp_path / "b"))
+    assert first.returncode == second.returncode == 0
+    assert load_from_disk(str(tmp_path / "a"))["critical_steps"] == load_from_disk(str(tmp_path / "b"))["critical_steps"]
+    assert "0 from the cache, 13 sent" in first.stdout
+    assert "13 from the cache, 0 sent" in second.stdout
+
+
+def test_bad_input_fails_with_a_message_naming_it(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    result = atlas_hf("annotate", str(bad), "--oracle", "random", "-o", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "Row 0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_publish_without_anything_is_a_usage_error():
+    result = atlas_hf("publish")
+    assert result.returncode == 2 and "--dataset" in result.stderr
