@@ -1,1 +1,63 @@
-"""atlas_hf: ATLaS (agent tuning on critical steps) for TRL."""
+"""atlas_hf: ATLaS (agent tuning on critical steps) for TRL.
+
+The data path, one module per arrow, in the order below:
+raw rows -> canonical messages -> (oracle) critical steps -> token labels -> trainer -> adapter -> Hub.
+
+Names are imported on first use, so `import atlas_hf` stays fast (torch and TRL load only when a
+name that needs them is touched).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # raw rows -> canonical `messages`, from any published schema
+    "normalize_trajectories": "atlas_hf.trajectory",
+    "load_trajectories": "atlas_hf.trajectory",
+    "TrajectoryError": "atlas_hf.trajectory",
+    "load_sample": "atlas_hf.sample",
+    # messages -> critical steps, chosen by an oracle (Claude, a local model, or a baseline)
+    "CATEGORIES": "atlas_hf.oracles.base",
+    "Annotation": "atlas_hf.oracles.base",
+    "Oracle": "atlas_hf.oracles.base",
+    "AnthropicOracle": "atlas_hf.oracles.anthropic",
+    "LocalOracle": "atlas_hf.oracles.local",
+    "RandomOracle": "atlas_hf.oracles.baselines",
+    "AllStepsOracle": "atlas_hf.oracles.baselines",
+    "PerplexityOracle": "atlas_hf.oracles.baselines",
+    "CriticalStepAnnotator": "atlas_hf.annotate",
+    "oracle_agreement": "atlas_hf.agreement",
+    # which steps carry loss: ATLaS's critical steps, or the paper's baselines
+    "select_steps": "atlas_hf.selection",
+    "max_selected_steps": "atlas_hf.selection",
+    # steps -> token labels, with the model's own chat template
+    "CriticalStepTokenizer": "atlas_hf.tokenization",
+    "label_trajectory": "atlas_hf.tokenization",
+    "CriticalStepDataCollator": "atlas_hf.collator",
+    # labels -> a trained adapter
+    "AtlasSFTConfig": "atlas_hf.trainer",
+    "AtlasSFTTrainer": "atlas_hf.trainer",
+    "load_default_model": "atlas_hf.models",
+    "load_default_tokenizer": "atlas_hf.models",
+    # dataset and adapter -> the Hub
+    "publish_dataset": "atlas_hf.hub",
+    "publish_adapter": "atlas_hf.hub",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'atlas_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

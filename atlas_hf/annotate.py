@@ -317,6 +317,12 @@ class CriticalStepAnnotator:
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(n)
 
+    def close_progress(self) -> None:
+        """Close the progress bar (a `map` ends without telling its function)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
     def summary(self) -> str:
         """A few lines: rows, cache hits, sent, retried, errors (the first few named), tokens and cost."""
         s = self.stats

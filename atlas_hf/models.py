@@ -123,5 +123,6 @@ def load_default_model(dtype: torch.dtype = torch.float32) -> Any:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(ensure_default_model_cached(), dtype=dtype)
-    model.config._name_or_path = DEFAULT_MODEL_NAME
+    # Both the config and the instance attribute PEFT reads for an adapter's `base_model_name_or_path`.
+    model.config._name_or_path = model.name_or_path = DEFAULT_MODEL_NAME
     return model

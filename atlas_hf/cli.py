@@ -1,0 +1,293 @@
+"""The `atlas-hf` command: annotate, train, publish, eval-oracle and demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger("atlas_hf")
+
+ORACLES = ("anthropic", "local", "random", "all", "perplexity")
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+def build_oracle(name: str, model: str | None = None, seed: int = 0, **anthropic_kwargs: Any) -> Any:
+    """An oracle by its command-line name; `model` overrides its default model."""
+    from atlas_hf import oracles
+
+    if name == "anthropic":
+        return oracles.AnthropicOracle(**({"model": model} if model else {}), **anthropic_kwargs)
+    if name in ("local", "perplexity"):
+        model_obj = tokenizer = None
+        if model:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            model_obj, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+        cls = oracles.LocalOracle if name == "local" else oracles.PerplexityOracle
+        return cls(model=model_obj, tokenizer=tokenizer)
+    if name == "random":
+        return oracles.RandomOracle(seed=seed)
+    if name == "all":
+        return oracles.AllStepsOracle()
+    raise ValueError(f"Unknown oracle {name!r}; choose one of {', '.join(ORACLES)}.")
+
+
+def default_oracle_name() -> str:
+    """Claude when an API key is set, the local SmolLM2 judge otherwise."""
+    return "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "local"
+
+
+def load_rows(source: str | None, split: str = "train") -> Any:
+    """The embedded sample (`source` empty or "sample"), a saved dataset folder, a file or a Hub id."""
+    from datasets import load_from_disk
+
+    from atlas_hf.sample import load_sample
+    from atlas_hf.trajectory import load_trajectories
+
+    if not source or source == "sample":
+        return load_sample()
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return load_from_disk(str(path))
+    return load_trajectories(source, split=split)
+
+
+def annotate(dataset: Any, oracle: Any, max_ratio: float, cache_dir: str | None, batch_size: int = 64,
+             num_proc: int | None = None) -> tuple[Any, Any]:
+    """Annotate `dataset` (its old marks dropped); returns the dataset and the annotator (for its stats)."""
+    from atlas_hf.annotate import CriticalStepAnnotator
+
+    old = [c for c in ("critical_steps", "critical_categories", "critical_reasons", "atlas_plan", "atlas_error",
+                       "atlas_oracle") if c in dataset.column_names]
+    annotator = CriticalStepAnnotator(oracle, max_ratio=max_ratio, cache_dir=cache_dir)
+    annotated = dataset.remove_columns(old).map(annotator, batched=True, batch_size=batch_size, num_proc=num_proc,
+                                                with_indices=True, desc="Annotating")
+    annotator.close_progress()
+    return annotated, annotator
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    dataset = load_rows(args.input, args.split)
+    oracle = build_oracle(args.oracle, args.model, args.seed, **({"use_batches": True} if args.use_batches else {}))
+    if args.dry_run:
+        if not hasattr(oracle, "estimate_cost"):
+            print(f"error: --dry-run estimates the cost of a paid oracle; '{args.oracle}' costs nothing.", file=sys.stderr)
+            return EXIT_USAGE
+        estimate = oracle.estimate_cost(list(dataset["messages"]), args.max_ratio)
+        print(estimate.format() if hasattr(estimate, "format") else estimate)
+        return 0
+    annotated, annotator = annotate(dataset, oracle, args.max_ratio, args.cache_dir, args.batch_size, args.num_proc)
+    annotated.save_to_disk(args.output)
+    print(annotator.summary() if hasattr(annotator, "summary") else annotator.stats)
+    print(f"saved {len(annotated)} annotated trajectories to {args.output}")
+    return 0
+
+
+def train(dataset: Any, output_dir: str, model: Any = None, tokenizer: Any = None, eval_loss: bool = False,
+          **config_kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """LoRA-train `model` (default: the embedded SmolLM2) on an annotated dataset with `AtlasSFTTrainer`.
+
+    Returns the trainer and, with `eval_loss`, the loss on the supervised tokens before and after.
+    """
+    from peft import LoraConfig
+
+    from atlas_hf.models import load_default_model, load_default_tokenizer
+    from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+
+    if model is None:
+        model, tokenizer = load_default_model(), load_default_tokenizer()
+    defaults: dict[str, Any] = dict(per_device_train_batch_size=4, learning_rate=2e-4, logging_steps=1,
+                                    save_strategy="no", report_to=[], max_length=2048)
+    config = AtlasSFTConfig(output_dir=output_dir, **{**defaults, **config_kwargs})
+    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset,
+                              eval_dataset=dataset if eval_loss else None, processing_class=tokenizer,
+                              peft_config=peft)
+    losses: dict[str, Any] = {}
+    if eval_loss:
+        losses["before"] = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    if eval_loss:
+        losses["after"] = trainer.evaluate()["eval_loss"]
+    trainer.save_model(output_dir)
+    return trainer, losses
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    dataset = load_rows(args.dataset, args.split)
+    model = tokenizer = None
+    if args.model:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
+    kwargs = {k: v for k, v in dict(step_selection=args.step_selection, selection_ratio=args.selection_ratio,
+                                    num_train_epochs=args.epochs, max_steps=args.max_steps,
+                                    max_length=args.max_length, use_cpu=args.cpu or None).items() if v is not None}
+    trainer, _ = train(dataset, args.output_dir, model, tokenizer, **kwargs)
+    print(json.dumps(trainer.atlas_summary(), indent=2, default=str))
+    print(f"adapter saved to {args.output_dir}")
+    return 0
+
+
+def publish(dataset: Any = None, adapter: Any = None, dataset_repo: str | None = None,
+            adapter_repo: str | None = None, local_dir: str | None = None, private: bool = True,
+            **card: Any) -> dict[str, str]:
+    """Publish an annotated dataset and/or an adapter, to the Hub or into `local_dir` laid out as the repos."""
+    from atlas_hf.hub import publish_adapter, publish_dataset
+
+    where: dict[str, str] = {}
+    if dataset is not None:
+        repo = dataset_repo or "atlas-hf/demo-trajectories"
+        target = os.path.join(local_dir, "dataset") if local_dir else None
+        where["dataset"] = publish_dataset(dataset, repo, private=private, local_dir=target, **card)
+    if adapter is not None:
+        repo = adapter_repo or "atlas-hf/demo-adapter"
+        target = os.path.join(local_dir, "adapter") if local_dir else None
+        where["adapter"] = publish_adapter(adapter, repo, private=private, local_dir=target,
+                                           dataset_repo_id=dataset_repo)
+    return where
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    if not args.dataset and not args.adapter:
+        print("error: give --dataset and/or --adapter to publish.", file=sys.stderr)
+        return EXIT_USAGE
+    dataset = load_rows(args.dataset) if args.dataset else None
+    where = publish(dataset, args.adapter, args.dataset_repo, args.adapter_repo, args.local_dir, not args.public)
+    for kind, url in where.items():
+        print(f"{kind}: {url}")
+    return 0
+
+
+def _cmd_eval_oracle(args: argparse.Namespace) -> int:
+    from atlas_hf.agreement import oracle_agreement
+
+    report = oracle_agreement(load_rows(args.predicted), load_rows(args.reference))
+    print(report.format())
+    return 0
+
+
+def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: str | None = None,
+             push_to_hub: str | None = None) -> dict[str, Any]:
+    """The whole pipeline on the embedded default: sample -> annotate -> train -> publish."""
+    import datasets
+
+    from atlas_hf.agreement import oracle_agreement
+    from atlas_hf.sample import load_sample
+
+    datasets.disable_progress_bars()
+    reference = load_sample()
+    oracle_name = oracle_name or default_oracle_name()
+    print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")
+    annotated, annotator = annotate(reference, build_oracle(oracle_name), 0.3, os.path.join(output_dir, "cache"))
+    agreement = oracle_agreement(annotated, reference)
+    print(f"[2/4] LoRA-training SmolLM2-135M-Instruct on the critical steps ({max_steps} optimizer steps, CPU)")
+    adapter_dir = os.path.join(output_dir, "adapter")
+    trainer, losses = train(annotated, adapter_dir, eval_loss=True, max_steps=max_steps, use_cpu=True,
+                            disable_tqdm=True)
+    summary = trainer.atlas_summary()
+    print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
+    card = {"oracle": getattr(annotator.oracle, "identity", oracle_name), "max_ratio": 0.3}
+    where = publish(annotated, adapter_dir,
+                    dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else None,
+                    adapter_repo=push_to_hub, local_dir=None if push_to_hub else os.path.join(output_dir, "hub"),
+                    **card)
+    steps = sum(sum(m["role"] == "assistant" for m in row) for row in annotated["messages"])
+    critical = sum(len(s) for s in annotated["critical_steps"])
+    print("[4/4] summary")
+    print(f"  trajectories            {len(annotated)}")
+    print(f"  steps                   {steps}")
+    print(f"  critical steps          {critical} ({critical / steps:.0%} of steps)")
+    print(f"  oracle vs sample marks  step F1 {agreement.steps.f1:.2f} (precision {agreement.steps.precision:.2f}, "
+          f"recall {agreement.steps.recall:.2f}), same category {agreement.category_agreement:.2f}")
+    print(f"  supervised tokens       {summary['supervised_tokens']} of {summary['total_tokens']} "
+          f"({summary['supervised_tokens'] / max(1, summary['total_tokens']):.1%})")
+    print(f"  loss on critical tokens {losses['before']:.3f} before -> {losses['after']:.3f} after")
+    print(f"  adapter                 {adapter_dir}")
+    for kind, url in where.items():
+        print(f"  published {kind:<13} {url}")
+    return {"losses": losses, "summary": summary, "published": where, "agreement": agreement}
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(args.output_dir, args.max_steps, args.oracle, args.push_to_hub)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atlas-hf", description="ATLaS for TRL: train LLM agents on critical steps.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("annotate", help="mark the critical steps of trajectories with an oracle")
+    p.add_argument("input", help="a .json/.jsonl/.parquet file, a saved dataset folder, a Hub dataset id, or 'sample'")
+    p.add_argument("--output", "-o", required=True, help="folder to save the annotated dataset to")
+    p.add_argument("--oracle", choices=ORACLES, default=default_oracle_name())
+    p.add_argument("--model", help="the oracle's model (a Claude model name, or a local model path)")
+    p.add_argument("--max-ratio", type=float, default=0.3, help="the most steps chosen, as a fraction (default 0.3)")
+    p.add_argument("--cache-dir", default=os.path.join(".atlas_cache", "annotations"),
+                   help="resumable answer cache (a re-run pays only for missing rows)")
+    p.add_argument("--dry-run", action="store_true", help="estimate the cost without annotating")
+    p.add_argument("--use-batches", action="store_true", help="Anthropic Message Batches (half price, slower)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-proc", type=int)
+    p.add_argument("--split", default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_annotate)
+
+    p = sub.add_parser("train", help="LoRA fine-tune on the selected steps with AtlasSFTTrainer")
+    p.add_argument("dataset", help="an annotated dataset: saved folder, file, Hub id, or 'sample'")
+    p.add_argument("--output-dir", "-o", default="outputs/adapter")
+    p.add_argument("--model", help="base model path (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--step-selection", choices=("critical", "all", "random", "non_critical"))
+    p.add_argument("--selection-ratio", type=float)
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--split", default="train")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("publish", help="publish an annotated dataset and/or an adapter with their cards")
+    p.add_argument("--dataset", help="annotated dataset (saved folder or file)")
+    p.add_argument("--adapter", help="adapter folder (as saved by training)")
+    p.add_argument("--dataset-repo", help="Hub dataset repo id, e.g. you/agent-trajectories-atlas")
+    p.add_argument("--adapter-repo", help="Hub model repo id, e.g. you/smollm2-atlas-lora")
+    p.add_argument("--local-dir", help="write the repos into this folder instead of pushing to the Hub")
+    p.add_argument("--public", action="store_true", help="create public repos (default: private)")
+    p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser("eval-oracle", help="agreement of an annotation with a reference annotation")
+    p.add_argument("predicted", help="annotated dataset (saved folder, file, Hub id or 'sample')")
+    p.add_argument("reference", help="reference annotation of the same trajectories")
+    p.set_defaults(func=_cmd_eval_oracle)
+
+    p = sub.add_parser("demo", help="sample -> annotate -> train -> publish, on the embedded default")
+    p.add_argument("--output-dir", default="outputs/demo")
+    p.add_argument("--max-steps", type=int, default=8)
+    p.add_argument("--oracle", choices=ORACLES, help="default: anthropic with ANTHROPIC_API_KEY set, else local")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the adapter (and REPO_ID-trajectories) to the Hub")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: annotations so far are in the cache; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

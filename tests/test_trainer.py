@@ -1,0 +1,227 @@
+"""AtlasSFTTrainer: the same loss and gradients as the naive way, cheaper; the selections; the counts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from atlas_hf.selection import row_seed, select_steps
+from atlas_hf.tokenization import IGNORE_INDEX, prepare_messages
+from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer, supports_padding_free
+from conftest import read_fireact
+
+
+def tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(config)
+
+
+def config(tmp_path, **kwargs) -> AtlasSFTConfig:
+    defaults = dict(bf16=False, report_to="none", use_cpu=True, per_device_train_batch_size=4, save_strategy="no")
+    return AtlasSFTConfig(str(tmp_path / "out"), **{**defaults, **kwargs})
+
+
+def annotated_rows(n: int) -> list[dict]:
+    """Real HotpotQA trajectories with a fixed annotation: the first and the last step are critical,
+    and one row in four has none (nothing to learn from it under step_selection='critical')."""
+    rows = []
+    for i, row in enumerate(read_fireact(n)):
+        steps = sum(m["role"] == "assistant" for m in row["messages"])
+        critical = [] if i % 4 == 3 else sorted({0, steps - 1})
+        rows.append({"messages": row["messages"], "critical_steps": critical})
+    return rows
+
+
+def naive_batch(tokenizer, trainer: AtlasSFTTrainer, rows: list[dict]) -> dict[str, torch.Tensor]:
+    """The naive way: the whole trajectory tokenized, the same labels, right-padded, no truncation."""
+    ids, labels = [], []
+    for i, row in enumerate(rows):
+        text = tokenizer.apply_chat_template(prepare_messages(tokenizer, row["messages"]), tokenize=False)
+        full = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = trainer.train_dataset[i]
+        assert full[: len(cut["input_ids"])] == cut["input_ids"], "the trainer's row is not a prefix of the whole"
+        ids.append(full)
+        labels.append(cut["labels"] + [IGNORE_INDEX] * (len(full) - len(cut["labels"])))
+    length = max(map(len, ids))
+    batch = {
+        "input_ids": torch.tensor([x + [tokenizer.pad_token_id] * (length - len(x)) for x in ids]),
+        "attention_mask": torch.tensor([[1] * len(x) + [0] * (length - len(x)) for x in ids]),
+        "labels": torch.tensor([x + [IGNORE_INDEX] * (length - len(x)) for x in labels]),
+    }
+    return batch
+
+
+def trainable_grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    "peft, padding_free, supervised_only_head",
+    [(False, False, True), (True, False, True), (False, True, True), (False, False, False)],
+    ids=["full", "lora", "padding-free", "trl-head"],
+)
+def test_loss_and_gradients_equal_the_naive_way(tmp_path, smol_tokenizer, peft, padding_free, supervised_only_head):
+    rows = [r for r in annotated_rows(8) if r["critical_steps"]][:4]
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False) if peft else None
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path, padding_free=padding_free, supervised_only_head=supervised_only_head),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
+        peft_config=peft_config,
+    )
+    assert trainer.supervised_only_head is supervised_only_head
+    model = trainer.model
+    model.train()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    assert ("position_ids" in batch) is padding_free
+    naive = naive_batch(smol_tokenizer, trainer, rows)
+    # The trainer's batch is shorter: it stops after the last supervised token of the longest row.
+    assert (batch["input_ids"].numel() if padding_free else batch["input_ids"].shape[1]) < naive["attention_mask"].sum()
+    num_items = int((naive["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    for items in (None, num_items + 7):  # TRL's own normalisation, and a count gathered over accumulation
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=items)
+        loss.backward()
+        grads = trainable_grads(model)
+        model.zero_grad()
+        expected = model(**naive).loss if items is None else _summed_nll(model, naive) / items
+        expected.backward()
+        expected_grads = trainable_grads(model)
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+        assert grads.keys() == expected_grads.keys() and grads
+        if peft:
+            assert all("lora" in name for name in grads)
+        for name in grads:
+            torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert trainer._metrics["train"]["mean_token_accuracy"] and trainer._metrics["train"]["entropy"]
+    assert 0 < trainer._metrics["train"]["supervised_fraction"][-1] < 1
+
+
+def _summed_nll(model, batch) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def labelled_spans(labels: list[int]) -> list[tuple[int, int]]:
+    spans, start = [], None
+    for i, label in enumerate(labels + [IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = i
+        elif label == IGNORE_INDEX and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+@pytest.mark.parametrize("selection", ["critical", "all", "random", "non_critical"])
+def test_step_selection_labels_the_selected_turns(tmp_path, smol_tokenizer, selection):
+    rows = annotated_rows(8)
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path, step_selection=selection, selection_ratio=0.5, selection_seed=3),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
+    )
+    kept = iter(trainer.train_dataset)
+    for row in rows:
+        turns = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+        rng = random.Random(row_seed(3, row["messages"]))
+        expected = select_steps(len(turns), row["critical_steps"], selection, 0.5, rng)
+        if not expected:
+            continue  # skipped: checked in test_unsupervised_rows_are_skipped_and_counted
+        tokenized = next(kept)
+        spans = labelled_spans(tokenized["labels"])
+        assert len(spans) == len(expected), (selection, expected)
+        for (start, end), step in zip(spans, expected):
+            text = smol_tokenizer.decode(tokenized["labels"][start:end])
+            assert text.strip() == turns[step].strip() + "<|im_end|>"
+        assert tokenized["labels"][-1] != IGNORE_INDEX  # cut right after the last supervised token
+    assert next(kept, None) is None
+
+
+def test_unsupervised_rows_are_skipped_and_counted(tmp_path, smol_tokenizer):
+    rows = annotated_rows(12)
+    empty = sum(not r["critical_steps"] for r in rows)
+    assert empty == 3
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer), args=config(tmp_path), train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
+    )
+    assert len(trainer.train_dataset) == len(rows) - empty
+    summary = trainer.atlas_summary()
+    labels = trainer.train_dataset["labels"]
+    assert summary["skipped_rows"] == empty and summary["rows"] == len(rows) - empty
+    assert summary["supervised_tokens"] == sum(sum(t != IGNORE_INDEX for t in row) for row in labels)
+    assert summary["total_tokens"] == sum(map(len, labels))
+    assert summary["final_loss"] is None and summary["step_selection"] == "critical"
+
+    kept = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer), args=config(tmp_path, skip_unsupervised_rows=False),
+        train_dataset=Dataset.from_list(rows), processing_class=smol_tokenizer,
+    )
+    assert len(kept.train_dataset) == len(rows) and kept.atlas_summary()["skipped_rows"] == 0
+
+
+def test_pretokenized_rows_pass_through(tmp_path, smol_tokenizer):
+    rows = [{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, -100, 3, 4, -100]},
+            {"input_ids": [6, 7, 8], "labels": [-100, -100, -100]}]
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer), args=config(tmp_path), train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
+    )
+    assert trainer.train_dataset.to_list() == rows[:1]
+    assert trainer.atlas_summary()["skipped_rows"] == 1
+    with pytest.raises(ValueError, match="no 'labels'"):
+        AtlasSFTTrainer(
+            tiny_model(smol_tokenizer), args=config(tmp_path), processing_class=smol_tokenizer,
+            train_dataset=Dataset.from_list([{"input_ids": [1, 2]}]),
+        )
+
+
+def test_train_lowers_the_loss_and_summarises(tmp_path, smol_tokenizer):
+    rows = [r for r in annotated_rows(4) if r["critical_steps"]][:2] * 4
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path, learning_rate=1e-2, num_train_epochs=6, logging_steps=1, lr_scheduler_type="constant",
+                    gradient_checkpointing=False),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
+    )
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 12
+    assert losses[-1] < 0.7 * losses[0], losses
+    summary = trainer.atlas_summary()
+    assert summary["final_loss"] == pytest.approx(losses[-1])
+    assert summary["epochs"] == pytest.approx(6)
+    assert all("supervised_fraction" in e for e in trainer.state.log_history if "loss" in e)
+
+
+def test_config_validation_and_padding_free_support(tmp_path):
+    assert supports_padding_free("flash_attention_2") and supports_padding_free("kernels-community/flash-attn3")
+    assert not supports_padding_free("sdpa") and not supports_padding_free("eager") and not supports_padding_free(None)
+    with pytest.raises(ValueError, match="step_selection"):
+        config(tmp_path, step_selection="perplexity_top")
+    with pytest.raises(ValueError, match="selection_ratio"):
+        config(tmp_path, selection_ratio=0.0)
+    assert config(tmp_path).dataset_kwargs["skip_prepare_dataset"] is True
