@@ -216,3 +216,20 @@ def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
             fast += 1
             assert fenced == _prefix_spans(tokenizer, messages, chosen, None, full)
     assert fast > 0
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_labels_on_the_embedded_sample(chat_tokenizers, name):
+    """The same independent check on the shipped sample (tool calls, a `tools` column): runs without ../shared."""
+    from atlas_hf.sample import load_sample
+
+    tokenizer = chat_tokenizers[name]
+    sample = load_sample()
+    labelled = CriticalStepTokenizer(tokenizer).label_rows(list(sample))
+    assert any(row["tools"] for row in sample)
+    for row, out in zip(sample, labelled):
+        turns = [m for m in row["messages"] if m["role"] == "assistant"]
+        segments = labelled_segments(tokenizer, out.input_ids, out.labels)
+        assert len(segments) == len(row["critical_steps"])
+        for segment, step in zip(segments, row["critical_steps"]):
+            check_segment(name, segment, turns[step])
