@@ -172,6 +172,18 @@ def _cmd_eval_oracle(args: argparse.Namespace) -> int:
     return 0
 
 
+def trajectory_tokens(tokenizer: Any, dataset: Any) -> int:
+    """Tokens of the whole trajectories as the chat template renders them."""
+    from atlas_hf.tokenization import parse_tools, prepare_messages
+
+    tools = dataset["tools"] if "tools" in dataset.column_names else [None] * len(dataset)
+    return sum(
+        len(tokenizer.apply_chat_template(prepare_messages(tokenizer, messages), tools=parse_tools(t),
+                                          tokenize=True, return_dict=False))
+        for messages, t in zip(dataset["messages"], tools)
+    )
+
+
 def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: str | None = None,
              push_to_hub: str | None = None) -> dict[str, Any]:
     """The whole pipeline on the embedded default: sample -> annotate -> train -> publish."""
@@ -205,8 +217,10 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     print(f"  critical steps          {critical} ({critical / steps:.0%} of steps)")
     print(f"  oracle vs sample marks  step F1 {agreement.steps.f1:.2f} (precision {agreement.steps.precision:.2f}, "
           f"recall {agreement.steps.recall:.2f}), same category {agreement.category_agreement:.2f}")
-    print(f"  supervised tokens       {summary['supervised_tokens']} of {summary['total_tokens']} "
-          f"({summary['supervised_tokens'] / max(1, summary['total_tokens']):.1%})")
+    full = trajectory_tokens(trainer.processing_class, annotated)
+    print(f"  supervised tokens       {summary['supervised_tokens']} of {full} in the trajectories "
+          f"({summary['supervised_tokens'] / full:.1%}); {summary['total_tokens']} fed forward "
+          f"({summary['total_tokens'] / full:.0%}, rows cut after their last critical turn)")
     print(f"  loss on critical tokens {losses['before']:.3f} before -> {losses['after']:.3f} after")
     print(f"  adapter                 {adapter_dir}")
     for kind, url in where.items():

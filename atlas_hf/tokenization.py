@@ -109,7 +109,8 @@ def tool_calls_as_text(tool_calls: Sequence[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _parse_tools(tools: Any) -> list[dict[str, Any]] | None:
+def parse_tools(tools: Any) -> list[dict[str, Any]] | None:
+    """A row's `tools` (a list of JSON schemas, or that list as a JSON string) for the chat template."""
     if tools is None or tools == "" or tools == []:
         return None
     if isinstance(tools, str):
@@ -156,7 +157,7 @@ def assistant_turn_spans(
     (see `prepare_messages`). Two renderings suffice for templates that write a turn's content
     verbatim (the content is fenced with markers once); others are read prefix by prefix.
     """
-    tools = _parse_tools(tools)
+    tools = parse_tools(tools)
     full = _render(tokenizer, list(messages), tools, False)
     positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     steps = sorted(steps)

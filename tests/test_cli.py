@@ -76,3 +76,20 @@ def test_bad_input_fails_with_a_message_naming_it(tmp_path):
 def test_publish_without_anything_is_a_usage_error():
     result = atlas_hf("publish")
     assert result.returncode == 2 and "--dataset" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    """sample -> annotate -> train -> publish, with the embedded SmolLM2 (random oracle: fast)."""
+    from huggingface_hub import DatasetCard, ModelCard
+
+    result = atlas_hf("demo", "--oracle", "random", "--max-steps", "2", "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "trajectories            13" in out and "loss on critical tokens" in out
+    hub = tmp_path / "hub"
+    adapter = json.loads((hub / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = ModelCard.load(hub / "adapter" / "README.md")
+    assert card.data.library_name == "peft" and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "critical-steps" in DatasetCard.load(hub / "dataset" / "README.md").data.tags
