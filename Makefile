@@ -26,8 +26,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmarks against TRL on ../shared/data (results in bench/results/*.json).
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_data.py
+	$(PY) bench/bench_annotate.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from atlas_hf.trajectory import num_steps
 from atlas_hf.oracles.base import Annotation, Oracle, validate_annotation
 
 logger = logging.getLogger(__name__)
@@ -55,11 +56,6 @@ def canonical_messages(messages: Any) -> Any:
     if isinstance(messages, (list, tuple)):
         return [canonical_messages(v) for v in messages]
     return messages
-
-
-def num_steps(messages: Sequence[dict[str, Any]]) -> int:
-    """The number of steps (assistant turns) of a trajectory."""
-    return sum(1 for m in messages if m.get("role") == "assistant")
 
 
 def cache_key(messages: Sequence[dict[str, Any]], oracle_identity: str, max_ratio: float) -> str:

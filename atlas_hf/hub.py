@@ -36,6 +36,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError
 
 from atlas_hf.oracles.base import CATEGORIES, Oracle
+from atlas_hf.trajectory import num_steps
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -134,16 +135,16 @@ def _dataset_statistics(splits: Mapping[str, Dataset]) -> dict[str, Any]:
         for batch in split.select_columns(columns).iter(batch_size=1000):
             n = len(batch["messages"])
             for i in range(n):
-                num_steps = sum(1 for m in batch["messages"][i] or [] if m.get("role") == "assistant")
+                row_steps = num_steps(batch["messages"][i] or [])
                 num_critical = len(batch["critical_steps"][i] or [])
-                steps += num_steps
+                steps += row_steps
                 critical += num_critical
                 categories.update(batch.get("critical_categories", [[]] * n)[i] or [])
-                if batch.get("atlas_error", [None] * n)[i] is not None:
+                if batch.get("atlas_error", [None] * n)[i]:
                     errors += 1  # not annotated: left out of the ratios
-                elif num_steps:
-                    annotated_steps += num_steps
-                    ratios.append(num_critical / num_steps)
+                elif row_steps:
+                    annotated_steps += row_steps
+                    ratios.append(num_critical / row_steps)
                 oracle = batch.get("atlas_oracle", [None] * n)[i]
                 if oracle:
                     oracles[json.dumps(oracle, sort_keys=True) if isinstance(oracle, dict) else str(oracle)] += 1
@@ -321,7 +322,7 @@ def _dataset_card_text(
         "critical_categories": "the category of each critical step",
         "critical_reasons": "the oracle's one-line reason for each critical step",
         "atlas_plan": "the oracle's high-level plan of the trajectory",
-        "atlas_error": "why the row could not be annotated (null when it was)",
+        "atlas_error": "why the row could not be annotated (empty when it was)",
         "atlas_oracle": "which oracle annotated the row",
     }
     column_rows = "\n".join(f"| `{c}` | {described.get(c, '')} |" for c in columns)

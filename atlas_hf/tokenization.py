@@ -11,14 +11,15 @@ renders them, and the end-of-turn marker, never the role header.
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
 import logging
 import random
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from atlas_hf.selection import StepSelection, row_seed, select_steps
+from atlas_hf.trajectory import num_steps
 
 logger = logging.getLogger(__name__)
 
@@ -339,9 +340,9 @@ class CriticalStepTokenizer:
 
     def selected_steps(self, messages: Sequence[dict[str, Any]], critical_steps: Sequence[int] | None) -> list[int]:
         """The steps of one trajectory that carry loss under this configuration."""
-        num_steps = sum(1 for m in messages if m["role"] == "assistant")
+        n = num_steps(messages)
         rng = random.Random(row_seed(self.selection_seed, messages)) if self.step_selection in ("random", "non_critical") else None
-        return select_steps(num_steps, critical_steps or [], self.step_selection, self.selection_ratio, rng)
+        return select_steps(n, critical_steps or [], self.step_selection, self.selection_ratio, rng)
 
     def render_row(self, row: dict[str, Any], index: int | None = None) -> tuple[str, list[tuple[int, int]]]:
         """One row's rendering and the character spans of its selected turns."""
@@ -353,11 +354,11 @@ class CriticalStepTokenizer:
         if critical is None and self.step_selection in ("critical", "non_critical"):
             raise ValueError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
                              "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")
-        num_steps = sum(1 for m in messages if m["role"] == "assistant")
-        bad = [s for s in critical or [] if not 0 <= int(s) < num_steps]
+        n = num_steps(messages)
+        bad = [s for s in critical or [] if not 0 <= int(s) < n]
         if bad:
             raise ValueError(f"Row {index}: field 'critical_steps' has {bad}, out of range for a trajectory "
-                             f"of {num_steps} assistant steps (0..{num_steps - 1}).")
+                             f"of {n} assistant steps (0..{n - 1}).")
         steps = self.selected_steps(messages, critical)
         try:
             return assistant_turn_spans(self.tokenizer, prepare_messages(self.tokenizer, messages), steps, row.get("tools"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,11 @@ class AtlasSFTConfig(SFTConfig):
                 "token and batched padding-free when the attention supports it. Set packing=False."
             )
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles never carry the Hub token: `Trainer` writes these arguments to `training_args.bin`
+        in every checkpoint and uploads it with `push_to_hub`."""
+        return {**self.__dict__, "hub_token": None}
 
 
 def supports_padding_free(attn_implementation: str | None) -> bool:
@@ -395,6 +401,22 @@ class AtlasSFTTrainer(SFTTrainer):
         tokens = self.accelerator.gather_for_metrics(tokens).sum()
         self._metrics[mode]["supervised_fraction"].append((supervised / tokens.clamp(min=1)).item())
         return result
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ) -> None:
+        """Write the adapter's model card into `output_dir` (what `save_model` checkpoints and `push_to_hub`
+        upload): the card of `atlas_hf.publish_adapter`, with PEFT's metadata and the training summary.
+        A model trained without PEFT (or before the adapter is saved there) gets TRL's card."""
+        if not is_peft_model(self.model) or not os.path.exists(os.path.join(self.args.output_dir, "adapter_config.json")):
+            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        from atlas_hf.hub import adapter_card
+
+        card = adapter_card(self.args.output_dir, dataset_repo_id=dataset_name, training_summary=self.atlas_summary(),
+                            repo_id=self.hub_model_id)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def atlas_summary(self) -> dict[str, Any]:
         """What was trained on, for logs and model cards.

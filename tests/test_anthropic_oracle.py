@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from atlas_hf.trajectory import num_steps
+
 from atlas_hf.oracles.anthropic import PRICES, AnthropicOracle, request_cost_usd
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
 from atlas_hf.oracles.prompt import (
     PROMPT_VERSION,
     TOOL_NAME,
-    count_steps,
     parse_tool_input,
     render_trajectory_for_oracle,
 )
@@ -259,7 +260,7 @@ def test_batches_end_to_end_and_resume_after_an_interrupted_poll(api: AnthropicS
     assert api.paths("POST") == ["/v1/messages/batches"]  # resumed: zero new batches, nothing paid twice
     assert "/v1/messages" not in api.paths()
     for trajectory, annotation in zip(trajectories, annotations):
-        n = count_steps(trajectory)
+        n = num_steps(trajectory)
         expected = default_responder(second.request_params(trajectory, 0.3))
         assert annotation.steps == [s["step"] for s in expected["critical_steps"]]
         assert validate_annotation(annotation, n, 0.3) is None
@@ -351,7 +352,7 @@ def test_datasets_map_with_two_processes(api: AnthropicStandIn) -> None:
     out = ds.map(_AnnotateColumn(oracle), batched=True, batch_size=2, num_proc=2)
     assert out["atlas_error"] == [None] * 8
     for row in out:
-        n = count_steps(json.loads(row["messages_json"]))
+        n = num_steps(json.loads(row["messages_json"]))
         assert validate_annotation(Annotation(row["critical_steps"], ["Critical Action"] * len(row["critical_steps"]),
                                               [""] * len(row["critical_steps"])), n, 0.3) is None
     assert len(message_posts(api)) == 9
@@ -376,7 +377,7 @@ def test_real_data_both_files(api: AnthropicStandIn) -> None:
     annotations = oracle.annotate(rows, 0.3)
     by_prompt = {r["json"]["messages"][0]["content"]: r["json"] for r in message_posts(api)}
     for messages, annotation in zip(rows, annotations):
-        n = count_steps(messages)
+        n = num_steps(messages)
         assert validate_annotation(annotation, n, 0.3) is None, annotation
         prompt = oracle.request_params(messages, 0.3)["messages"][0]["content"]
         assert prompt in by_prompt  # this trajectory's request was sent as built

@@ -238,6 +238,22 @@ def test_rows_without_annotations_are_refused(tmp_path: Path):
         publish_dataset(plain, DATASET_REPO, local_dir=tmp_path)
 
 
+def test_card_of_an_annotator_output_counts_only_real_errors(tmp_path: Path):
+    """The annotator writes `atlas_error` as "" for a row without error: the card must not count it."""
+    from atlas_hf.annotate import CriticalStepAnnotator
+    from atlas_hf.oracles.baselines import RandomOracle
+    from atlas_hf.sample import load_sample
+
+    sample = load_sample().select_columns(["messages"])
+    annotated = sample.map(CriticalStepAnnotator(RandomOracle(), progress=False), batched=True)
+    publish_dataset(annotated, DATASET_REPO, local_dir=tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "| Rows marked with an `atlas_error` | 0 |" in card
+    steps = sum(sum(m["role"] == "assistant" for m in row) for row in annotated["messages"])
+    marked = sum(len(s) for s in annotated["critical_steps"])
+    assert f"{marked / steps:.1%}" in card
+
+
 def _tiny_base() -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -311,6 +327,36 @@ def test_adapter_from_a_trainer_reads_its_run(tmp_path: Path, adapter_dir: Path)
     assert "| Optimizer steps | 2 |" in card.text
     assert card.data.base_model == f"{USER}/tiny-llama" and card.data.library_name == "peft"
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= {p.name for p in Path(out).iterdir()}
+
+
+def test_trainer_push_to_hub_publishes_the_atlas_card(hub: HubStandIn, tmp_path: Path):
+    """`AtlasSFTTrainer(push_to_hub=True)` uploads the same card as `publish_adapter`, with its summary."""
+    from peft import LoraConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from atlas_hf.models import load_default_tokenizer
+    from atlas_hf.sample import load_sample
+    from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+
+    tokenizer = load_default_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
+    model.name_or_path = model.config._name_or_path = f"{USER}/tiny-llama"
+    repo = f"{USER}/tiny-atlas-lora"
+    args = AtlasSFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True,
+                          bf16=False, report_to=[], save_strategy="no", push_to_hub=True, hub_model_id=repo,
+                          hub_token=TOKEN)
+    trainer = AtlasSFTTrainer(model=model, args=args, train_dataset=load_sample().select(range(4)),
+                              processing_class=tokenizer, peft_config=LoraConfig(r=2, target_modules=["q_proj"]))
+    trainer.train()
+    trainer.push_to_hub()
+    card = ModelCard.load(repo, token=TOKEN)
+    assert card.data.library_name == "peft" and card.data.base_model == f"{USER}/tiny-llama"
+    assert "critical-steps" in card.data.tags
+    summary = trainer.atlas_summary()
+    assert str(summary["supervised_tokens"]) in card.text and "critical" in card.text
+    assert TOKEN not in card.content
 
 
 @pytest.mark.parametrize("status", [401, 500])

@@ -13,12 +13,9 @@ from typing import Any, Sequence
 from atlas_hf.oracles.base import Annotation
 from atlas_hf.oracles.local import CLIP_MARKER, LocalModelMixin, fit_turns, role_label, turn_text
 from atlas_hf.selection import max_selected_steps, row_seed
+from atlas_hf.trajectory import num_steps
 
 BASELINE_CATEGORY = "Critical Action"
-
-
-def _num_steps(messages: Sequence[dict[str, Any]]) -> int:
-    return sum(1 for m in messages if m.get("role") == "assistant")
 
 
 def _no_step() -> Annotation:
@@ -45,7 +42,7 @@ class AllStepsOracle:
         """All assistant turns of each trajectory."""
         out = []
         for messages in trajectories:
-            n = _num_steps(messages)
+            n = num_steps(messages)
             out.append(_baseline(range(n), ["all-steps baseline"] * n) if n else _no_step())
         return out
 
@@ -74,7 +71,7 @@ class RandomOracle:
         """`max_selected_steps(num_steps, max_ratio)` steps drawn per trajectory."""
         out = []
         for messages in trajectories:
-            n = _num_steps(messages)
+            n = num_steps(messages)
             if not n:
                 out.append(_no_step())
                 continue
@@ -127,7 +124,7 @@ class PerplexityOracle(LocalModelMixin):
         feedback: Sequence[str | None] | None = None,
     ) -> list[Annotation]:
         """The top steps by perplexity, at the cap, in step order."""
-        scored = [i for i, t in enumerate(trajectories) if _num_steps(t)]
+        scored = [i for i, t in enumerate(trajectories) if num_steps(t)]
         table = dict(zip(scored, self.step_perplexities([trajectories[i] for i in scored])))
         out = []
         for i, messages in enumerate(trajectories):

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from atlas_hf.oracles.base import CATEGORIES, Annotation
 from atlas_hf.selection import max_selected_steps
+from atlas_hf.trajectory import num_steps
 
 PROMPT_VERSION = "local-yes-no-v1"
 """Version of the judge's prompt; part of `LocalOracle.identity`, so it keys the cache."""
@@ -244,13 +245,13 @@ class LocalOracle(LocalModelMixin):
         return [probs[k * width : (k + 1) * width] for k in range(len(steps))]
 
     def _annotate_one(self, messages: Sequence[dict[str, Any]], max_ratio: float) -> Annotation:
-        num_steps = sum(1 for m in messages if m.get("role") == "assistant")
-        if num_steps == 0:
+        n = num_steps(messages)
+        if n == 0:
             return Annotation(error="the trajectory has no assistant turn, so no step to choose.")
         table = self.scores(messages)
         best = [max(range(len(CATEGORIES)), key=lambda c: row[c]) for row in table]
-        ranked = sorted(range(num_steps), key=lambda k: (-table[k][best[k]], k))
-        cap = max_selected_steps(num_steps, max_ratio)
+        ranked = sorted(range(n), key=lambda k: (-table[k][best[k]], k))
+        cap = max_selected_steps(n, max_ratio)
         threshold = -1.0 if self.threshold is None else self.threshold
         chosen = [k for k in ranked[:cap] if table[k][best[k]] > threshold] or ranked[:1]
         chosen.sort()

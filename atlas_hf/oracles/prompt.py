@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from atlas_hf.oracles.base import CATEGORIES, Annotation
 from atlas_hf.selection import max_selected_steps
+from atlas_hf.trajectory import num_steps
 
 PROMPT_VERSION = "atlas-selector-v1"
 """Stored with every annotation and part of the cache key: bump it whenever the prompt changes."""
@@ -125,11 +126,6 @@ ANSWER_TOOL: dict[str, Any] = {
 """The answer tool's definition (without `cache_control`; the oracle adds it)."""
 
 
-def count_steps(messages: Sequence[Mapping[str, Any]]) -> int:
-    """The number of steps (assistant turns) of a canonical `messages` list."""
-    return sum(1 for m in messages if m.get("role") == "assistant")
-
-
 def clip_middle(text: str, max_chars: int) -> str:
     """`text` itself if it fits in `max_chars`, else its head and tail around a clipping marker."""
     if max_chars <= 0 or len(text) <= max_chars:
@@ -206,13 +202,13 @@ def build_user_message(
     max_chars_per_observation: int = DEFAULT_MAX_CHARS_PER_OBSERVATION,
 ) -> str:
     """The per-trajectory user message: the rendered trajectory, the cap, and any feedback."""
-    num_steps = count_steps(messages)
-    cap = max_selected_steps(num_steps, max_ratio)
+    n = num_steps(messages)
+    cap = max_selected_steps(n, max_ratio)
     text = (
-        f"Here is the trajectory. It has {num_steps} steps, numbered Step 0 to Step {num_steps - 1}.\n\n"
+        f"Here is the trajectory. It has {n} steps, numbered Step 0 to Step {n - 1}.\n\n"
         f"<trajectory>\n{render_trajectory_for_oracle(messages, max_chars_per_observation)}\n</trajectory>\n\n"
         f"Write the high-level plan first, then choose the critical steps: at most {cap} of the "
-        f"{num_steps} steps, and at least one. Answer by calling the tool `{TOOL_NAME}`."
+        f"{n} steps, and at least one. Answer by calling the tool `{TOOL_NAME}`."
     )
     if feedback:
         text += (
