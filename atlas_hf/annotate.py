@@ -202,6 +202,7 @@ class CriticalStepAnnotator:
                 f"The rows have no {self.messages_field!r} column (columns: {sorted(batch)}). Pass "
                 "messages_field= or normalize the dataset first (atlas_hf.trajectory.normalize_trajectories)."
             )
+        self._update_progress(0)  # the bar's clock starts before the first answers are awaited
         rows = [canonical_messages(list(m or [])) for m in batch[self.messages_field]]
         if indices is not None:
             labels = [f"row {i}" for i in indices]

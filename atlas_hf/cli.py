@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -192,7 +193,14 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     from atlas_hf.agreement import oracle_agreement
     from atlas_hf.sample import load_sample
 
+    import transformers
+
     datasets.disable_progress_bars()
+    transformers.logging.disable_progress_bar()
+    # Library chatter a demo reader cannot act on: deprecations inside TRL/transformers, and PEFT's
+    # look-up of the base model's config on the Hub, which an offline machine cannot reach.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*(Unable to fetch remote file|Could not find a config file).*")
     reference = load_sample()
     oracle_name = oracle_name or default_oracle_name()
     print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")
