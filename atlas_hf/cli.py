@@ -82,7 +82,9 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         estimate = oracle.estimate_cost(list(dataset["messages"]), args.max_ratio)
         print(estimate.format() if hasattr(estimate, "format") else estimate)
         return 0
-    annotated, annotator = annotate(dataset, oracle, args.max_ratio, args.cache_dir, args.batch_size, args.num_proc)
+    # The all-steps baseline marks every step by definition: the cap would reject it.
+    max_ratio = 1.0 if args.oracle == "all" else args.max_ratio
+    annotated, annotator = annotate(dataset, oracle, max_ratio, args.cache_dir, args.batch_size, args.num_proc)
     annotated.save_to_disk(args.output)
     print(annotator.summary() if hasattr(annotator, "summary") else annotator.stats)
     print(f"saved {len(annotated)} annotated trajectories to {args.output}")
@@ -251,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="folder to save the annotated dataset to")
     p.add_argument("--oracle", choices=ORACLES, default=default_oracle_name())
     p.add_argument("--model", help="the oracle's model (a Claude model name, or a local model path)")
-    p.add_argument("--max-ratio", type=float, default=0.3, help="the most steps chosen, as a fraction (default 0.3)")
+    p.add_argument("--max-ratio", type=float, default=0.3,
+                   help="the most steps chosen, as a fraction (default 0.3; 1.0 with --oracle all)")
     p.add_argument("--cache-dir", default=os.path.join(".atlas_cache", "annotations"),
                    help="resumable answer cache (a re-run pays only for missing rows)")
     p.add_argument("--dry-run", action="store_true", help="estimate the cost without annotating")

@@ -55,6 +55,16 @@ def test_annotate_then_eval_oracle_then_publish(tmp_path):
     assert list((tmp_path / "hub" / "dataset" / "data").glob("*.parquet"))
 
 
+def test_all_steps_baseline_marks_every_step(tmp_path):
+    result = atlas_hf("annotate", "sample", "--oracle", "all", "-o", str(tmp_path / "all"), "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr
+    annotated = load_from_disk(str(tmp_path / "all"))
+    assert not any(annotated["atlas_error"])
+    assert [len(s) for s in annotated["critical_steps"]] == [
+        sum(m["role"] == "assistant" for m in row) for row in annotated["messages"]
+    ]
+
+
 def test_annotate_is_resumed_from_the_cache(tmp_path):
     args = ("annotate", "sample", "--oracle", "random", "--cache-dir", str(tmp_path / "c"))
     first = atlas_hf(*args, "-o", str(tmp_path / "a"))
