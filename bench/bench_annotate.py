@@ -14,7 +14,10 @@ not Claude's tokenizer: the ratios are meaningful, the absolute numbers are appr
 Billed input tokens are reported as full-price-equivalent tokens (cache writes weigh 1.25,
 cache reads 0.1), with prompt caching and with a stand-in whose cache never hits.
 
-    python bench/bench_annotate.py [--n 128] [--latency 0.2] [--runs 3]
+Requests run in waves of `concurrency`, so `n` is best a multiple of 64: with n = 400 the last
+wave holds 16 requests and even a perfect client reaches only 0.89 of concurrency / latency.
+
+    python bench/bench_annotate.py [--n 384] [--latency 0.2] [--runs 3]
 """
 
 from __future__ import annotations
@@ -44,13 +47,15 @@ RATIO = 0.3
 
 
 def load_trajectories(n: int) -> list[list[dict[str, Any]]]:
-    """`n` trajectories, half from FireAct HotpotQA and half from tau-bench airline."""
+    """`n` distinct trajectories: up to half from tau-bench airline, the rest from FireAct HotpotQA."""
     fireact, tau = DATA / "fireact" / "hotpotqa.jsonl", DATA / "tau-bench" / "gpt-4o-airline.json"
     if not (fireact.exists() and tau.exists()):
         sys.exit(f"benchmark data absent: expected {fireact} and {tau}")
-    with fireact.open() as f:
-        hotpot = [json.loads(line)["messages"] for line, _ in zip(f, range(n - n // 2))]
     airline = [row["traj"] for row in json.loads(tau.read_text())[: n // 2]]
+    with fireact.open() as f:
+        hotpot = [json.loads(line)["messages"] for line, _ in zip(f, range(n - len(airline)))]
+    if len(hotpot) + len(airline) < n:
+        sys.exit(f"--n {n} is more than the {len(hotpot) + len(airline)} trajectories in {DATA}")
     return hotpot + airline
 
 
@@ -120,7 +125,7 @@ def billed_tokens(trajectories: list[list[dict[str, Any]]], cache: bool) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--n", type=int, default=384)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "annotate.json")
