@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "AllStepsOracle": "atlas_hf.oracles.baselines",
     "PerplexityOracle": "atlas_hf.oracles.baselines",
     "CriticalStepAnnotator": "atlas_hf.annotate",
+    "annotation_statistics": "atlas_hf.annotate",
     "oracle_agreement": "atlas_hf.agreement",
     # which steps carry loss: ATLaS's critical steps, or the paper's baselines
     "select_steps": "atlas_hf.selection",

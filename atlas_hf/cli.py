@@ -73,6 +73,8 @@ def annotate(dataset: Any, oracle: Any, max_ratio: float, cache_dir: str | None,
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
+    from atlas_hf.annotate import annotation_statistics, format_annotation_statistics
+
     dataset = load_rows(args.input, args.split)
     oracle = build_oracle(args.oracle, args.model, args.seed, **({"use_batches": True} if args.use_batches else {}))
     if args.dry_run:
@@ -86,7 +88,9 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     max_ratio = 1.0 if args.oracle == "all" else args.max_ratio
     annotated, annotator = annotate(dataset, oracle, max_ratio, args.cache_dir, args.batch_size, args.num_proc)
     annotated.save_to_disk(args.output)
-    print(annotator.summary() if hasattr(annotator, "summary") else annotator.stats)
+    if annotator.stats.rows:  # 0 when worker processes (--num-proc) or the datasets cache did the work
+        print(annotator.summary())
+    print(format_annotation_statistics(annotation_statistics(annotated)))
     print(f"saved {len(annotated)} annotated trajectories to {args.output}")
     return 0
 
@@ -192,10 +196,11 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     """The whole pipeline on the embedded default: sample -> annotate -> train -> publish."""
     import datasets
 
-    from atlas_hf.agreement import oracle_agreement
-    from atlas_hf.sample import load_sample
-
     import transformers
+
+    from atlas_hf.agreement import oracle_agreement
+    from atlas_hf.annotate import annotation_statistics
+    from atlas_hf.sample import load_sample
 
     datasets.disable_progress_bars()
     transformers.logging.disable_progress_bar()
@@ -219,12 +224,11 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
                     dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else None,
                     adapter_repo=push_to_hub, local_dir=None if push_to_hub else os.path.join(output_dir, "hub"),
                     **card)
-    steps = sum(sum(m["role"] == "assistant" for m in row) for row in annotated["messages"])
-    critical = sum(len(s) for s in annotated["critical_steps"])
+    stats = annotation_statistics(annotated)
     print("[4/4] summary")
-    print(f"  trajectories            {len(annotated)}")
-    print(f"  steps                   {steps}")
-    print(f"  critical steps          {critical} ({critical / steps:.0%} of steps)")
+    print(f"  trajectories            {stats['rows']}")
+    print(f"  steps                   {stats['steps']}")
+    print(f"  critical steps          {stats['critical_steps']} ({stats['critical_ratio']:.0%} of steps)")
     print(f"  oracle vs sample marks  step F1 {agreement.steps.f1:.2f} (precision {agreement.steps.precision:.2f}, "
           f"recall {agreement.steps.recall:.2f}), same category {agreement.category_agreement:.2f}")
     full = trajectory_tokens(trainer.processing_class, annotated)

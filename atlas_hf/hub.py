@@ -21,7 +21,6 @@ import shutil
 import struct
 import tempfile
 import zlib
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -35,8 +34,8 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import HfHubHTTPError
 
+from atlas_hf.annotate import annotation_statistics, dataset_splits
 from atlas_hf.oracles.base import CATEGORIES, Oracle
-from atlas_hf.trajectory import num_steps
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -105,61 +104,6 @@ def _explained(what: str, repo_id: str, token: str | None) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- dataset statistics
-
-
-def _dataset_splits(dataset: Dataset | DatasetDict) -> dict[str, Dataset]:
-    """`{split: Dataset}` for a `Dataset` (its split, else "train") or a `DatasetDict`."""
-    from datasets import DatasetDict
-
-    if isinstance(dataset, DatasetDict):
-        return dict(dataset)
-    return {str(dataset.split) if dataset.split is not None else "train": dataset}
-
-
-def _dataset_statistics(splits: Mapping[str, Dataset]) -> dict[str, Any]:
-    """Rows, steps (assistant turns), critical steps and their categories, ratios and error rows."""
-    for name, split in splits.items():
-        missing = {"messages", "critical_steps"} - set(split.column_names)
-        if missing:
-            raise ValueError(
-                f"Split '{name}' has no {sorted(missing)} column(s); publish_dataset expects annotated rows "
-                "(`messages` and `critical_steps`, as `atlas_hf.annotate` writes them). Annotate the dataset first."
-            )
-    rows = steps = annotated_steps = critical = errors = 0
-    categories: Counter[str] = Counter()
-    ratios: list[float] = []
-    oracles: Counter[str] = Counter()
-    for split in splits.values():
-        columns = [c for c in ("messages", "critical_steps", "critical_categories", "atlas_error", "atlas_oracle")
-                   if c in split.column_names]
-        for batch in split.select_columns(columns).iter(batch_size=1000):
-            n = len(batch["messages"])
-            for i in range(n):
-                row_steps = num_steps(batch["messages"][i] or [])
-                num_critical = len(batch["critical_steps"][i] or [])
-                steps += row_steps
-                critical += num_critical
-                categories.update(batch.get("critical_categories", [[]] * n)[i] or [])
-                if batch.get("atlas_error", [None] * n)[i]:
-                    errors += 1  # not annotated: left out of the ratios
-                elif row_steps:
-                    annotated_steps += row_steps
-                    ratios.append(num_critical / row_steps)
-                oracle = batch.get("atlas_oracle", [None] * n)[i]
-                if oracle:
-                    oracles[json.dumps(oracle, sort_keys=True) if isinstance(oracle, dict) else str(oracle)] += 1
-            rows += n
-    return {
-        "rows": rows,
-        "rows_per_split": {name: len(split) for name, split in splits.items()},
-        "steps": steps,
-        "critical_steps": critical,
-        "critical_ratio": critical / annotated_steps if annotated_steps else 0.0,
-        "categories": {c: categories.get(c, 0) for c in (*CATEGORIES, *sorted(set(categories) - set(CATEGORIES)))},
-        "row_ratios": ratios,
-        "error_rows": errors,
-        "oracles": dict(oracles),
-    }
 
 
 def _provenance(
@@ -458,8 +402,8 @@ def publish_dataset(
     `atlas_oracle` column records. With `local_dir`, the same files are written there instead and its
     path is returned.
     """
-    splits = _dataset_splits(dataset)
-    stats = _dataset_statistics(splits)
+    splits = dataset_splits(dataset)
+    stats = annotation_statistics(splits)
     provenance = _provenance(oracle, prompt_version, max_ratio, stats["oracles"])
     figure = _statistics_figure(stats)
     columns = next(iter(splits.values())).column_names

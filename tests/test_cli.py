@@ -65,6 +65,18 @@ def test_all_steps_baseline_marks_every_step(tmp_path):
     ]
 
 
+def test_annotate_counts_the_output_rows_with_worker_processes(tmp_path):
+    out = tmp_path / "annotated"
+    result = atlas_hf("annotate", "sample", "--oracle", "random", "--num-proc", "2", "--batch-size", "4",
+                      "-o", str(out), "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr
+    annotated = load_from_disk(str(out))
+    steps = sum(m["role"] == "assistant" for row in load_sample()["messages"] for m in row)
+    critical = sum(len(s) for s in annotated["critical_steps"])
+    assert f"{len(annotated)} trajectories, {steps} steps, {critical} critical" in result.stdout
+    assert "0 rows with an atlas_error" in result.stdout
+
+
 def test_annotate_is_resumed_from_the_cache(tmp_path):
     args = ("annotate", "sample", "--oracle", "random", "--cache-dir", str(tmp_path / "c"))
     first = atlas_hf(*args, "-o", str(tmp_path / "a"))
