@@ -4,8 +4,9 @@ A small model cannot be trusted to write valid JSON, so this oracle reads probab
 The trajectory is rendered once as plain text with numbered steps; for every step `i` and
 category `c` the question "Is step i a <c> step? Answer yes or no." follows it, and the judge's
 P(yes) / (P(yes) + P(no)) for the next token is that step's score in that category. The prefix is
-run once per trajectory and its key/value cache is reused by every question (asked in batches),
-so the cost is one pass over the trajectory plus short questions.
+run once per trajectory and its key/value cache is shared by every question; the questions go in
+packed into one row (a mask keeps each to the prefix and itself), `batch_size` per pass, so the
+cost is one pass over the trajectory plus a pass over the short questions.
 
 Each step keeps its best category and is ranked by that P(yes); the top
 `max_selected_steps(num_steps, max_ratio)` steps are chosen. With `threshold` set, only steps whose
@@ -103,6 +104,27 @@ def fit_turns(
     return [clip_middle(t, low, marker) if c else t for t, c in zip(turns, clippable)]
 
 
+def packed_questions(questions: Sequence[list[int]], prefix_length: int, dtype: Any, device: Any) -> tuple[Any, ...]:
+    """One row holding every question after a shared, cached prefix, and the mask that keeps them apart.
+
+    Returns `input_ids` and `position_ids` (each question starts at `prefix_length`), a 4D additive
+    attention mask in which each question token sees the prefix and the earlier tokens of its own
+    question only, and the index of each question's last token (where its answer is read).
+    """
+    import torch
+
+    total = sum(len(q) for q in questions)
+    ids = torch.tensor([[t for q in questions for t in q]], device=device)
+    owner = torch.repeat_interleave(torch.arange(len(questions)), torch.tensor([len(q) for q in questions]))
+    positions = torch.cat([torch.arange(len(q)) for q in questions]) + prefix_length
+    index = torch.arange(total)
+    visible = (owner[:, None] == owner[None, :]) & (index[:, None] >= index[None, :])
+    visible = torch.cat([torch.ones(total, prefix_length, dtype=torch.bool), visible], dim=1)
+    mask = torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
+    last = torch.tensor([len(q) for q in questions]).cumsum(0) - 1
+    return ids, positions[None].to(device), mask[None, None].to(device), last.to(device)
+
+
 def model_name(model: Any) -> str:
     """The model's `name_or_path`, or, for an unnamed model, a digest of its config and weights."""
     config = getattr(model, "config", None)
@@ -175,7 +197,7 @@ class LocalOracle(LocalModelMixin):
         threshold: if set, a step must have P(yes) above it to be chosen (the top step always is);
             None (default) takes the top steps at the cap.
         max_length: token budget of trajectory + question; longer trajectories are clipped.
-        batch_size: questions scored per forward pass.
+        batch_size: questions packed into one forward pass.
         device: where to run the model (None leaves it where it is).
     """
 
@@ -227,20 +249,16 @@ class LocalOracle(LocalModelMixin):
             for c in CATEGORIES
         ]
         prefix = self._prefix_ids(messages, budget_for_questions=max(len(q) for q in questions))
+        device, probs = model.device, []
         with torch.no_grad():
-            device = model.device
-            out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-            cache, probs = out.cache, []
+            cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).cache
             for start in range(0, len(questions), self.batch_size):
-                chunk = questions[start : start + self.batch_size]
-                width = max(len(q) for q in chunk)  # right padding: no real token attends to a pad
-                ids = torch.tensor([q + [self._pad_id()] * (width - len(q)) for q in chunk], device=device)
-                chunk_cache = copy.deepcopy(cache)
-                chunk_cache.batch_repeat_interleave(len(chunk))
-                logits = model(input_ids=ids, cache=chunk_cache, use_cache=True).logits
-                last = torch.tensor([len(q) - 1 for q in chunk], device=device)
-                pair = logits[torch.arange(len(chunk), device=device), last][:, [yes_id, no_id]].float()
-                probs.extend(torch.softmax(pair, dim=-1)[:, 0].tolist())
+                ids, positions, mask, last = packed_questions(
+                    questions[start : start + self.batch_size], len(prefix), model.dtype, device
+                )
+                logits = model(input_ids=ids, position_ids=positions, attention_mask=mask, cache=copy.deepcopy(cache),
+                               use_cache=True, logits_to_keep=last).logits[0]
+                probs.extend(torch.softmax(logits[:, [yes_id, no_id]].float(), dim=-1)[:, 0].tolist())
         width = len(CATEGORIES)
         return [probs[k * width : (k + 1) * width] for k in range(len(steps))]
 
