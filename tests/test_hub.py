@@ -20,7 +20,7 @@ import torch
 
 import datasets
 import huggingface_hub
-from datasets import Dataset, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset
 from huggingface_hub import DatasetCard, ModelCard, constants as hf_constants
 
 from atlas_hf.hub import (
@@ -230,6 +230,45 @@ def test_local_dir_writes_the_hub_layout(hub: HubStandIn, dataset: Dataset, publ
     assert local_meta.pop("dataset_info")["splits"] == hub_meta.pop("dataset_info")["splits"]
     assert local_meta == hub_meta
     assert load_dataset(str(out), split="train").to_list() == dataset.to_list()
+
+
+def test_a_dataset_dict_goes_up_with_every_split(hub: HubStandIn, dataset: Dataset):
+    repo = f"{USER}/atlas-splits"
+    splits = DatasetDict({"train": dataset.select(range(5)), "test": dataset.select(range(5, 7))})
+    publish_dataset(splits, repo, token=TOKEN, max_ratio=0.3)
+    for name, split in splits.items():
+        assert load_dataset(repo, split=name).to_list() == split.to_list()
+    card = DatasetCard.load(repo, repo_type="dataset")
+    assert "| Rows | 7 (train: 5, test: 2) |" in card.text
+    assert {s["name"] for s in card.data.to_dict()["dataset_info"]["splits"]} == {"train", "test"}
+
+
+def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
+    """An AgentInstruct-style dataset on the Hub reads through `load_trajectories` and `atlas-hf`'s loader."""
+    from huggingface_hub import HfApi
+
+    from atlas_hf.cli import load_rows
+    from atlas_hf.trajectory import load_trajectories
+
+    rows = [{"id": f"t{i}", "conversations": [
+        {"from": "human", "value": f"Task {i}", "loss": None},
+        {"from": "gpt", "value": f"Think {i}. Act: search", "loss": False},
+        {"from": "human", "value": "Observation: found", "loss": None},
+        {"from": "gpt", "value": f"Act: answer {i}", "loss": True},
+    ]} for i in range(4)]
+    source = tmp_path / "agentinstruct.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    repo = f"{USER}/raw-trajectories"
+    api = HfApi(token=TOKEN)
+    api.create_repo(repo, repo_type="dataset", private=True)
+    api.upload_file(path_or_fileobj=str(source), path_in_repo="data/train.jsonl", repo_id=repo, repo_type="dataset")
+
+    for loaded in (load_trajectories(repo), load_rows(repo)):
+        assert loaded["id"] == [r["id"] for r in rows]
+        assert loaded["critical_steps"] == [[1]] * 4
+        assert [[m["content"] for m in row] for row in loaded["messages"]] == [
+            [turn["value"] for turn in r["conversations"]] for r in rows
+        ]
 
 
 def test_rows_without_annotations_are_refused(tmp_path: Path):
