@@ -58,7 +58,7 @@ def load_rows(source: str | None, split: str = "train") -> Any:
     return load_trajectories(source, split=split)
 
 
-def annotate(dataset: Any, oracle: Any, max_ratio: float, cache_dir: str | None, batch_size: int = 64,
+def annotate(dataset: Any, oracle: Any, max_ratio: float, cache_dir: str | None, batch_size: int | None = 64,
              num_proc: int | None = None) -> tuple[Any, Any]:
     """Annotate `dataset` (its old marks dropped); returns the dataset and the annotator (for its stats)."""
     from atlas_hf.annotate import CriticalStepAnnotator
@@ -86,7 +86,9 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         return 0
     # The all-steps baseline marks every step by definition: the cap would reject it.
     max_ratio = 1.0 if args.oracle == "all" else args.max_ratio
-    annotated, annotator = annotate(dataset, oracle, max_ratio, args.cache_dir, args.batch_size, args.num_proc)
+    # Message Batches: the whole dataset in one map batch, so every request is submitted before any wait.
+    batch_size = args.batch_size if args.batch_size is not None else (None if args.use_batches else 64)
+    annotated, annotator = annotate(dataset, oracle, max_ratio, args.cache_dir, batch_size, args.num_proc)
     annotated.save_to_disk(args.output)
     if annotator.stats.rows:  # 0 when worker processes (--num-proc) or the datasets cache did the work
         print(annotator.summary())
@@ -263,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resumable answer cache (a re-run pays only for missing rows)")
     p.add_argument("--dry-run", action="store_true", help="estimate the cost without annotating")
     p.add_argument("--use-batches", action="store_true", help="Anthropic Message Batches (half price, slower)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int,
+                   help="rows per map batch, sent concurrently (default 64; the whole dataset with --use-batches)")
     p.add_argument("--num-proc", type=int)
     p.add_argument("--split", default="train")
     p.add_argument("--seed", type=int, default=0)

@@ -42,12 +42,15 @@ class Fault:
     kind: "429" (with `retry_after` seconds), "529", "500", "drop" (close the socket without a
     response), "timeout" (sleep `seconds` before answering), "malformed" (tool input that is not
     an answer), "out_of_range" (a step index past the end), "cap_overrun" (every step chosen),
-    "batch_errored" (a batch item whose result is `errored`), "poll_500" (the next `GET` answers 500).
+    "batch_errored" (a batch item whose result is `errored`), "poll_500" (the next `GET` answers 500),
+    "create_batch_500" (a batch creation answers 500 and creates nothing).
+    after: how many requests this fault would apply to go through untouched first.
     """
 
     kind: str
     retry_after: float = 1.0
     seconds: float = 2.0
+    after: int = 0
 
 
 def approx_tokens(value: Any) -> int:
@@ -193,6 +196,9 @@ class AnthropicStandIn:
     def _next_fault(self, kinds: tuple[str, ...]) -> Fault | None:
         with self._lock:
             if self.faults and self.faults[0].kind in kinds:
+                if self.faults[0].after:
+                    self.faults[0].after -= 1
+                    return None
                 return self.faults.popleft()
         return None
 
@@ -465,6 +471,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _create_batch(self, body: Any) -> None:
         state = self.server_state
+        if state._next_fault(("create_batch_500",)):
+            self._send(500, _error("api_error", "Internal server error"))
+            return
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
             self._send(400, _error("invalid_request_error", "requests: a non-empty list is required."))

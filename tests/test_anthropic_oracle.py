@@ -268,6 +268,33 @@ def test_batches_end_to_end_and_resume_after_an_interrupted_poll(api: AnthropicS
     assert any("/results" in p for p in api.paths("GET"))
 
 
+def test_large_sets_go_out_as_several_batches_all_submitted_before_the_first_wait(
+    api: AnthropicStandIn, tmp_path: Path
+) -> None:
+    trajectories = [make_trajectory(3, f"m{i}") for i in range(7)]
+    settings = dict(use_batches=True, batch_state_dir=tmp_path, batch_poll_interval=0.01, max_batch_requests=3)
+    api.inject(Fault("create_batch_500", after=2))  # the run dies while submitting its third batch
+    interrupted = oracle_for(api, max_retries=0, **settings).annotate(trajectories, 0.3)
+    assert all(a.error and "run again to resume" in a.error for a in interrupted)
+    assert api.paths() == ["/v1/messages/batches"] * 3  # nothing awaited before every batch was sent
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+    start = len(api.requests)
+    oracle = oracle_for(api, **settings)
+    annotations = oracle.annotate(trajectories, 0.3)
+    second_run = api.requests[start:]
+    posts = [i for i, r in enumerate(second_run) if r["method"] == "POST"]
+    assert [len(second_run[i]["json"]["requests"]) for i in posts] == [1]  # the two stored batches resumed
+    results = [i for i, r in enumerate(second_run) if r["path"].endswith("/results")]
+    assert len(results) == 3 and posts[-1] < min(results)
+    for trajectory, annotation in zip(trajectories, annotations):
+        expected = default_responder(oracle.request_params(trajectory, 0.3))
+        assert annotation.steps == [s["step"] for s in expected["critical_steps"]]
+    assert oracle.usage.batch_requests == 7
+    assert oracle_for(api, **settings).annotate(trajectories, 0.3) == annotations  # a re-run pays nothing
+    assert len([r for r in api.requests if r["method"] == "POST"]) == 4
+
+
 def test_expired_batch_results_are_forgotten_and_resubmitted(api: AnthropicStandIn, tmp_path: Path) -> None:
     trajectories = [make_trajectory(4, "x")]
     first = oracle_for(api, use_batches=True, batch_state_dir=tmp_path, batch_poll_interval=0.01)

@@ -87,6 +87,29 @@ def test_annotate_is_resumed_from_the_cache(tmp_path):
     assert "13 from the cache, 0 sent" in second.stdout
 
 
+def test_with_an_api_key_claude_is_the_default_oracle(tmp_path):
+    """`ANTHROPIC_API_KEY` set: the dry run counts tokens, then the run annotates through the Messages API."""
+    from anthropic_standin import AnthropicStandIn
+
+    key = "sk-ant-cli-test-key-0123456789abcdef"
+    with AnthropicStandIn(api_key=key) as api:
+        env = {"ANTHROPIC_API_KEY": key, "ANTHROPIC_BASE_URL": api.base_url}
+        dry = atlas_hf("annotate", "sample", "--dry-run", "-o", str(tmp_path / "unused"), env=env)
+        assert dry.returncode == 0, dry.stderr
+        # one count per trajectory, one for the cacheable prefix; nothing generated
+        assert "13 trajectories" in dry.stdout and api.paths("POST") == ["/v1/messages/count_tokens"] * 14
+        result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+                          env=env)
+        assert result.returncode == 0, result.stderr
+        assert api.paths("POST").count("/v1/messages") == 13
+    annotated = load_from_disk(str(tmp_path / "out"))
+    assert not any(annotated["atlas_error"]) and all(annotated["critical_steps"])
+    assert all(oracle.startswith("AnthropicOracle/model=claude-") for oracle in annotated["atlas_oracle"])
+    assert "Usage: tokens" in result.stdout and "cost $" in result.stdout
+    files = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert key not in dry.stdout + dry.stderr + result.stdout + result.stderr and key.encode() not in files
+
+
 def test_bad_input_fails_with_a_message_naming_it(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")

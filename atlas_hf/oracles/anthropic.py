@@ -4,7 +4,8 @@ One request per trajectory, with the answer forced through a tool call. The stat
 answer tool and the system prompt) carries `cache_control`, so it is billed once per cache window
 rather than once per trajectory. Within one `annotate` call, requests run concurrently on the
 `AsyncAnthropic` client under a semaphore of `max_concurrency`; with `use_batches=True` they go
-out as one Message Batch (half price), whose id is stored so an interrupted run resumes it.
+out as Message Batches (half price): every batch is submitted before the first is waited for,
+and their ids are stored so an interrupted run resumes them instead of paying again.
 
 Retries: the SDK's own retry loop (`max_retries`) retries 408/409/429/5xx (529 overloaded
 included), timeouts and dropped connections, with exponential backoff that honours the
@@ -173,9 +174,14 @@ class AnthropicOracle:
         max_concurrency: requests in flight at once within one `annotate` call.
         max_retries: the SDK's retries per request (429, 529, 5xx, timeouts, dropped connections).
         timeout: seconds before one attempt times out (then it is retried).
-        use_batches: send each `annotate` call as one Message Batch (half price, slower).
-        batch_state_dir: where batch ids are stored so an interrupted run resumes its batch;
+        use_batches: send each `annotate` call as Message Batches (half price, slower; map with a
+            large `batch_size`, or `batch_size=None` for the whole dataset at once, so every
+            request is submitted before any is awaited).
+        batch_state_dir: where batch ids are stored so an interrupted run resumes its batches;
             `~/.cache/atlas_hf/anthropic_batches` when None.
+        max_batch_requests, max_batch_bytes: the most requests, and the most bytes of request
+            JSON, in one Message Batch (the API allows 100,000 requests and 256 MB); more go out
+            as several batches.
         max_tokens: the answer's token budget.
         max_chars_per_observation: observations longer than this are clipped in the middle.
         batch_poll_interval: seconds between polls of a running batch.
@@ -201,9 +207,16 @@ class AnthropicOracle:
         price: ModelPrice | None = None,
         warm_cache: bool = True,
         assumed_output_tokens: int = 400,
+        max_batch_requests: int = 100_000,
+        max_batch_bytes: int = 200_000_000,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}.")
+        if not 1 <= max_batch_requests <= 100_000 or max_batch_bytes < 1:
+            raise ValueError(
+                f"max_batch_requests must be in [1, 100000] and max_batch_bytes positive, got "
+                f"{max_batch_requests} and {max_batch_bytes}."
+            )
         resolved = price or price_for(model)
         if resolved is None:
             raise ValueError(
@@ -224,12 +237,14 @@ class AnthropicOracle:
         self.price = resolved
         self.warm_cache = warm_cache
         self.assumed_output_tokens = assumed_output_tokens
+        self.max_batch_requests = max_batch_requests
+        self.max_batch_bytes = max_batch_bytes
         self._init_runtime()
 
     _CONFIG_FIELDS = (
         "model", "_api_key", "base_url", "max_concurrency", "max_retries", "timeout", "use_batches",
         "batch_state_dir", "max_tokens", "max_chars_per_observation", "batch_poll_interval", "price",
-        "warm_cache", "assumed_output_tokens",
+        "warm_cache", "assumed_output_tokens", "max_batch_requests", "max_batch_bytes",
     )
 
     def _init_runtime(self) -> None:
@@ -447,40 +462,47 @@ class AnthropicOracle:
         os.replace(tmp, path)
         return batch
 
-    def _wait(self, batch: Any) -> Any:
+    def _batch_chunks(self, unique: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+        """The requests split, in order, into batches under `max_batch_requests` and `max_batch_bytes`."""
+        chunks: list[dict[str, dict[str, Any]]] = [{}]
+        size = 0
+        for cid, params in unique.items():
+            n = len(json.dumps(params, ensure_ascii=False).encode()) + len(cid) + 32
+            if chunks[-1] and (len(chunks[-1]) >= self.max_batch_requests or size + n > self.max_batch_bytes):
+                chunks.append({})
+                size = 0
+            chunks[-1][cid] = params
+            size += n
+        return chunks
+
+    def _wait(self, batches: list[Any]) -> list[Any]:
+        """Poll the batches until every one has ended, with one progress bar over all their requests."""
         from tqdm.auto import tqdm
 
         client = self._sync()
-        counts = batch.request_counts
-        total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-        with tqdm(total=total, desc=f"Message Batch {batch.id}", unit="req") as bar:
-            while batch.processing_status != "ended":
-                bar.n = total - batch.request_counts.processing
+        counts = [b.request_counts for b in batches]
+        total = sum(c.processing + c.succeeded + c.errored + c.canceled + c.expired for c in counts)
+        desc = f"Message Batch {batches[0].id}" if len(batches) == 1 else f"{len(batches)} Message Batches"
+        with tqdm(total=total, desc=desc, unit="req") as bar:
+            while True:
+                bar.n = total - sum(b.request_counts.processing for b in batches)
                 bar.refresh()
+                if all(b.processing_status == "ended" for b in batches):
+                    return batches
                 time.sleep(self.batch_poll_interval)
-                batch = client.messages.batches.retrieve(batch.id)
-            bar.n = total
-            bar.refresh()
-        return batch
+                batches = [b if b.processing_status == "ended" else client.messages.batches.retrieve(b.id)
+                           for b in batches]
 
-    def _annotate_batch(self, requests: list[dict[str, Any]]) -> list[Annotation]:
-        ids = [self.custom_id(p) for p in requests]
-        unique = dict(zip(ids, requests))
+    def _batch_answers(self, chunk: dict[str, dict[str, Any]], batch: Any) -> dict[str, Annotation]:
+        """Each request's answer from an ended batch, matched by `custom_id`."""
         try:
-            batch = self._wait(self._find_or_create_batch(unique))
-            try:
-                results = {line.custom_id: line.result for line in self._sync().messages.batches.results(batch.id)}
-            except anthropic.NotFoundError:  # results expired (29 days): forget the batch, a re-run submits anew
-                self._state_path(list(unique)).unlink(missing_ok=True)
-                gone = f"the results of Message Batch {batch.id} are no longer available; run again to submit a new batch."
-                return [Annotation(error=gone) for _ in requests]
-        except _CONFIG_ERRORS as err:
-            raise self._config_error(err) from None
-        except anthropic.APIError as err:
-            message = f"{self._describe(err)}; the batch state is kept in {self.batch_state_dir}, run again to resume."
-            return [Annotation(error=message) for _ in requests]
+            results = {line.custom_id: line.result for line in self._sync().messages.batches.results(batch.id)}
+        except anthropic.NotFoundError:  # results expired (29 days): forget the batch, a re-run submits anew
+            self._state_path(list(chunk)).unlink(missing_ok=True)
+            gone = f"the results of Message Batch {batch.id} are no longer available; run again to submit a new batch."
+            return {cid: Annotation(error=gone) for cid in chunk}
         answers: dict[str, Annotation] = {}
-        for cid in unique:
+        for cid in chunk:
             result = results.get(cid)
             if result is None:
                 answers[cid] = Annotation(error=f"batch {batch.id} returned no result for request {cid}.")
@@ -491,6 +513,21 @@ class AnthropicOracle:
                 answers[cid] = Annotation(error=self._redact(f"batch request errored ({error.type}): {error.message}"))
             else:
                 answers[cid] = Annotation(error=f"batch request {result.type} before it was processed.")
+        return answers
+
+    def _annotate_batch(self, requests: list[dict[str, Any]]) -> list[Annotation]:
+        ids = [self.custom_id(p) for p in requests]
+        chunks = self._batch_chunks(dict(zip(ids, requests)))
+        answers: dict[str, Annotation] = {}
+        try:
+            batches = self._wait([self._find_or_create_batch(chunk) for chunk in chunks])  # all submitted first
+            for chunk, batch in zip(chunks, batches):
+                answers.update(self._batch_answers(chunk, batch))
+        except _CONFIG_ERRORS as err:
+            raise self._config_error(err) from None
+        except anthropic.APIError as err:
+            message = f"{self._describe(err)}; the batch state is kept in {self.batch_state_dir}, run again to resume."
+            return [answers.get(cid) or Annotation(error=message) for cid in ids]
         return [answers[cid] for cid in ids]
 
     # ---------------------------------------------------------------- dry run
