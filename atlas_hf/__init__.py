@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # raw rows -> canonical `messages`, from any published schema
     "normalize_trajectories": "atlas_hf.trajectory",
+    "normalize_trajectories_with_report": "atlas_hf.trajectory",
+    "NormalizationReport": "atlas_hf.trajectory",
     "load_trajectories": "atlas_hf.trajectory",
     "TrajectoryError": "atlas_hf.trajectory",
     "load_sample": "atlas_hf.sample",
@@ -24,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "CATEGORIES": "atlas_hf.oracles.base",
     "Annotation": "atlas_hf.oracles.base",
     "Oracle": "atlas_hf.oracles.base",
+    "validate_annotation": "atlas_hf.oracles.base",
     "AnthropicOracle": "atlas_hf.oracles.anthropic",
     "LocalOracle": "atlas_hf.oracles.local",
     "RandomOracle": "atlas_hf.oracles.baselines",
@@ -61,4 +64,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal, Sequence
 
 import torch
 
 from atlas_hf.selection import StepSelection
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, TruncationSide
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, TruncationSide, truncate_labelled
 
 
 class CriticalStepDataCollator:
@@ -24,7 +25,8 @@ class CriticalStepDataCollator:
     `SFTConfig(remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True})`.
 
     Args:
-        tokenizer: a fast tokenizer with a chat template.
+        tokenizer: a fast tokenizer with a chat template (for raw rows; rows that come
+            tokenized only need its pad or eos token).
         max_length: the longest row kept; see `label_trajectory` for the truncation policy.
         padding_side: `"right"` or `"left"`.
         pad_to_multiple_of: round the padded length up to a multiple of this.
@@ -50,6 +52,8 @@ class CriticalStepDataCollator:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_token_id is None:
             raise ValueError("The tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token.")
+        if truncation_side not in ("left", "right"):
+            raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
         self.tokenizer = tokenizer
         self.pad_token_id = int(pad_token_id)
         self.max_length = max_length
@@ -57,24 +61,26 @@ class CriticalStepDataCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_free = padding_free
         self.truncation_side = truncation_side
-        self.labeller = CriticalStepTokenizer(
-            tokenizer, max_length, step_selection, selection_ratio, selection_seed, truncation_side
-        )
+        self._selection = (step_selection, selection_ratio, selection_seed)
+
+    @cached_property
+    def labeller(self) -> CriticalStepTokenizer:
+        """Labels raw rows; built on first use, so rows that come tokenized need no chat template."""
+        return CriticalStepTokenizer(self.tokenizer, self.max_length, *self._selection, self.truncation_side)
 
     def _tokenized(self, feature: dict[str, Any], index: int) -> tuple[Sequence[int], Sequence[int]]:
         if "input_ids" in feature and feature["input_ids"] is not None:
-            input_ids = feature["input_ids"]
             labels = feature.get("labels")
             if labels is None:
                 raise ValueError(
                     f"Row {index} of the batch has 'input_ids' but no 'labels'; tokenize it with "
                     "CriticalStepTokenizer, or pass raw 'messages' + 'critical_steps'."
                 )
-            if self.max_length is not None and len(input_ids) > self.max_length:
-                cut = slice(len(input_ids) - self.max_length, None) if self.truncation_side == "left" else slice(0, self.max_length)
-                input_ids, labels = input_ids[cut], labels[cut]
-            return input_ids, labels
-        labelled = self.labeller.label_row(feature, index)
+            return truncate_labelled(feature["input_ids"], labels, self.max_length, self.truncation_side)
+        try:
+            labelled = self.labeller.label_row(feature, index)
+        except ValueError as error:  # "Row i: ..." names a position in this batch, not in the dataset
+            raise type(error)(str(error).replace(f"Row {index}:", f"Row {index} of the batch:", 1)) from None
         return labelled.input_ids, labelled.labels
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -98,6 +104,8 @@ class CriticalStepDataCollator:
             input_ids[i, where] = torch.as_tensor(ids, dtype=torch.long)
             labels[i, where] = torch.as_tensor(row_labels, dtype=torch.long)
             attention_mask[i, where] = 1
+            if self.padding_side == "left" and n:  # never predict a row's first token from padding
+                labels[i, where.start] = IGNORE_INDEX
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     def _concatenate(self, rows: list[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:

@@ -6,10 +6,10 @@ import hashlib
 import json
 import math
 import random
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 StepSelection = Literal["critical", "all", "random", "non_critical"]
-STEP_SELECTIONS: tuple[str, ...] = ("critical", "all", "random", "non_critical")
+STEP_SELECTIONS: tuple[str, ...] = get_args(StepSelection)
 
 
 def max_selected_steps(num_steps: int, ratio: float) -> int:

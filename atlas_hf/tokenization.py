@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from atlas_hf.selection import StepSelection, row_seed, select_steps
-from atlas_hf.trajectory import num_steps
+from atlas_hf.trajectory import assistant_indices, clean_message, num_steps
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class LabelledTrajectory:
 
     @property
     def num_supervised(self) -> int:
+        """Tokens that carry loss."""
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
@@ -111,12 +112,11 @@ def tool_calls_as_text(tool_calls: Sequence[dict[str, Any]]) -> str:
 
 
 def parse_tools(tools: Any) -> list[dict[str, Any]] | None:
-    """A row's `tools` (a list of JSON schemas, or that list as a JSON string) for the chat template."""
-    if tools is None or tools == "" or tools == []:
-        return None
+    """A row's `tools` (a list of JSON schemas, or that list as a JSON string) for the chat template;
+    None when there are none, however the emptiness is written."""
     if isinstance(tools, str):
-        return json.loads(tools)
-    return list(tools)
+        tools = json.loads(tools) if tools.strip() else None
+    return list(tools) if tools else None
 
 
 def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +125,7 @@ def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> list
     keep_calls = template_renders_tool_calls(tokenizer)
     prepared = []
     for message in messages:
-        message = {k: v for k, v in message.items() if v is not None or k == "content"}
+        message = clean_message(message)
         calls = message.get("tool_calls")
         if calls and not keep_calls:
             template = _template_of(tokenizer)
@@ -160,11 +160,15 @@ def assistant_turn_spans(
     """
     tools = parse_tools(tools)
     full = _render(tokenizer, list(messages), tools, False)
-    positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    steps = sorted(steps)
-    spans = _fenced_spans(tokenizer, messages, [positions[s] for s in steps], tools, full)
+    turns = assistant_indices(messages)
+    bad = [s for s in steps if not 0 <= s < len(turns)]
+    if bad:
+        raise ValueError(f"steps {bad} are out of range for a trajectory of {len(turns)} assistant steps "
+                         f"(0..{len(turns) - 1}).")
+    positions = [turns[s] for s in sorted(steps)]
+    spans = _fenced_spans(tokenizer, messages, positions, tools, full)
     if spans is None:
-        spans = _prefix_spans(tokenizer, messages, [positions[s] for s in steps], tools, full)
+        spans = _prefix_spans(tokenizer, messages, positions, tools, full)
     return full, spans
 
 
@@ -197,9 +201,11 @@ def _fenced_spans(
     """Spans found in one rendering whose selected turns' content is fenced by markers, or None
     when the template does not write the content verbatim (the fenced rendering, markers removed,
     must equal the plain one) or has no end-of-turn marker to close a span with."""
+    if not positions:
+        return []
     eot = _end_of_turn(tokenizer)
-    if not eot or not positions:
-        return [] if not positions else None
+    if not eot:
+        return None
     fenced = list(messages)
     for k, p in enumerate(positions):
         fenced[p] = {**messages[p], "content": _FENCE.format("S", k) + (messages[p].get("content") or "") + _FENCE.format("E", k)}
@@ -272,9 +278,32 @@ def label_trajectory(
     leave a row with no labelled token (the trainer then skips it). Either way the selected steps
     that lost labelled tokens are counted in `num_truncated_steps`.
     """
+    _check_truncation_side(truncation_side)
     full, spans = assistant_turn_spans(tokenizer, prepare_messages(tokenizer, messages), steps, tools)
     encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     return _labels_from_spans(encoding["input_ids"], encoding["offset_mapping"], spans, max_length, truncation_side)
+
+
+def _check_truncation_side(truncation_side: str) -> None:
+    if truncation_side not in ("left", "right"):
+        raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
+
+
+def truncate_labelled(
+    input_ids: Sequence[int], labels: Sequence[int], max_length: int | None, truncation_side: TruncationSide
+) -> tuple[Sequence[int], Sequence[int]]:
+    """A labelled row without the tokens after its last labelled one (they carry no loss), then cut
+    to `max_length` on `truncation_side`; a row left with no labelled token becomes empty."""
+    last = len(labels)
+    while last and labels[last - 1] == IGNORE_INDEX:
+        last -= 1
+    input_ids, labels = input_ids[:last], labels[:last]
+    if max_length is not None and len(input_ids) > max_length:
+        cut = slice(len(input_ids) - max_length, None) if truncation_side == "left" else slice(0, max_length)
+        input_ids, labels = input_ids[cut], labels[cut]
+        if all(label == IGNORE_INDEX for label in labels):
+            return input_ids[:0], labels[:0]
+    return input_ids, labels
 
 
 def _labels_from_spans(
@@ -293,19 +322,12 @@ def _labels_from_spans(
         labels[first:stop] = input_ids[first:stop]
         step_of_token[first:stop] = [step] * (stop - first)
     last = stop if spans else 0
-    input_ids, labels, step_of_token = input_ids[:last], labels[:last], step_of_token[:last]
     truncated = 0
-    if max_length is not None and len(input_ids) > max_length:
-        cut = slice(len(input_ids) - max_length, None) if truncation_side == "left" else slice(0, max_length)
-        truncated = sum(1 for s in range(len(spans)) if _partly_cut(step_of_token, cut, s))
-        input_ids, labels = input_ids[cut], labels[cut]
-        if not any(label != IGNORE_INDEX for label in labels):
-            input_ids, labels = [], []
+    if max_length is not None and last > max_length:  # the selected steps that lose tokens to the cut
+        removed = step_of_token[: last - max_length] if truncation_side == "left" else step_of_token[max_length:last]
+        truncated = len(set(removed) - {-1})
+    input_ids, labels = truncate_labelled(input_ids[:last], labels[:last], max_length, truncation_side)
     return LabelledTrajectory(list(input_ids), list(labels), truncated)
-
-
-def _partly_cut(step_of_token: list[int], cut: slice, step: int) -> bool:
-    return step_of_token.count(step) != step_of_token[cut].count(step)
 
 
 class CriticalStepTokenizer:
@@ -331,6 +353,7 @@ class CriticalStepTokenizer:
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("CriticalStepTokenizer needs a fast tokenizer (offset mappings); load it with use_fast=True.")
         _template_of(tokenizer)
+        _check_truncation_side(truncation_side)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.step_selection = step_selection

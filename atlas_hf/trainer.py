@@ -31,7 +31,7 @@ from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
 
 from atlas_hf.collator import CriticalStepDataCollator
 from atlas_hf.selection import STEP_SELECTIONS
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, truncate_labelled
 
 logger = logging.getLogger(__name__)
 
@@ -201,11 +201,22 @@ def add_supervised_lm_head(model: Any) -> bool:
     return True
 
 
-class _CountTokens:
-    """`map(batched=True)` function for rows that come tokenized: their supervised and total tokens."""
+@dataclass
+class _TruncateTokenized:
+    """`map(batched=True)` function for rows that come tokenized: `truncate_labelled` applied, and
+    their supervised tokens counted."""
 
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[int]]:
-        return {"num_supervised": [sum(1 for t in labels if t != IGNORE_INDEX) for labels in batch["labels"]]}
+    max_length: int | None
+    truncation_side: str
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        rows = [truncate_labelled(ids, labels, self.max_length, self.truncation_side)  # type: ignore[arg-type]
+                for ids, labels in zip(batch["input_ids"], batch["labels"])]
+        return {
+            "input_ids": [ids for ids, _ in rows],
+            "labels": [labels for _, labels in rows],
+            "num_supervised": [sum(1 for t in labels if t != IGNORE_INDEX) for _, labels in rows],
+        }
 
 
 @dataclass
@@ -220,6 +231,7 @@ class LabelStats:
 
     @property
     def supervised_fraction(self) -> float:
+        """Supervised tokens / tokens fed forward."""
         return self.supervised_tokens / self.total_tokens if self.total_tokens else 0.0
 
 
@@ -329,7 +341,7 @@ class AtlasSFTTrainer(SFTTrainer):
                     "'critical_steps') or rows tokenized by atlas_hf.CriticalStepTokenizer."
                 )
             labelled = dataset.map(
-                _CountTokens(),
+                _TruncateTokenized(args.max_length, args.truncation_side),
                 remove_columns=[c for c in columns if c not in ("input_ids", "labels")],
                 desc=f"Counting supervised tokens of {name}",
                 **map_kwargs,

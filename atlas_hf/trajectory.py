@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -79,6 +78,7 @@ class NormalizationReport:
 
     @property
     def num_skipped(self) -> int:
+        """Rows left out."""
         return len(self.skipped)
 
     def summary(self) -> str:
@@ -315,13 +315,14 @@ def _resolve_messages_field(dataset: Dataset, role_field: str | None, content_fi
     for preferred in (MESSAGES_COLUMN, "conversations"):
         if preferred in columns:
             return preferred
+    # the turn keys to look for: the ones given, the schema's own for the ones not given
+    pairs = [(role_field or r, content_field or c) for r, c in _SCHEMA_KEYS.values()]
     candidates = []
     for column in columns:
         if not _is_chat_feature(dataset.features[column]):
             continue
         keys = {key for turn in _sample_turns(dataset, column) for key in turn}
-        pairs = [(role_field, content_field)] if role_field and content_field else list(_SCHEMA_KEYS.values())
-        if any((r or "role") in keys and (c or "content") in keys for r, c in pairs):
+        if any(r in keys and c in keys for r, c in pairs):
             candidates.append(column)
     if len(candidates) == 1:
         return candidates[0]
@@ -349,11 +350,11 @@ def _resolve(
             f"messages_field={field_name!r} is not a column of the dataset (columns: {dataset.column_names})."
         )
     turns = _sample_turns(dataset, field_name)
-    keys = Counter(key for turn in turns for key in turn if turn[key] is not None)
+    keys = {key for turn in turns for key in turn if turn[key] is not None}
     if schema == "auto":
         schema = "sharegpt" if "from" in keys and "role" not in keys else "openai"
     default_role, default_content = _SCHEMA_KEYS[schema]
-    if loss_field is None and keys.get("loss"):
+    if loss_field is None and "loss" in keys:
         loss_field = "loss"
     roles = dict(DEFAULT_ROLE_MAP)
     for source, target in (role_map or {}).items():

@@ -233,3 +233,44 @@ def test_labels_on_the_embedded_sample(chat_tokenizers, name):
         assert len(segments) == len(row["critical_steps"])
         for segment, step in zip(segments, row["critical_steps"]):
             check_segment(name, segment, turns[step])
+
+
+def test_left_padding_never_predicts_a_first_token_from_padding(smol_tokenizer):
+    """Rows cut on the left may start with a labelled token: its label must not sit after a pad."""
+    rows = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [1, 2, 3, 4, 5], "labels": [1, 2, 3, 4, 5]}]
+    left = CriticalStepDataCollator(smol_tokenizer, padding_side="left")(rows)
+    assert left["labels"][0].tolist() == [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 6, 7]
+    right = CriticalStepDataCollator(smol_tokenizer, padding_side="right")(rows)
+    assert right["labels"][0].tolist() == [5, 6, 7, IGNORE_INDEX, IGNORE_INDEX]  # position 0 is never a target
+
+
+def test_pretokenized_rows_need_no_chat_template_and_are_cut_like_raw_ones(smol_tokenizer, real_rows):
+    import copy
+
+    plain = copy.deepcopy(smol_tokenizer)
+    plain.chat_template = None
+    labelled = CriticalStepTokenizer(smol_tokenizer, max_length=64).label_row(real_rows[0])
+    full = CriticalStepTokenizer(smol_tokenizer).label_row(real_rows[0])
+    batch = CriticalStepDataCollator(plain, max_length=64)([{"input_ids": full.input_ids, "labels": full.labels}])
+    assert batch["input_ids"][0].tolist() == labelled.input_ids and batch["labels"][0].tolist() == labelled.labels
+
+
+def test_bad_arguments_name_what_was_wrong(smol_tokenizer):
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    for make in (lambda: CriticalStepTokenizer(smol_tokenizer, truncation_side="Left"),
+                 lambda: CriticalStepDataCollator(smol_tokenizer, truncation_side="Left"),
+                 lambda: label_trajectory(smol_tokenizer, messages, [0], truncation_side="Left")):
+        with pytest.raises(ValueError, match="truncation_side must be 'left' or 'right'"):
+            make()
+    for steps in ([-1], [1]):
+        with pytest.raises(ValueError, match=r"out of range for a trajectory of 1 assistant steps"):
+            label_trajectory(smol_tokenizer, messages, steps)
+    with pytest.raises(ValueError, match=r"Row 1 of the batch: field 'critical_steps' is missing"):
+        CriticalStepDataCollator(smol_tokenizer)([{"messages": messages, "critical_steps": [0]}, {"messages": messages}])
+
+
+def test_empty_tools_are_no_tools():
+    from atlas_hf.tokenization import parse_tools
+
+    assert [parse_tools(t) for t in (None, "", " ", "[]", [], ())] == [None] * 6
+    assert parse_tools('[{"type": "function"}]') == parse_tools(({"type": "function"},)) == [{"type": "function"}]

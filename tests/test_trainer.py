@@ -189,8 +189,16 @@ def test_pretokenized_rows_pass_through(tmp_path, smol_tokenizer):
         tiny_model(smol_tokenizer), args=config(tmp_path), train_dataset=Dataset.from_list(rows),
         processing_class=smol_tokenizer,
     )
-    assert trainer.train_dataset.to_list() == rows[:1]
+    # cut after the last labelled token (it carries no loss), the unsupervised row skipped
+    assert trainer.train_dataset.to_list() == [{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]}]
     assert trainer.atlas_summary()["skipped_rows"] == 1
+    # max_length holds for rows that come tokenized too, stats included
+    short = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer), args=config(tmp_path, max_length=3), train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
+    )
+    assert short.train_dataset.to_list() == [{"input_ids": [2, 3, 4], "labels": [-100, 3, 4]}]
+    assert short.atlas_summary()["total_tokens"] == 3
     with pytest.raises(ValueError, match="no 'labels'"):
         AtlasSFTTrainer(
             tiny_model(smol_tokenizer), args=config(tmp_path), processing_class=smol_tokenizer,

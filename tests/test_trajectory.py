@@ -327,3 +327,10 @@ def test_ambiguous_or_missing_chat_column_is_explained():
         normalize_trajectories([{"text": "hello"}])
     with pytest.raises(ValueError, match="targets must be among"):
         normalize_trajectories([_row(U, A)], role_map={"ai": "bot"})
+
+
+def test_one_custom_key_is_enough_to_find_the_chat_column():
+    rows = [{"id": 1, "chat": [{"speaker": "user", "content": "hi"}, {"speaker": "assistant", "content": "yo"}]}]
+    normalized = normalize_trajectories(rows, role_field="speaker")
+    assert normalized["messages"] == [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]
+    assert normalized["id"] == [1]
