@@ -10,7 +10,7 @@ as marking nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from atlas_hf.annotate import canonical_messages
 from atlas_hf.oracles.base import CATEGORIES
@@ -94,15 +94,16 @@ def _rows(data: Any, name: str) -> list[dict[str, Any]]:
     wanted = ("critical_steps", "critical_categories", "atlas_error", "messages")
     if hasattr(data, "column_names"):  # a datasets.Dataset: read whole columns, not row by row
         if "critical_steps" not in data.column_names:
-            raise KeyError(
-                f"The {name} dataset has no `critical_steps` column (columns: {data.column_names})."
+            raise ValueError(
+                f"The {name} dataset has no `critical_steps` column (columns: {data.column_names}); "
+                "annotate it first (atlas-hf annotate, or CriticalStepAnnotator)."
             )
         cols = {c: data[c] for c in wanted if c in data.column_names}
         return [{c: v[i] for c, v in cols.items()} for i in range(len(data))]
     rows = list(data)
     for i, row in enumerate(rows):
         if "critical_steps" not in row:
-            raise KeyError(f"Row {i} of the {name} annotation has no `critical_steps` (keys: {sorted(row)}).")
+            raise ValueError(f"Row {i} of the {name} annotation has no `critical_steps` (keys: {sorted(row)}).")
     return rows
 
 
@@ -117,9 +118,7 @@ def _marks(row: dict[str, Any], index: int, name: str) -> dict[int, str | None]:
     return dict(zip(steps, categories))
 
 
-def oracle_agreement(
-    predicted: Any, reference: Any, categories: Sequence[str] = CATEGORIES
-) -> AgreementReport:
+def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
     """Compare `predicted` critical steps (and categories) with `reference`, row by row.
 
     Both are `datasets.Dataset`s or lists of rows with `critical_steps` (and, for the category
@@ -131,7 +130,7 @@ def oracle_agreement(
         raise ValueError(f"predicted has {len(pred_rows)} rows but reference has {len(ref_rows)}; "
                          "compare annotations of the same trajectories, in the same order.")
     steps = PRF()
-    per_category = {c: PRF() for c in categories}
+    per_category = {c: PRF() for c in CATEGORIES}
     same, errors = 0, 0
     for i, (p_row, r_row) in enumerate(zip(pred_rows, ref_rows)):
         if "messages" in p_row and "messages" in r_row:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
+from atlas_hf.oracles.baselines import AllStepsOracle
 from atlas_hf.trajectory import num_steps
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def annotation_statistics(dataset: Dataset | DatasetDict | Mapping[str, Dataset]
                     ratios.append(num_critical / row_steps)
                 oracle = batch.get("atlas_oracle", [None] * n)[i]
                 if oracle:
-                    oracles[json.dumps(oracle, sort_keys=True) if isinstance(oracle, dict) else str(oracle)] += 1
+                    oracles[str(oracle)] += 1
             rows += n
     return {
         "rows": rows,
@@ -219,7 +220,8 @@ class CriticalStepAnnotator:
 
     Args:
         oracle: any `Oracle` (`AnthropicOracle`, `LocalOracle`, `RandomOracle`, ...).
-        max_ratio: the most steps that may be chosen, as a fraction of the trajectory's steps.
+        max_ratio: the most steps that may be chosen, as a fraction of the trajectory's steps
+            (1.0 with `AllStepsOracle`, which marks every step by definition).
         cache_dir: folder of the resumable answer cache; None keeps no cache.
         strict: raise `AnnotationError` (naming the row and the reason) instead of marking a row
             that could not be annotated.
@@ -248,7 +250,7 @@ class CriticalStepAnnotator:
         if not 0.0 < max_ratio <= 1.0:
             raise ValueError(f"max_ratio must be in (0, 1], got {max_ratio!r}.")
         self.oracle = oracle
-        self.max_ratio = float(max_ratio)
+        self.max_ratio = 1.0 if isinstance(oracle, AllStepsOracle) else float(max_ratio)
         self.cache_dir = None if cache_dir is None else str(Path(cache_dir).expanduser().resolve())
         self.strict = strict
         self.messages_field = messages_field
@@ -373,7 +375,7 @@ class CriticalStepAnnotator:
                     continue
                 results[i] = Annotation(error=f"invalid answer after a retry: {error}" if attempt else error)
                 invalid.append(i)
-                feedback.append(error)
+                feedback.append(None if answer.error else error)  # an API failure is not the oracle's answer
             pending = invalid
 
     def _update_progress(self, n: int) -> None:
@@ -411,32 +413,15 @@ class CriticalStepAnnotator:
 
 
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-_COST_FIELDS = ("estimated_cost_usd", "cost_usd", "estimated_cost")
 
 
 def usage_postfix(usage: Any) -> dict[str, str]:
-    """`{"tokens": ..., "cost": ...}` from an oracle's usage counter (an object or a dict), if any.
-
-    Tokens: `total_tokens`, else the sum of the Anthropic-style token fields; cost: the first of
-    `estimated_cost_usd`, `cost_usd`, `estimated_cost` (a number or a method returning one).
-    """
+    """`{"tokens": ..., "cost": ...}` from an oracle's `usage`: an `OracleUsage` (its `as_dict()`) or a
+    dict with Anthropic's token fields and `estimated_cost_usd`; {} for an oracle that counts nothing."""
     if usage is None:
         return {}
-
-    def field(name: str) -> Any:
-        value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
-        return value() if callable(value) else value
-
-    out = {}
-    total = field("total_tokens")
-    if total is None:
-        parts = [p for p in (field(name) for name in _TOKEN_FIELDS) if isinstance(p, (int, float))]
-        total = sum(parts) if parts else None
-    if total is not None:
-        out["tokens"] = f"{int(total):,}"
-    for name in _COST_FIELDS:
-        cost = field(name)
-        if isinstance(cost, (int, float)):
-            out["cost"] = f"${cost:.4f}"
-            break
+    fields = usage if isinstance(usage, dict) else usage.as_dict()
+    out = {"tokens": f"{sum(int(fields.get(name) or 0) for name in _TOKEN_FIELDS):,}"}
+    if fields.get("estimated_cost_usd") is not None:
+        out["cost"] = f"${fields['estimated_cost_usd']:.4f}"
     return out

@@ -75,20 +75,22 @@ def annotate(dataset: Any, oracle: Any, max_ratio: float, cache_dir: str | None,
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from atlas_hf.annotate import annotation_statistics, format_annotation_statistics
 
+    misuse = (
+        args.use_batches and args.oracle != "anthropic" and "--use-batches is for --oracle anthropic",
+        args.dry_run and args.oracle != "anthropic" and f"--dry-run estimates what Claude costs; '{args.oracle}' is free",
+        args.model and args.oracle in ("random", "all") and f"--model means nothing to the '{args.oracle}' baseline",
+    )
+    for problem in filter(None, misuse):
+        print(f"error: {problem}.", file=sys.stderr)
+        return EXIT_USAGE
     dataset = load_rows(args.input, args.split)
     oracle = build_oracle(args.oracle, args.model, args.seed, **({"use_batches": True} if args.use_batches else {}))
     if args.dry_run:
-        if not hasattr(oracle, "estimate_cost"):
-            print(f"error: --dry-run estimates the cost of a paid oracle; '{args.oracle}' costs nothing.", file=sys.stderr)
-            return EXIT_USAGE
-        estimate = oracle.estimate_cost(list(dataset["messages"]), args.max_ratio)
-        print(estimate.format() if hasattr(estimate, "format") else estimate)
+        print(oracle.estimate_cost(list(dataset["messages"]), args.max_ratio))
         return 0
-    # The all-steps baseline marks every step by definition: the cap would reject it.
-    max_ratio = 1.0 if args.oracle == "all" else args.max_ratio
     # Message Batches: the whole dataset in one map batch, so every request is submitted before any wait.
     batch_size = args.batch_size if args.batch_size is not None else (None if args.use_batches else 64)
-    annotated, annotator = annotate(dataset, oracle, max_ratio, args.cache_dir, batch_size, args.num_proc)
+    annotated, annotator = annotate(dataset, oracle, args.max_ratio, args.cache_dir, batch_size, args.num_proc)
     annotated.save_to_disk(args.output)
     if annotator.stats.rows:  # 0 when worker processes (--num-proc) or the datasets cache did the work
         print(annotator.summary())
@@ -166,6 +168,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     if not args.dataset and not args.adapter:
         print("error: give --dataset and/or --adapter to publish.", file=sys.stderr)
         return EXIT_USAGE
+    if not args.local_dir:
+        for what, repo, flag in (("dataset", args.dataset_repo, "--dataset-repo"),
+                                 ("adapter", args.adapter_repo, "--adapter-repo")):
+            if getattr(args, what) and not repo:
+                print(f"error: name the Hub repo of the {what} with {flag} (e.g. you/name), or write it "
+                      "locally with --local-dir.", file=sys.stderr)
+                return EXIT_USAGE
     dataset = load_rows(args.dataset) if args.dataset else None
     where = publish(dataset, args.adapter, args.dataset_repo, args.adapter_repo, args.local_dir, not args.public)
     for kind, url in where.items():
@@ -316,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: annotations so far are in the cache; run the same command again to resume.", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
 

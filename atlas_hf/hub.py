@@ -50,6 +50,7 @@ ADAPTER_TAGS = ("atlas", "trl", "peft", "lora", "agent", "critical-steps")
 FIGURE_PATH = "assets/atlas_stats.png"
 _PAPER = "ATLaS: Agent Tuning via Learning Critical Steps (Chen et al., ACL Findings 2025)"
 _SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
+_IDENTITY_FIELD = re.compile(r"(?:^|/)(model|prompt)=([^/\s,]+)")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
@@ -110,30 +111,23 @@ def _provenance(
     oracle: str | Oracle | None, prompt_version: str | None, max_ratio: float | None,
     column_oracles: Mapping[str, int],
 ) -> dict[str, str]:
-    """Oracle, model, prompt version and ratio cap, from the arguments or the `atlas_oracle` column."""
+    """Oracle, model, prompt version and ratio cap, from the arguments or the `atlas_oracle` column
+    (whose identities, `AnthropicOracle/model=.../prompt=...`, name the model and prompt)."""
     name = model = None
     if isinstance(oracle, str):
         name = oracle
     elif oracle is not None:
         name = getattr(oracle, "identity", None) or type(oracle).__name__
-        model = getattr(oracle, "model", None)
+        model = getattr(oracle, "model", None) or getattr(oracle, "model_name", None)
         prompt_version = prompt_version or getattr(oracle, "prompt_version", None)
-    if name is None and column_oracles:
-        values = [json.loads(v) if v.startswith("{") else v for v in column_oracles]
-        dicts = [v for v in values if isinstance(v, dict)]
-        if dicts:
-            name = ", ".join(sorted({str(d.get("name") or d.get("oracle") or d.get("identity")) for d in dicts}))
-            models = {str(d["model"]) for d in dicts if d.get("model")}
-            versions = {str(d["prompt_version"]) for d in dicts if d.get("prompt_version")}
-            ratios = {float(d["max_ratio"]) for d in dicts if d.get("max_ratio") is not None}
-            model = model or (", ".join(sorted(models)) or None)
-            prompt_version = prompt_version or (", ".join(sorted(versions)) or None)
-            if max_ratio is None and len(ratios) == 1:
-                max_ratio = ratios.pop()
-        elif len(column_oracles) == 1:
-            name = next(iter(column_oracles))
-        else:
-            name = ", ".join(f"{v} ({column_oracles[v]} rows)" for v in sorted(column_oracles))
+    elif len(column_oracles) == 1:
+        name = next(iter(column_oracles))
+    elif column_oracles:
+        name = ", ".join(f"{v} ({column_oracles[v]} rows)" for v in sorted(column_oracles))
+    if name:
+        recorded = dict(_IDENTITY_FIELD.findall(str(name)))
+        model = model or recorded.get("model")
+        prompt_version = prompt_version or recorded.get("prompt")
     return {
         "Oracle": _scrub(str(name)) if name else "not recorded",
         "Oracle model": _scrub(str(model)) if model else "not recorded",
@@ -456,8 +450,6 @@ def _trainer_summary(trainer: Trainer) -> dict[str, Any]:
         "selection_ratio": getattr(args, "selection_ratio", None),
         "epochs": getattr(state, "epoch", None) or getattr(args, "num_train_epochs", None),
         "optimizer_steps": getattr(state, "global_step", None),
-        "supervised_tokens": next((entry[k] for entry in reversed(history)
-                                   for k in ("supervised_tokens", "num_supervised_tokens") if k in entry), None),
         "final_loss": losses[-1] if losses else train_loss,
         "learning_rate": getattr(args, "learning_rate", None),
     }

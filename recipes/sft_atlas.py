@@ -48,7 +48,8 @@ import torch
 from datasets import Dataset
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from atlas_hf.cli import ORACLES, build_oracle
+from atlas_hf.annotate import annotation_statistics, format_annotation_statistics
+from atlas_hf.cli import ORACLES, annotate, build_oracle
 from atlas_hf.cli import load_rows as load_source
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
 
@@ -56,9 +57,6 @@ logger = logging.getLogger("atlas_hf.recipes.sft_atlas")
 
 ORACLE_CHOICES = ["none", *ORACLES]
 NEEDS_ANNOTATION = ("critical", "non_critical")  # step selections that read `critical_steps`
-ANNOTATION_COLUMNS = (
-    "critical_steps", "critical_categories", "critical_reasons", "atlas_plan", "atlas_error", "atlas_oracle"
-)
 
 
 @dataclass
@@ -151,17 +149,11 @@ class ScriptArguments:
 
 def annotate_rows(dataset: Dataset, script_args: ScriptArguments, training_args: AtlasSFTConfig) -> Dataset:
     """Mark the critical steps with the chosen oracle; the main process asks it, the others read its cache."""
-    from atlas_hf.annotate import CriticalStepAnnotator
-
     cache_dir = script_args.annotate_cache_dir or os.path.join(training_args.output_dir, "annotation_cache")
     oracle = build_oracle(script_args.annotate, script_args.annotate_model, training_args.seed)
-    annotator = CriticalStepAnnotator(oracle, max_ratio=script_args.annotate_max_ratio, cache_dir=cache_dir)
-    old = [c for c in ANNOTATION_COLUMNS if c in dataset.column_names]
     with training_args.main_process_first(desc="annotating critical steps", local=False):
-        annotated = dataset.remove_columns(old).map(
-            annotator, batched=True, with_indices=True, desc=f"Annotating with {script_args.annotate}"
-        )
-    logger.info("%s", annotator.summary())
+        annotated, _ = annotate(dataset, oracle, script_args.annotate_max_ratio, cache_dir)
+    logger.info("Annotated: %s", format_annotation_statistics(annotation_statistics(annotated)))
     return annotated
 
 
@@ -252,7 +244,6 @@ def publish(
             script_args.publish_adapter_repo,
             base_model=base_model,
             dataset_repo_id=script_args.publish_dataset_repo,
-            training_summary=trainer.atlas_summary(),
             local_dir=os.path.join(local, "adapter") if local else None,
         )
     return where

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from atlas_hf.annotate import CriticalStepAnnotator
 from atlas_hf.trajectory import num_steps
 
 from atlas_hf.oracles.anthropic import PRICES, AnthropicOracle, request_cost_usd
@@ -313,6 +314,27 @@ def test_batch_item_errors_mark_only_their_row(api: AnthropicStandIn, tmp_path: 
     annotations = oracle.annotate([make_trajectory(4, "x"), make_trajectory(4, "y")], 0.3)
     assert annotations[0].error and "errored" in annotations[0].error
     assert validate_annotation(annotations[1], 4, 0.3) is None
+    # the failed batch is forgotten: a re-run submits anew and the failed row gets its answer
+    again = oracle_for(api, use_batches=True, batch_state_dir=tmp_path, batch_poll_interval=0.01)
+    assert all(a.error is None for a in again.annotate([make_trajectory(4, "x"), make_trajectory(4, "y")], 0.3))
+    assert api.paths("POST").count("/v1/messages/batches") == 2
+
+
+def test_an_api_failure_is_retried_without_blaming_the_oracle(api: AnthropicStandIn) -> None:
+    api.inject("500")
+    annotator = CriticalStepAnnotator(oracle_for(api, max_retries=0), progress=False)
+    out = annotator({"messages": [make_trajectory(4, "z")]})
+    assert out["atlas_error"] == [""]
+    retry = message_posts(api)[-1]["json"]["messages"][-1]
+    assert "rejected" not in json.dumps(retry)  # no feedback: the first answer never came
+
+
+def test_errors_claim_retries_only_for_retryable_failures(api: AnthropicStandIn) -> None:
+    api.inject("500")
+    [failed] = oracle_for(api, max_retries=0).annotate([make_trajectory(3)], 0.3)
+    assert "after 0 retries" in failed.error
+    [rejected] = oracle_for(api, max_tokens=0).annotate([make_trajectory(3)], 0.3)  # a 400 is never retried
+    assert rejected.error.startswith("Anthropic API error 400 (invalid_request_error)") and "retries" not in rejected.error
 
 
 # ------------------------------------------------------------------ secrets and pickling

@@ -121,6 +121,25 @@ def test_bad_input_fails_with_a_message_naming_it(tmp_path):
 def test_publish_without_anything_is_a_usage_error():
     result = atlas_hf("publish")
     assert result.returncode == 2 and "--dataset" in result.stderr
+    result = atlas_hf("publish", "--dataset", "sample")  # pushing, but to which repo?
+    assert result.returncode == 2 and "--dataset-repo" in result.stderr and "--local-dir" in result.stderr
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (("--oracle", "random", "--use-batches"), "--use-batches is for --oracle anthropic"),
+    (("--oracle", "local", "--dry-run"), "--dry-run estimates what Claude costs"),
+    (("--oracle", "all", "--model", "x"), "--model means nothing"),
+])
+def test_flags_an_oracle_cannot_use_are_usage_errors(tmp_path, flags, complaint):
+    result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "o"), *flags)
+    assert result.returncode == 2 and complaint in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_eval_oracle_on_unannotated_rows_is_a_one_line_error(tmp_path):
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    result = atlas_hf("eval-oracle", str(plain), "sample")
+    assert result.returncode == 1 and "no `critical_steps` column" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

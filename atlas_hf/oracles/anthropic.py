@@ -241,6 +241,9 @@ class AnthropicOracle:
         self.max_batch_bytes = max_batch_bytes
         self._init_runtime()
 
+    prompt_version = PROMPT_VERSION
+    """Version of the selector prompt (stored in `identity`, so it keys the cache)."""
+
     _CONFIG_FIELDS = (
         "model", "_api_key", "base_url", "max_concurrency", "max_retries", "timeout", "use_batches",
         "batch_state_dir", "max_tokens", "max_chars_per_observation", "batch_poll_interval", "price",
@@ -365,7 +368,12 @@ class AnthropicOracle:
             text = f"Anthropic API connection failed: {err}"
         else:
             text = f"{type(err).__name__}: {err}"
-        return self._redact(f"{text} (after {self.max_retries} retries; request not answered)")
+        retryable = isinstance(err, anthropic.APIConnectionError) or (  # timeouts are connection errors
+            isinstance(err, anthropic.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
+        )
+        if retryable:
+            text += f" (after {self.max_retries} retries; request not answered)"
+        return self._redact(text)
 
     def _config_error(self, err: BaseException) -> RuntimeError:
         return RuntimeError(
@@ -513,6 +521,8 @@ class AnthropicOracle:
                 answers[cid] = Annotation(error=self._redact(f"batch request errored ({error.type}): {error.message}"))
             else:
                 answers[cid] = Annotation(error=f"batch request {result.type} before it was processed.")
+        if any(a.error for a in answers.values()):  # forget the batch, so a re-run asks its failed rows anew
+            self._state_path(list(chunk)).unlink(missing_ok=True)
         return answers
 
     def _annotate_batch(self, requests: list[dict[str, Any]]) -> list[Annotation]:

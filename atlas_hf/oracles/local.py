@@ -218,6 +218,9 @@ class LocalOracle(LocalModelMixin):
         self._init_model(model, tokenizer, device)
         self.threshold, self.max_length, self.batch_size = threshold, max_length, batch_size
 
+    prompt_version = PROMPT_VERSION
+    """Version of the judge's questions."""
+
     @property
     def identity(self) -> str:
         """Oracle kind, prompt version, judge model and the settings that change its answers."""
@@ -233,8 +236,15 @@ class LocalOracle(LocalModelMixin):
         """Score every step in every category and keep the best steps under the cap.
 
         `feedback` is not used: the answer is a deterministic score and the cap is enforced here.
+        A trajectory that cannot be scored (too many turns for `max_length`) gets its error.
         """
-        return [self._annotate_one(messages, max_ratio) for messages in trajectories]
+        out = []
+        for messages in trajectories:
+            try:
+                out.append(self._annotate_one(messages, max_ratio))
+            except ValueError as error:
+                out.append(Annotation(error=str(error)))
+        return out
 
     def scores(self, messages: Sequence[dict[str, Any]]) -> list[list[float]]:
         """P(yes) for each step (rows) and each category of `CATEGORIES` (columns)."""

@@ -123,7 +123,8 @@ ANSWER_TOOL: dict[str, Any] = {
         "additionalProperties": False,
     },
 }
-"""The answer tool's definition (without `cache_control`; the oracle adds it)."""
+"""The answer tool's definition (the oracle puts `cache_control` on the system block after it, which
+caches the tools and the system prompt together)."""
 
 
 def clip_middle(text: str, max_chars: int) -> str:
