@@ -297,7 +297,8 @@ def truncate_labelled(
     last = len(labels)
     while last and labels[last - 1] == IGNORE_INDEX:
         last -= 1
-    input_ids, labels = input_ids[:last], labels[:last]
+    if last < len(labels):
+        input_ids, labels = input_ids[:last], labels[:last]
     if max_length is not None and len(input_ids) > max_length:
         cut = slice(len(input_ids) - max_length, None) if truncation_side == "left" else slice(0, max_length)
         input_ids, labels = input_ids[cut], labels[cut]
