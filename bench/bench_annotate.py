@@ -42,7 +42,7 @@ from anthropic_standin import AnthropicStandIn  # noqa: E402
 from atlas_hf.oracles.anthropic import CACHE_READ_MULTIPLIER, CACHE_WRITE_MULTIPLIER, AnthropicOracle  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-KEY = "sk-ant-bench-key"
+KEY = "test-anthropic-bench-key"
 RATIO = 0.3
 
 

@@ -125,7 +125,7 @@ class AnthropicStandIn:
 
     def __init__(
         self,
-        api_key: str = "sk-ant-standin-test-key",
+        api_key: str = "test-anthropic-standin-key",
         responder: Responder = default_responder,
         latency: float = 0.0,
         min_cacheable_tokens: int = 1024,

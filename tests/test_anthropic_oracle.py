@@ -27,7 +27,7 @@ from atlas_hf.selection import max_selected_steps
 from anthropic_standin import AnthropicStandIn, Fault, approx_tokens, default_responder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-KEY = "sk-ant-api03-SECRET-test-key-0123456789"
+KEY = "test-anthropic-SECRET-key-0123456789"
 
 
 def make_trajectory(num_steps: int, tag: str = "", observation: str = "the page says something") -> list[dict[str, Any]]:
@@ -346,10 +346,10 @@ def test_api_key_never_leaks(api: AnthropicStandIn, monkeypatch: pytest.MonkeyPa
     api.inject("500", "500")
     [failed] = oracle_for(api, max_retries=1).annotate([make_trajectory(3)], 0.3)
     assert failed.error and KEY not in failed.error
-    wrong = AnthropicOracle(api_key="sk-ant-wrong-key-987654321", base_url=api.base_url, max_retries=0)
+    wrong = AnthropicOracle(api_key="test-anthropic-wrong-key-987654321", base_url=api.base_url, max_retries=0)
     with pytest.raises(RuntimeError, match="401") as info:
         wrong.annotate([make_trajectory(3)], 0.3)
-    assert "sk-ant-wrong-key-987654321" not in str(info.value) and "configuration" in str(info.value)
+    assert "test-anthropic-wrong-key-987654321" not in str(info.value) and "configuration" in str(info.value)
     # a key from the environment stays out of the pickle (workers inherit the environment)
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     from_env = AnthropicOracle(base_url=api.base_url)

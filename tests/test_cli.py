@@ -91,7 +91,7 @@ def test_with_an_api_key_claude_is_the_default_oracle(tmp_path):
     """`ANTHROPIC_API_KEY` set: the dry run counts tokens, then the run annotates through the Messages API."""
     from anthropic_standin import AnthropicStandIn
 
-    key = "sk-ant-cli-test-key-0123456789abcdef"
+    key = "test-anthropic-cli-key-0123456789abcdef"
     with AnthropicStandIn(api_key=key) as api:
         env = {"ANTHROPIC_API_KEY": key, "ANTHROPIC_BASE_URL": api.base_url}
         dry = atlas_hf("annotate", "sample", "--dry-run", "-o", str(tmp_path / "unused"), env=env)

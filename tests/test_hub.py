@@ -274,11 +274,20 @@ def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
 def test_card_reads_the_model_and_prompt_from_the_oracle_column(dataset: Dataset, tmp_path: Path):
     from atlas_hf.oracles.anthropic import PROMPT_VERSION, AnthropicOracle
 
-    oracle = AnthropicOracle(api_key="sk-ant-unused", model="claude-haiku-4-5")
+    oracle = AnthropicOracle(api_key="test-anthropic-unused", model="claude-haiku-4-5")
     rows = dataset.remove_columns("atlas_oracle").add_column("atlas_oracle", [oracle.identity] * len(dataset))
     publish_dataset(rows, DATASET_REPO, local_dir=tmp_path)
     card = (tmp_path / "README.md").read_text()
     assert "| Oracle model | claude-haiku-4-5 |" in card and f"| Prompt version | {PROMPT_VERSION} |" in card
+
+
+def test_secret_looking_text_never_reaches_a_card(dataset: Dataset, tmp_path: Path):
+    anthropic_key, hub_token = "sk-" + "ant-" + "a1B2" * 8, "hf_" + "Zy9x" * 9  # built here, never written whole
+    oracle = f"proxy oracle key={anthropic_key} token={hub_token}"
+    rows = dataset.remove_columns("atlas_oracle").add_column("atlas_oracle", [oracle] * len(dataset))
+    publish_dataset(rows, DATASET_REPO, local_dir=tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "proxy oracle" in card and anthropic_key not in card and hub_token not in card
 
 
 def test_rows_without_annotations_are_refused(tmp_path: Path):
