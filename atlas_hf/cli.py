@@ -1,4 +1,4 @@
-"""The `atlas-hf` command: annotate, train, publish, eval-oracle and demo."""
+"""The `atlas-hf` command: annotate, train, publish, eval, eval-oracle and demo."""
 
 from __future__ import annotations
 
@@ -258,6 +258,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from atlas_hf.evaluation import EVAL_RESULTS_FILE, evaluate_agent
+    from atlas_hf.models import load_model_and_tokenizer
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    model, tokenizer = load_model_and_tokenizer(args.model, args.adapter, dtype)
+    report = evaluate_agent(model, args.envs, args.episodes, args.seed, tokenizer=tokenizer,
+                            max_turns=args.max_turns, batch_size=args.batch_size,
+                            max_new_tokens=args.max_new_tokens, records_path=args.records)
+    print(report.format_table())
+    outputs = [args.output] if args.output else []
+    if args.adapter and os.path.isdir(args.adapter):
+        outputs.append(os.path.join(args.adapter, EVAL_RESULTS_FILE))  # publish_adapter puts it on the card
+    for path in outputs:
+        report.save(path)
+        print(f"results written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlas-hf", description="ATLaS for TRL: train LLM agents on critical steps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -307,6 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predicted", help="annotated dataset (saved folder, file, Hub id or 'sample')")
     p.add_argument("reference", help="reference annotation of the same trajectories")
     p.set_defaults(func=_cmd_eval_oracle)
+
+    p = sub.add_parser("eval", help="roll out a model (or an adapter on it) in text environments; success rates")
+    p.add_argument("--adapter", help="PEFT adapter folder or Hub id (its results go to DIR/atlas_eval.json)")
+    p.add_argument("--model", help="base model (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--envs", default="babyai/GoToLocal",
+                   help="comma-separated environment names (default: %(default)s; see atlas_hf.envs.list_envs())")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per environment (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1_000_000,
+                   help="episode i plays environment seed SEED+i (default: %(default)s, clear of training seeds)")
+    p.add_argument("--max-turns", type=int, default=30, help="turn budget per episode (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="episodes stepped in lockstep (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest reply (default: %(default)s)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--output", help="write the results as JSON here")
+    p.add_argument("--records", help="write one JSON line per episode here")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("demo", help="sample -> annotate -> train -> publish, on the embedded default")
     p.add_argument("--output-dir", default="outputs/demo")

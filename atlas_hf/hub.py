@@ -28,6 +28,7 @@ from huggingface_hub import (
     CommitOperationAdd,
     DatasetCard,
     DatasetCardData,
+    EvalResult,
     HfApi,
     ModelCard,
     get_token,
@@ -483,10 +484,14 @@ def adapter_card(
     dataset_repo_id: str | None = None,
     training_summary: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
+    evaluation: Any = None,
 ) -> ModelCard:
     """The model card of a PEFT adapter folder: PEFT's own metadata kept (`library_name: peft`,
     `base_model`, read from `adapter_config.json` when not given), ATLaS tags, `datasets:`, and the
-    training summary. `AtlasSFTTrainer` uses it too, so both ways of publishing give the same card."""
+    training summary. `AtlasSFTTrainer` uses it too, so both ways of publishing give the same card.
+
+    `evaluation` (an `EvaluationReport` or its `to_dict()`; default: the folder's `atlas_eval.json`,
+    written by `atlas-hf eval --adapter`) becomes the card's `model-index` and a results table."""
     folder = Path(adapter_dir)
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():
@@ -513,10 +518,15 @@ def adapter_card(
         meta["base_model"] = hub_base
     if dataset_repo_id:
         meta["datasets"] = [dataset_repo_id]
+    evaluation = _evaluation_dict(evaluation, folder)
+    name = repo_id or folder.name
+    if evaluation:
+        meta.pop("model-index", None)
+        meta["model_name"] = name
+        meta["eval_results"] = eval_results(evaluation)
     summary = dict(training_summary or {})
     rows = "\n".join(f"| {_SUMMARY_LABELS.get(k, k.replace('_', ' ').capitalize())} | {_format_value(v)} |"
                      for k, v in summary.items()) or "| (no training summary was given) | |"
-    name = repo_id or folder.name
     rank, alpha = adapter_config.get("r"), adapter_config.get("lora_alpha")
     targets = adapter_config.get("target_modules")
     targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
@@ -539,7 +549,7 @@ the critical steps the oracle chose.
 |---|---|
 {rows}
 
-## Use
+{_evaluation_section(evaluation)}## Use
 
 ```python
 from transformers import AutoModelForCausalLM
@@ -550,6 +560,49 @@ model = PeftModel.from_pretrained(base, "{name}")
 ```
 """
     return ModelCard(_render_card(ModelCard, meta, _scrub(body)))
+
+
+def _evaluation_dict(evaluation: Any, folder: Path) -> dict[str, Any] | None:
+    from atlas_hf.evaluation import EVAL_RESULTS_FILE
+
+    if evaluation is None and (folder / EVAL_RESULTS_FILE).is_file():
+        evaluation = json.loads((folder / EVAL_RESULTS_FILE).read_text(encoding="utf-8"))
+    if evaluation is not None and hasattr(evaluation, "to_dict"):
+        evaluation = evaluation.to_dict()
+    return dict(evaluation) if evaluation else None
+
+
+def eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
+    """Rollout results (an `EvaluationReport.to_dict()`) as Hub `model-index` entries: one per environment,
+    metric `success_rate` in percent, split named by the evaluation's seeds."""
+    config = evaluation.get("config") or {}
+    first, episodes = config.get("seed", 0), config.get("episodes")
+    split = f"seeds {first}-{first + episodes - 1}" if episodes else f"seeds from {first}"
+    return [
+        EvalResult(task_type="reinforcement-learning", task_name="Agent rollouts", dataset_type=env,
+                   dataset_name=env, dataset_split=split, metric_type="success_rate",
+                   metric_name="Success rate (%)", metric_value=round(100 * float(result["success_rate"]), 2))
+        for env, result in evaluation["envs"].items()
+    ]
+
+
+def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
+    if not evaluation:
+        return ""
+    rows = "\n".join(
+        f"| {env} | {r['episodes']} | {100 * r['success_rate']:.1f}% | "
+        f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}% | {r['mean_turns']:.1f} |"
+        for env, r in evaluation["envs"].items()
+    )
+    return f"""## Evaluation
+
+Greedy rollouts with `atlas_hf.evaluate_agent` (95% Wilson intervals):
+
+| environment | episodes | success | 95% CI | turns |
+|---|---|---|---|---|
+{rows}
+
+"""
 
 
 @contextlib.contextmanager
@@ -587,12 +640,14 @@ def publish_adapter(
     dataset_repo_id: str | None = None,
     training_summary: Mapping[str, Any] | None = None,
     local_dir: str | Path | None = None,
+    evaluation: Any = None,
 ) -> str:
     """Publish a PEFT adapter (a folder, or a trainer's model) with its model card; return the repo URL.
 
     The folder's top-level files go up in one commit with `huggingface_hub.upload_folder`, README.md
     replaced by `adapter_card(...)`. Checkpoint folders are left out. With `local_dir`, the same files
-    are written there instead and its path is returned.
+    are written there instead and its path is returned. `evaluation` (an `EvaluationReport`, or by
+    default the folder's `atlas_eval.json`) puts rollout success rates in the card's `model-index`.
     """
     with _adapter_folder(trainer_or_output_dir) as (folder, trainer_summary), \
             tempfile.TemporaryDirectory(prefix="atlas-stage-") as tmp:
@@ -609,7 +664,7 @@ def publish_adapter(
         if (folder / "README.md").is_file():
             shutil.copy2(folder / "README.md", stage / "README.md")
         card = adapter_card(stage, base_model=base_model, dataset_repo_id=dataset_repo_id,
-                            training_summary=run_summary, repo_id=repo_id)
+                            training_summary=run_summary, repo_id=repo_id, evaluation=evaluation)
         (stage / "README.md").write_text(str(card), encoding="utf-8")
 
         if local_dir is not None:

@@ -126,3 +126,45 @@ def load_default_model(dtype: torch.dtype = torch.float32) -> Any:
     # Both the config and the instance attribute PEFT reads for an adapter's `base_model_name_or_path`.
     model.config._name_or_path = model.name_or_path = DEFAULT_MODEL_NAME
     return model
+
+
+def load_model_and_tokenizer(
+    model: str | None = None, adapter: str | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer, with a PEFT adapter on top when `adapter` is given.
+
+    Args:
+        model (`str`, *optional*): A base model path or Hub id. Default: the adapter's recorded base
+            model, and the embedded SmolLM2-135M-Instruct when that is the default model or nothing is given.
+        adapter (`str`, *optional*): A PEFT adapter folder (as `trainer.save_model` writes it) or Hub id.
+        dtype (`torch.dtype`): The weights' dtype.
+
+    Returns:
+        `tuple`: `(model, tokenizer)`, the model in eval mode.
+
+    Raises:
+        `FileNotFoundError`: `adapter` is a folder without `adapter_config.json`.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = model
+    if adapter is not None and base is None:
+        from peft import PeftConfig
+
+        if Path(adapter).is_dir() and not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"{adapter} has no adapter_config.json: pass the folder that `trainer.save_model` wrote."
+            )
+        base = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    if base in (None, DEFAULT_MODEL_NAME):
+        loaded, tokenizer = load_default_model(dtype), load_default_tokenizer()
+    else:
+        loaded = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    if adapter is not None:
+        from peft import PeftModel
+
+        loaded = PeftModel.from_pretrained(loaded, adapter)
+    return loaded.eval(), tokenizer

@@ -1,0 +1,443 @@
+"""Rollout evaluation: an agent acts in text environments; success rates with confidence intervals.
+
+`evaluate_agent` steps many episodes in lockstep: each round, every live episode's conversation
+goes to the policy in one call (one padded, KV-cached `generate` for a transformers model), each
+reply is played in its environment, and finished episodes make room for the next ones. A policy
+is a transformers model with its tokenizer, or any callable
+`policy(conversations: list[list[dict]]) -> list[str]` (vLLM, an API model, a script).
+
+Seeds: episode `i` of an environment plays environment seed `seed + i`, as `expert_trajectories`
+does, so results of two agents on the same seeds can be compared episode by episode
+(`paired_difference`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+Conversation = list[dict[str, Any]]
+Policy = Callable[[list[Conversation]], list[str]]
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% by default); (0, 1) with no trials.
+
+    >>> tuple(round(x, 3) for x in wilson_interval(5, 10))
+    (0.237, 0.763)
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass
+class EnvResult:
+    """The results of one environment.
+
+    Attributes:
+        episodes (`int`): Episodes played.
+        successes (`int`): Episodes whose mission was accomplished.
+        success_rate (`float`): `successes / episodes`.
+        ci95 (`tuple[float, float]`): Wilson 95% interval of the success rate.
+        mean_reward (`float`): Mean final reward (BabyAI's is higher for faster successes).
+        mean_turns (`float`): Mean number of agent turns.
+        invalid_action_rate (`float`): Fraction of turns whose action could not be played as asked
+            (unparsable, or naming nothing in view).
+    """
+
+    episodes: int
+    successes: int
+    success_rate: float
+    ci95: tuple[float, float]
+    mean_reward: float
+    mean_turns: float
+    invalid_action_rate: float
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]]) -> "EnvResult":
+        """Aggregate per-episode records (as written to the JSONL file)."""
+        n = len(records)
+        successes = sum(bool(r["success"]) for r in records)
+        turns = sum(r["turns"] for r in records)
+        return cls(
+            episodes=n,
+            successes=successes,
+            success_rate=successes / n if n else 0.0,
+            ci95=wilson_interval(successes, n),
+            mean_reward=sum(r["reward"] for r in records) / n if n else 0.0,
+            mean_turns=turns / n if n else 0.0,
+            invalid_action_rate=sum(r["invalid_actions"] for r in records) / turns if turns else 0.0,
+        )
+
+
+@dataclass
+class EvaluationReport:
+    """What `evaluate_agent` returns: per-environment results and every episode's record.
+
+    Attributes:
+        envs (`dict[str, EnvResult]`): Results by environment name, in the order evaluated.
+        records (`list[dict]`): One record per episode: `env`, `seed`, `success`, `reward`, `turns`,
+            `invalid_actions`, `actions`, `messages`.
+        config (`dict`): How the evaluation ran (`seed`, `episodes`, `max_turns`, `batch_size`, `policy`).
+    """
+
+    envs: dict[str, EnvResult]
+    records: list[dict[str, Any]] = field(repr=False)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]], config: dict[str, Any] | None = None) -> "EvaluationReport":
+        """Build a report from episode records (e.g. read back from the JSONL file)."""
+        names = list(dict.fromkeys(r["env"] for r in records))
+        envs = {name: EnvResult.from_records([r for r in records if r["env"] == name]) for name in names}
+        return cls(envs=envs, records=list(records), config=dict(config or {}))
+
+    @property
+    def success_rate(self) -> float:
+        """The mean of the environments' success rates (each environment weighs the same)."""
+        return float(np.mean([r.success_rate for r in self.envs.values()])) if self.envs else 0.0
+
+    def successes_by_seed(self, env: str) -> dict[int, bool]:
+        """`seed -> success` for one environment."""
+        return {int(r["seed"]): bool(r["success"]) for r in self.records if r["env"] == env}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: `{"envs": {name: {episodes, success_rate, ci95, ...}}, "success_rate", "config"}`."""
+        return {
+            "envs": {name: {**vars(result), "ci95": list(result.ci95)} for name, result in self.envs.items()},
+            "success_rate": self.success_rate,
+            "config": self.config,
+        }
+
+    def write_records(self, path: str | Path) -> Path:
+        """Write one JSON line per episode to `path`; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            for record in self.records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return path
+
+    def format_table(self) -> str:
+        """A plain-text table: one line per environment, then the mean."""
+        lines = [f"{'environment':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'reward':>7} {'turns':>6} {'invalid':>8}"]
+        for name, r in self.envs.items():
+            lines.append(
+                f"{name:<28} {r.episodes:>8} {r.success_rate:>8.1%} {f'{r.ci95[0]:.0%}-{r.ci95[1]:.0%}':>15} "
+                f"{r.mean_reward:>7.3f} {r.mean_turns:>6.1f} {r.invalid_action_rate:>8.1%}"
+            )
+        lines.append(f"{'mean of environments':<28} {'':>8} {self.success_rate:>8.1%}")
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> Path:
+        """Write `to_dict()` as JSON (what `publish_adapter` reads from an adapter folder's `atlas_eval.json`)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+EVAL_RESULTS_FILE = "atlas_eval.json"
+"""The file `atlas-hf eval --adapter DIR` writes into DIR; `publish_adapter` puts it on the card."""
+
+
+def _paired_outcomes(a: EvaluationReport, b: EvaluationReport | None, name: str) -> np.ndarray:
+    sa = a.successes_by_seed(name)
+    sb = b.successes_by_seed(name) if b is not None else {}
+    seeds = sorted(set(sa) & set(sb)) if b is not None else sorted(sa)
+    if not seeds:
+        raise ValueError(f"The two reports share no episode of {name!r}: evaluate both on the same seeds.")
+    return np.array([float(sa[s]) - float(sb.get(s, False)) for s in seeds])
+
+
+def paired_difference(
+    a: EvaluationReport, b: EvaluationReport | None = None, envs: Sequence[str] | None = None,
+    resamples: int = 10000, seed: int = 0,
+) -> dict[str, Any]:
+    """Success of `a` minus `b`, averaged over `envs`, with a paired-bootstrap 95% interval.
+
+    Episodes are paired by (environment, seed); each resample draws the seeds of every environment
+    with replacement and averages the per-environment differences, as the table's averages do. With
+    `b=None`, the same bootstrap gives the interval of `a`'s own average success rate.
+
+    Args:
+        a (`EvaluationReport`): An agent's results.
+        b (`EvaluationReport`, *optional*): Another agent's results on the same seeds.
+        envs (`Sequence[str]`, *optional*): The environments to average (default: those both have).
+        resamples (`int`): Bootstrap resamples.
+        seed (`int`): Seed of the resampling.
+
+    Returns:
+        `dict`: `difference` (rate units; `a`'s mean rate when `b` is None), `ci95` ([low, high]),
+        `episodes` (the pairs used).
+
+    Raises:
+        `ValueError`: No environment to compare, or the reports share no episode of one asked for.
+    """
+    names = list(envs) if envs is not None else [n for n in a.envs if b is None or n in b.envs]
+    if not names:
+        raise ValueError("No environment to compare.")
+    rng = np.random.default_rng(seed)
+    means, boot, pairs = [], np.zeros(resamples), 0
+    for name in names:
+        diff = _paired_outcomes(a, b, name)
+        means.append(diff.mean())
+        boot += diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+        pairs += len(diff)
+    boot /= len(names)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"difference": float(np.mean(means)), "ci95": [float(low), float(high)], "episodes": pairs}
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class TransformersPolicy:
+    """A transformers causal LM as a batched policy: greedy, short replies, stops at end of turn.
+
+    Every live episode's conversation is decoded in one left-padded batch. Each episode's key/value
+    cache is kept between turns, so a turn computes only the tokens new since the last one (the
+    observation and the template's markers), not the whole conversation again: the cached tokens
+    are checked against the new prompt, and whatever differs is recomputed.
+
+    Args:
+        model (`PreTrainedModel`): A causal LM (a PEFT model too).
+        tokenizer (`PreTrainedTokenizerBase`): Its tokenizer, with a chat template.
+        max_new_tokens (`int`): The longest reply.
+        reuse_cache (`bool`): Keep each episode's key/value cache between turns.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 64, reuse_cache: bool = True) -> None:
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self.reuse_cache = reuse_cache
+        stops = {tokenizer.eos_token_id}
+        generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        stops.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+        self.stop_ids = sorted(i for i in stops if i is not None)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self._cache: dict[int, tuple[list[int], list[tuple[Any, Any]]]] = {}
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        accepted = inspect.signature(type(base).forward).parameters
+        # transformers renamed `past_key_values` to `cache` in 5.x; only the last position's logits are read
+        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
+        self._extra = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+
+    def _prompt_ids(self, conversation: Conversation) -> list[int]:
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def __call__(self, conversations: list[Conversation]) -> list[str]:
+        import torch
+        from transformers import DynamicCache
+
+        prompts = [self._prompt_ids(c) for c in conversations]
+        keys = [id(c) for c in conversations]
+        cached = [self._cache.get(k) if self.reuse_cache else None for k in keys]
+        reusable = [min(_common_prefix(c[0], ids), len(ids) - 1) if c else 0 for c, ids in zip(cached, prompts)]
+        # Every row feeds its last `fed` tokens and takes the rest from its cache: one left-padded block.
+        fed = max(len(ids) - r for ids, r in zip(prompts, reusable))
+        past = [max(len(ids) - fed, 0) for ids in prompts]
+        width = max(past)
+        device = next(self.model.parameters()).device
+        rows = len(prompts)
+        input_ids = torch.full((rows, fed), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width + fed), dtype=torch.long)
+        for i, ids in enumerate(prompts):
+            tail = ids[past[i]:]
+            input_ids[i, fed - len(tail):] = torch.tensor(tail)
+            mask[i, width + fed - len(ids):] = 1
+        cache = DynamicCache()
+        if width:
+            layers = []
+            for layer, (k0, v0) in enumerate(next(c[1] for c in cached if c)):
+                k = k0.new_zeros((rows, k0.shape[0], width, k0.shape[2]))
+                v = v0.new_zeros((rows, v0.shape[0], width, v0.shape[2]))
+                for i, c in enumerate(cached):
+                    if past[i]:
+                        k[i, :, width - past[i]:] = c[1][layer][0][:, :past[i]]
+                        v[i, :, width - past[i]:] = c[1][layer][1][:, :past[i]]
+                layers.append((k, v))
+            cache = DynamicCache(layers)
+        mask, input_ids = mask.to(device), input_ids.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generated: list[list[int]] = [[] for _ in prompts]
+        finished = [False] * rows
+        stops = set(self.stop_ids)
+        steps_fed = 0
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions[:, width:],
+                             use_cache=True, **{self._cache_arg: cache}, **self._extra)
+            for step in range(self.max_new_tokens):
+                tokens = out.logits[:, -1].argmax(-1)
+                for i, token in enumerate(tokens.tolist()):
+                    if not finished[i]:
+                        generated[i].append(token)
+                        finished[i] = token in stops
+                if all(finished) or step == self.max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+                positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+                out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, -1:],
+                                 use_cache=True, **{self._cache_arg: self._returned_cache(out)}, **self._extra)
+                steps_fed += 1
+        if self.reuse_cache:
+            self._remember(keys, prompts, generated, self._returned_cache(out), width + fed, steps_fed)
+        texts = [ids[:-1] if ids and ids[-1] in stops else ids for ids in generated]
+        return [text.strip() for text in self.tokenizer.batch_decode(texts, skip_special_tokens=True)]
+
+    @staticmethod
+    def _returned_cache(output: Any) -> Any:
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
+    def _remember(self, keys: list[int], prompts: list[list[int]], generated: list[list[int]], cache: Any,
+                  prompt_width: int, steps_fed: int) -> None:
+        """Keep each row's own tokens and their keys/values (padding cut out) for its next turn."""
+        self._cache = {}
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        for i, key in enumerate(keys):
+            ids = prompts[i] + generated[i][:steps_fed]
+            start = prompt_width - len(prompts[i])
+            self._cache[key] = (ids, [(k[i, :, start:start + len(ids)].clone(), v[i, :, start:start + len(ids)].clone())
+                                      for k, v in layers])
+
+
+def as_policy(agent: Any, tokenizer: Any = None, max_new_tokens: int = 64) -> Policy:
+    """`agent` as a policy: a transformers model (wrapped in `TransformersPolicy`) or a callable, as is.
+
+    Raises:
+        `TypeError`: `agent` is neither, or a model comes without a tokenizer that can be loaded.
+    """
+    import torch
+
+    if isinstance(agent, torch.nn.Module):
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            name = getattr(agent, "name_or_path", None)
+            if not name:
+                raise TypeError("evaluate_agent got a model without `tokenizer=`; pass the model's tokenizer.")
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        return TransformersPolicy(agent, tokenizer, max_new_tokens)
+    if callable(agent):
+        return agent
+    raise TypeError(
+        f"agent must be a transformers model or a callable policy(conversations) -> replies, got {type(agent).__name__}."
+    )
+
+
+def evaluate_agent(
+    agent: Any,
+    envs: str | Sequence[str],
+    episodes: int = 100,
+    seed: int = 0,
+    *,
+    tokenizer: Any = None,
+    max_turns: int = 30,
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    records_path: str | Path | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Run an agent for `episodes` episodes in each environment; success rates with intervals.
+
+    Args:
+        agent (`PreTrainedModel` or `Callable`): A transformers model (greedy decoding, with `tokenizer`),
+            or `policy(conversations) -> replies`, called with every live episode's messages so far.
+        envs (`str` or `Sequence[str]`): Environment names (`list_envs()`), or one comma-separated string.
+        episodes (`int`): Episodes per environment; episode `i` plays environment seed `seed + i`.
+        seed (`int`): The first environment seed.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): The model's tokenizer (loaded from its name if unset).
+        max_turns (`int`): Agent turns before an unfinished episode counts as a failure.
+        batch_size (`int`): Episodes stepped in lockstep (rows per policy call).
+        max_new_tokens (`int`): The longest reply generated for a transformers model.
+        records_path (`str` or `Path`, *optional*): Write one JSON line per episode there.
+        progress (`bool`): Show a progress bar of finished episodes.
+
+    Returns:
+        `EvaluationReport`: per-environment results (`report.to_dict()["envs"][name]`) and the records.
+
+    Raises:
+        `EnvironmentNotFoundError`: An environment name is not registered.
+        `ValueError`: `episodes`, `batch_size` or `max_turns` is not positive, or the policy returns a
+            different number of replies than it was given conversations.
+    """
+    from tqdm.auto import tqdm
+
+    from atlas_hf.envs import make_env
+
+    names = [n.strip() for n in envs.split(",")] if isinstance(envs, str) else list(envs)
+    for value, what in ((episodes, "episodes"), (batch_size, "batch_size"), (max_turns, "max_turns")):
+        if value <= 0:
+            raise ValueError(f"{what} must be positive, got {value!r}.")
+    policy = as_policy(agent, tokenizer, max_new_tokens)
+    pools: dict[str, list[Any]] = {name: [make_env(name)] for name in names}  # checks every name up front
+    queue = [(name, seed + i) for name in names for i in range(episodes)]
+    queue.reverse()
+    live: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = []
+    bar = tqdm(total=len(queue), desc="Evaluating", unit="episode", disable=not progress)
+
+    def start() -> None:
+        while queue and len(live) < batch_size:
+            name, episode_seed = queue.pop()
+            env = pools[name].pop() if pools[name] else make_env(name)
+            live.append({"env_obj": env, "record": {
+                "env": name, "seed": episode_seed, "success": False, "reward": 0.0, "turns": 0,
+                "invalid_actions": 0, "actions": [],
+                "messages": [{"role": "user", "content": env.reset(episode_seed)}],
+            }})
+
+    start()
+    while live:
+        replies = policy([episode["record"]["messages"] for episode in live])
+        if len(replies) != len(live):
+            raise ValueError(f"The policy returned {len(replies)} replies for {len(live)} conversations.")
+        still = []
+        for episode, reply in zip(live, replies):
+            record, env = episode["record"], episode["env_obj"]
+            result = env.step(reply)
+            record["messages"].append({"role": "assistant", "content": reply})
+            record["turns"] += 1
+            record["invalid_actions"] += int(bool(result.info.get("invalid_action")))
+            record["actions"].append(result.info.get("action", reply))
+            record["reward"] = float(result.reward)
+            record["success"] = bool(result.info.get("success", result.reward > 0))
+            if result.done or record["turns"] >= max_turns:
+                if not result.done:
+                    record["success"] = False
+                finished.append(record)
+                pools[record["env"]].append(env)
+                bar.update(1)
+            else:
+                record["messages"].append({"role": "user", "content": result.observation})
+                still.append(episode)
+        live[:] = still
+        start()
+    bar.close()
+    order = {(name, seed + i): k for k, (name, i) in enumerate((n, i) for n in names for i in range(episodes))}
+    finished.sort(key=lambda r: order[(r["env"], r["seed"])])
+    config = {"seed": seed, "episodes": episodes, "max_turns": max_turns, "batch_size": batch_size,
+              "policy": type(policy).__name__}
+    report = EvaluationReport.from_records(finished, config)
+    if records_path is not None:
+        report.write_records(records_path)
+    return report

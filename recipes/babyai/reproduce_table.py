@@ -1,0 +1,289 @@
+"""The ATLaS paper's table at small scale on BabyAI: expert demos -> oracle -> five rows -> rollouts.
+
+    python recipes/babyai/reproduce_table.py --output-dir outputs/babyai
+
+1. Expert demos (`BabyAIBot`, in the text action space) on the held-in levels, training seeds
+   from 0; a shared warm start on *other* levels (all steps, merged into the base) so the small
+   model can act at all before the rows split.
+2. Critical steps chosen by an oracle: Claude with `ANTHROPIC_API_KEY` set, else `--oracle`.
+3. Five rows on identical demos, seeds and optimizer steps: `base` (the shared starting point, not
+   trained further), `all`, `critical`, `random` and `non_critical` (ratio `--ratio`).
+4. Greedy rollouts of every row on the held-in and held-out levels, on evaluation seeds that never
+   overlap the training seeds (`--eval-seed`, default 1,000,000).
+
+Writes `results.json`, `table.md` and `chart.png` into `--output-dir`; every stage's output is kept
+there, so a re-run resumes where the last one stopped. Scale up on a GPU with `--model`,
+`--train-episodes`, `--eval-episodes`, `--train-seeds 0,1,2` and `--device cuda` (see README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS = ("base", "all", "critical", "random", "non_critical")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output-dir", default="outputs/babyai")
+    p.add_argument("--model", default=None, help="base model path (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--warm-levels", default="GoToRedBallGrey,GoToObj,GoToDoor,OpenDoor",
+                   help="levels of the shared all-steps warm start ('' to skip it)")
+    p.add_argument("--warm-episodes", type=int, default=40, help="expert episodes per warm-start level")
+    p.add_argument("--held-in", default="GoToLocal,PickupLoc,PutNextLocal,UnlockLocal", help="training levels")
+    p.add_argument("--held-out", default="OpenTwoDoors,GoToObjDoor", help="levels never trained on")
+    p.add_argument("--train-episodes", type=int, default=60, help="expert episodes per held-in level")
+    p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per level and row")
+    p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
+    p.add_argument("--oracle", default=None, choices=("anthropic", "local", "random", "all"),
+                   help="the critical-step oracle (default: anthropic with ANTHROPIC_API_KEY set, else local)")
+    p.add_argument("--ratio", type=float, default=0.3, help="step ratio of the critical, random and non-critical rows")
+    p.add_argument("--rows", default=",".join(ROWS), help="rows to run")
+    p.add_argument("--train-seeds", default="0", help="training seeds (rows are averaged over them)")
+    p.add_argument("--epochs", type=float, default=2.0, help="epochs of the held-in demos (same steps for every row)")
+    p.add_argument("--learning-rate", type=float, default=4e-4)
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--eval-batch-size", type=int, default=32, help="episodes stepped in lockstep")
+    p.add_argument("--max-turns", type=int, default=20, help="turn budget of an evaluation episode")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="base weights (adapters fp32)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    return p.parse_args(argv)
+
+
+def log(message: str, start: float) -> None:
+    print(f"[{(time.time() - start) / 60:5.1f} min] {message}", flush=True)
+
+
+def build_demos(levels: list[str], episodes: int, seed: int) -> Any:
+    from datasets import concatenate_datasets
+
+    from atlas_hf.envs import expert_trajectories
+
+    parts = [expert_trajectories(f"babyai/{level}", episodes, seed) for level in levels]
+    for level, part in zip(levels, parts):
+        print(f"  expert on {level}: {len(part)}/{episodes} solved", flush=True)
+    return concatenate_datasets(parts)
+
+
+def build_oracle(name: str) -> Any:
+    from atlas_hf import AllStepsOracle, AnthropicOracle, LocalOracle, RandomOracle
+
+    return {"anthropic": AnthropicOracle, "local": LocalOracle, "random": RandomOracle, "all": AllStepsOracle}[name]()
+
+
+def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, args: argparse.Namespace,
+               seed: int, max_steps: int) -> None:
+    """LoRA on `base` with `AtlasSFTTrainer`; saves the adapter into `output_dir`."""
+    from peft import LoraConfig
+
+    from atlas_hf import AtlasSFTConfig, AtlasSFTTrainer
+    from atlas_hf.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(base, dtype=dtype_of(args))
+    config = AtlasSFTConfig(
+        output_dir=output_dir, step_selection=selection, selection_ratio=args.ratio, selection_seed=seed,
+        seed=seed, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20),
+        logging_steps=max(1, max_steps // 5), save_strategy="no", report_to=[], max_length=2048,
+        use_cpu=args.device == "cpu", disable_tqdm=True,
+    )
+    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                              peft_config=lora)
+    trainer.train()
+    trainer.save_model(output_dir)
+    summary = trainer.atlas_summary()
+    print(f"  {selection}: {summary.get('supervised_tokens')} supervised tokens, "
+          f"final loss {trainer.state.log_history[-1].get('train_loss', float('nan')):.3f}", flush=True)
+
+
+def dtype_of(args: argparse.Namespace) -> Any:
+    import torch
+
+    return torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+
+
+def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
+    """The shared starting point: the base model, LoRA-tuned on all steps of the warm-start levels, merged."""
+    levels = [lv for lv in args.warm_levels.split(",") if lv]
+    if not levels:
+        return args.model
+    folder = out / "warm_start"
+    if (folder / "config.json").is_file():
+        return str(folder)
+    demos = build_demos(levels, args.warm_episodes, seed=0)
+    log(f"warm start: all steps of {len(demos)} demos on {', '.join(levels)}", start)
+    steps = math.ceil(len(demos) / args.batch_size)  # one epoch
+    train_lora(args.model, demos, str(out / "warm_start_adapter"), "all", args, seed=0, max_steps=steps)
+    from atlas_hf.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(args.model, str(out / "warm_start_adapter"), dtype_of(args))
+    model.merge_and_unload().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def evaluate_row(base: str | None, adapter: str | None, levels: list[str], args: argparse.Namespace, path: Path) -> Any:
+    from atlas_hf.evaluation import EvaluationReport, evaluate_agent
+    from atlas_hf.models import load_model_and_tokenizer
+
+    records = path.with_suffix(".jsonl")
+    if records.is_file():
+        return EvaluationReport.from_records([json.loads(line) for line in records.read_text().splitlines()])
+    model, tokenizer = load_model_and_tokenizer(base, adapter, dtype_of(args))
+    if adapter is not None:
+        model = model.merge_and_unload()  # same outputs, no adapter overhead in generation
+    model.to(args.device)
+    report = evaluate_agent(model, [f"babyai/{lv}" for lv in levels], args.eval_episodes, args.eval_seed,
+                            tokenizer=tokenizer, max_turns=args.max_turns, batch_size=args.eval_batch_size,
+                            progress=False, records_path=records)
+    report.save(path)
+    return report
+
+
+def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[str]) -> dict[str, Any]:
+    """The table: per row, success per level, held-in/held-out averages with intervals, paired differences."""
+    from atlas_hf.evaluation import paired_difference, wilson_interval
+
+    table: dict[str, Any] = {}
+    for row, seeds in reports.items():
+        levels: dict[str, Any] = {}
+        for name in [f"babyai/{lv}" for lv in held_in + held_out]:
+            per_seed = [rep.envs[name] for rep in seeds]
+            episodes = sum(r.episodes for r in per_seed)
+            successes = sum(r.successes for r in per_seed)
+            levels[name] = {"episodes": episodes, "success_rate": successes / episodes,
+                            "ci95": list(wilson_interval(successes, episodes))}
+        entry: dict[str, Any] = {"levels": levels}
+        for split, names in (("held_in", held_in), ("held_out", held_out)):
+            envs = [f"babyai/{lv}" for lv in names]
+            boots = [paired_difference(rep, None, envs) for rep in seeds]
+            entry[split] = {"success_rate": sum(b["difference"] for b in boots) / len(boots),
+                            "ci95": [sum(b["ci95"][i] for b in boots) / len(boots) for i in (0, 1)]}
+        table[row] = entry
+    if "critical" in reports:
+        for other in ("all", "random", "non_critical"):
+            if other not in reports:
+                continue
+            for split, names in (("held_in", held_in), ("held_out", held_out)):
+                envs = [f"babyai/{lv}" for lv in names]
+                diffs = [paired_difference(a, b, envs) for a, b in zip(reports["critical"], reports[other])]
+                table["critical"].setdefault("minus", {}).setdefault(other, {})[split] = {
+                    "difference": sum(d["difference"] for d in diffs) / len(diffs),
+                    "ci95": [sum(d["ci95"][i] for d in diffs) / len(diffs) for i in (0, 1)],
+                }
+    return table
+
+
+def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str]) -> str:
+    head = ["row", *held_in, "held-in avg", *held_out, "held-out avg"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, entry in table.items():
+        cells = [f"`{row}`"]
+        for names, split in ((held_in, "held_in"), (held_out, "held_out")):
+            for lv in names:
+                r = entry["levels"][f"babyai/{lv}"]
+                cells.append(f"{100 * r['success_rate']:.0f} ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})")
+            avg = entry[split]
+            cells.append(f"**{100 * avg['success_rate']:.1f}** ({100 * avg['ci95'][0]:.0f}-{100 * avg['ci95'][1]:.0f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    minus = table.get("critical", {}).get("minus", {})
+    if minus:
+        lines += ["", "| critical minus | held-in (95% paired bootstrap) | held-out (95% paired bootstrap) |",
+                  "|---|---|---|"]
+        for other, splits in minus.items():
+            cells = [f"{100 * s['difference']:+.1f} ({100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f})"
+                     for s in (splits["held_in"], splits["held_out"])]
+            lines.append(f"| `{other}` | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(table: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table)
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    width = 0.38
+    for k, (split, label) in enumerate((("held_in", "held-in"), ("held_out", "held-out"))):
+        rates = [100 * table[r][split]["success_rate"] for r in rows]
+        low = [rate - 100 * table[r][split]["ci95"][0] for r, rate in zip(rows, rates)]
+        high = [100 * table[r][split]["ci95"][1] - rate for r, rate in zip(rows, rates)]
+        xs = [i + (k - 0.5) * width for i in range(len(rows))]
+        ax.bar(xs, rates, width, yerr=[low, high], capsize=3, label=label)
+    ax.set_xticks(range(len(rows)), rows)
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("BabyAI rollouts by step selection (95% bootstrap intervals)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    start = time.time()
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    held_in, held_out = args.held_in.split(","), args.held_out.split(",")
+    rows = [r for r in args.rows.split(",") if r]
+    oracle_name = args.oracle or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "local")
+    train_seeds = [int(s) for s in args.train_seeds.split(",")]
+
+    base = warm_start(args, out, start)
+    log(f"expert demos on the held-in levels ({args.train_episodes} seeds each from 0)", start)
+    demos = build_demos(held_in, args.train_episodes, seed=0)
+    from atlas_hf import CriticalStepAnnotator, annotation_statistics
+
+    log(f"annotating {len(demos)} demos with the {oracle_name} oracle (ratio {args.ratio})", start)
+    annotator = CriticalStepAnnotator(build_oracle(oracle_name), max_ratio=args.ratio, cache_dir=str(out / "annotations"))
+    annotated = demos.map(annotator, batched=True, batch_size=64, with_indices=True, desc="Annotating")
+    annotator.close_progress()
+    stats = annotation_statistics(annotated)
+    print(f"  {stats['critical_steps']} critical of {stats['steps']} steps ({stats['critical_ratio']:.0%})", flush=True)
+    steps = math.ceil(len(annotated) / args.batch_size * args.epochs)
+
+    reports: dict[str, list[Any]] = {}
+    levels = held_in + held_out
+    for row in rows:
+        reports[row] = []
+        for seed in train_seeds if row != "base" else train_seeds[:1]:
+            adapter = None
+            if row != "base":
+                adapter = str(out / "adapters" / f"{row}-seed{seed}")
+                if not (Path(adapter) / "adapter_config.json").is_file():
+                    log(f"training `{row}` (seed {seed}, {steps} steps)", start)
+                    train_lora(base, annotated, adapter, row, args, seed, steps)
+            log(f"evaluating `{row}` (seed {seed}) on {len(levels)} levels x {args.eval_episodes} episodes", start)
+            report = evaluate_row(base, adapter, levels, args, out / "eval" / f"{row}-seed{seed}.json")
+            print(report.format_table(), flush=True)
+            reports[row].append(report)
+
+    table = summarise(reports, held_in, held_out)
+    minutes = (time.time() - start) / 60
+    results = {
+        "rows": table, "held_in": held_in, "held_out": held_out, "oracle": oracle_name,
+        "annotation": {k: stats[k] for k in ("rows", "steps", "critical_steps", "critical_ratio")},
+        "config": {k: v for k, v in vars(args).items()}, "minutes": round(minutes, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text(markdown(table, held_in, held_out))
+    chart(table, out / "chart.png")
+    log(f"done: {out / 'table.md'}, {out / 'results.json'}, {out / 'chart.png'}", start)
+    print(markdown(table, held_in, held_out))
+    return results
+
+
+if __name__ == "__main__":
+    main()

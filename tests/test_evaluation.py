@@ -1,0 +1,147 @@
+"""Rollout evaluation: intervals, paired differences, batched == unbatched on a model, CLI, card."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atlas_hf.evaluation import (
+    EvaluationReport,
+    TransformersPolicy,
+    evaluate_agent,
+    paired_difference,
+    wilson_interval,
+)
+
+
+def _records(env: str, outcomes: list[bool], seed: int = 0) -> list[dict]:
+    return [{"env": env, "seed": seed + i, "success": ok, "reward": 0.9 if ok else 0.0, "turns": 2,
+             "invalid_actions": 0, "actions": [], "messages": []} for i, ok in enumerate(outcomes)]
+
+
+def test_wilson_interval_matches_the_closed_form():
+    z = 1.959964
+    for k, n in ((0, 10), (3, 10), (10, 10), (57, 110)):
+        low, high = wilson_interval(k, n)
+        # the interval's ends are the two roots p of (p - k/n)^2 = z^2 p (1 - p) / n
+        for p in (low, high):
+            if 0 < p < 1:
+                assert math.isclose((p - k / n) ** 2, z * z * p * (1 - p) / n, rel_tol=1e-6, abs_tol=1e-12)
+        assert low <= k / n <= high
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_paired_difference_pairs_by_seed_and_averages_environments():
+    rng = np.random.default_rng(1)
+    a_in, b_in = rng.random(200) < 0.6, rng.random(200) < 0.4
+    a_out, b_out = rng.random(100) < 0.3, rng.random(100) < 0.3
+    a = EvaluationReport.from_records(_records("x", list(a_in)) + _records("y", list(a_out)))
+    b = EvaluationReport.from_records(_records("x", list(b_in)) + _records("y", list(b_out)))
+    result = paired_difference(a, b, resamples=4000)
+    expected = ((a_in.mean() - b_in.mean()) + (a_out.mean() - b_out.mean())) / 2
+    assert math.isclose(result["difference"], expected, abs_tol=1e-12)
+    assert result["ci95"][0] < expected < result["ci95"][1] and result["episodes"] == 300
+    same = paired_difference(a, a)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    alone = paired_difference(a, None, ["x"])
+    assert math.isclose(alone["difference"], a_in.mean()) and alone["ci95"][0] < a_in.mean() < alone["ci95"][1]
+    other_seeds = EvaluationReport.from_records(_records("x", list(b_in), seed=10_000))
+    with pytest.raises(ValueError, match="share no episode of 'x'"):
+        paired_difference(a, other_seeds, ["x"])
+
+
+def test_report_dict_has_the_documented_fields(tmp_path: Path):
+    pytest.importorskip("minigrid")
+    replies = iter(["Action: turn left", "Action: dance"] * 10)
+    report = evaluate_agent(lambda convs: [next(replies) for _ in convs], ["babyai/GoToLocal"], episodes=2,
+                            seed=5, max_turns=3, batch_size=2, records_path=tmp_path / "episodes.jsonl", progress=False)
+    entry = report.to_dict()["envs"]["babyai/GoToLocal"]
+    assert {"episodes", "success_rate", "ci95", "mean_reward", "mean_turns", "invalid_action_rate"} <= set(entry)
+    assert entry["episodes"] == 2 and entry["mean_turns"] == 3 and math.isclose(entry["invalid_action_rate"], 0.5)
+    lines = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in lines] == [5, 6] and all(len(r["messages"]) == 6 for r in lines)
+    assert EvaluationReport.from_records(lines).to_dict()["envs"] == report.to_dict()["envs"]
+
+
+def test_policy_must_answer_every_conversation():
+    pytest.importorskip("minigrid")
+    with pytest.raises(ValueError, match="returned 1 replies for 2 conversations"):
+        evaluate_agent(lambda convs: ["turn left"], "babyai/GoToLocal", episodes=2, batch_size=2, progress=False)
+
+
+def _tiny_chat_model(tokenizer, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         initializer_range=0.5)  # large weights: replies that depend on the prompt
+    return LlamaForCausalLM(config).eval()
+
+
+def test_batched_and_unbatched_rollouts_agree_episode_by_episode(smol_tokenizer):
+    pytest.importorskip("minigrid")
+    model = _tiny_chat_model(smol_tokenizer)
+    envs = ["babyai/GoToLocal", "babyai/PickupLoc"]
+    kwargs = dict(episodes=4, seed=50, tokenizer=smol_tokenizer, max_turns=3, max_new_tokens=6, progress=False)
+    one = evaluate_agent(model, envs, batch_size=1, **kwargs)
+    batched = evaluate_agent(model, envs, batch_size=8, **kwargs)
+    assert [r["messages"] for r in one.records] == [r["messages"] for r in batched.records]
+    assert one.to_dict()["envs"] == batched.to_dict()["envs"]
+    # keeping each episode's key/value cache between turns changes nothing either
+    fresh = evaluate_agent(TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False), envs,
+                           batch_size=8, **{k: v for k, v in kwargs.items() if k not in ("tokenizer", "max_new_tokens")})
+    assert [r["messages"] for r in fresh.records] == [r["messages"] for r in one.records]
+    # and each reply is what `generate` gives for that conversation alone
+    record = one.records[-1]
+    prompt = smol_tokenizer.apply_chat_template(record["messages"][:3], add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True)
+    output = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=smol_tokenizer.pad_token_id)
+    reply = smol_tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert reply == record["messages"][3]["content"]
+    # the episodes really differ from each other (the comparison is not between empty replies)
+    assert len({r["messages"][1]["content"] for r in one.records}) > 1
+
+
+def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokenizer, tmp_path: Path):
+    pytest.importorskip("minigrid")
+    from peft import LoraConfig, get_peft_model
+
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    model = _tiny_chat_model(smol_tokenizer)
+    model.save_pretrained(base_dir)
+    smol_tokenizer.save_pretrained(base_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(adapter_dir)
+    out = subprocess.run(
+        [sys.executable, "-m", "atlas_hf.cli", "eval", "--adapter", str(adapter_dir), "--model", str(base_dir),
+         "--envs", "babyai/GoToLocal,babyai/PickupLoc", "--episodes", "3", "--max-turns", "2",
+         "--max-new-tokens", "4", "--output", str(tmp_path / "eval.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "babyai/GoToLocal" in out.stdout and "babyai/PickupLoc" in out.stdout and "mean of environments" in out.stdout
+    saved = json.loads((adapter_dir / "atlas_eval.json").read_text())
+    assert saved == json.loads((tmp_path / "eval.json").read_text())
+    assert saved["envs"]["babyai/GoToLocal"]["episodes"] == 3 and saved["config"]["episodes"] == 3
+
+    from huggingface_hub import ModelCard
+
+    from atlas_hf.hub import publish_adapter
+
+    published = Path(publish_adapter(adapter_dir, "someone/tiny-agent", local_dir=tmp_path / "hub"))
+    card = ModelCard.load(published / "README.md")
+    results = {r.dataset_type: r for r in card.data.eval_results}
+    assert set(results) == {"babyai/GoToLocal", "babyai/PickupLoc"}
+    for env, result in results.items():
+        assert result.metric_type == "success_rate"
+        assert result.metric_value == round(100 * saved["envs"][env]["success_rate"], 2)
+        assert result.dataset_split == "seeds 1000000-1000002"
+    assert "## Evaluation" in card.text and "| babyai/PickupLoc | 3 |" in card.text
