@@ -2,6 +2,8 @@
 
 The data path, one module per arrow, in the order below:
 raw rows -> canonical messages -> (oracle) critical steps -> token labels -> trainer -> adapter -> Hub.
+Beside it, not on it: `atlas_hf.envs` (text environments and their expert demos) and the rollout
+evaluator, which tell whether the trained agent acts better.
 
 Names are imported on first use, so `import atlas_hf` stays fast (torch and TRL load only when a
 name that needs them is touched).
@@ -47,6 +49,13 @@ _EXPORTS: dict[str, str] = {
     "AtlasSFTTrainer": "atlas_hf.trainer",
     "load_default_model": "atlas_hf.models",
     "load_default_tokenizer": "atlas_hf.models",
+    # the trained agent, acting: rollouts in text environments (`atlas_hf.envs`), success with intervals
+    "evaluate_agent": "atlas_hf.evaluation",
+    "EvaluationReport": "atlas_hf.evaluation",
+    "TransformersPolicy": "atlas_hf.evaluation",
+    "paired_difference": "atlas_hf.evaluation",
+    "wilson_interval": "atlas_hf.evaluation",
+    "load_model_and_tokenizer": "atlas_hf.models",
     # dataset and adapter -> the Hub
     "publish_dataset": "atlas_hf.hub",
     "publish_adapter": "atlas_hf.hub",

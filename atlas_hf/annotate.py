@@ -25,9 +25,11 @@ this process (with `num_proc > 1` the work happens in the worker processes);
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
+import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -349,34 +351,57 @@ class CriticalStepAnnotator:
         cache: AnnotationCache | None,
         identity: str,
     ) -> None:
-        """Ask the oracle for the `pending` rows, retry invalid answers once, cache the valid ones."""
-        feedback: list[str | None] = [None] * len(pending)
+        """Ask the oracle for the `pending` rows; each valid answer is cached the moment it arrives.
+
+        An oracle whose `annotate` takes `on_answer` hands over each answer as it comes, so a run
+        killed half-way loses only the requests in flight. A well-formed answer that fails validation
+        is asked once more, with the error shown to the oracle; a failed request (an answer with
+        `error`) is not asked again here: the SDK has already retried what can be retried.
+        """
+        streams = "on_answer" in inspect.signature(self.oracle.annotate).parameters
+        lock = threading.Lock()
+        feedback: list[str] | None = None
         for attempt in range(2):
             if not pending:
                 return
+            delivered: set[int] = set()
+            to_retry: dict[int, str] = {}
+
+            def record(j: int, answer: Annotation, asked: list[int] = pending, attempt: int = attempt) -> None:
+                with lock:
+                    if j in delivered:
+                        return
+                    delivered.add(j)
+                i = asked[j]
+                error = validate_annotation(answer, num_steps(rows[i]), self.max_ratio)
+                if error is None:
+                    if cache:
+                        cache.put(keys[i], answer, identity)
+                    results[i] = answer
+                elif answer.error:
+                    results[i] = answer
+                else:
+                    results[i] = Annotation(error=f"invalid answer after a retry: {error}" if attempt else error)
+                    with lock:
+                        to_retry[j] = error
+
             answers = self.oracle.annotate([rows[i] for i in pending], self.max_ratio,
-                                           feedback=feedback if attempt else None)
+                                           feedback=feedback if attempt else None,
+                                           **({"on_answer": record} if streams else {}))
             if len(answers) != len(pending):
                 raise RuntimeError(
                     f"Oracle {identity} returned {len(answers)} annotations for {len(pending)} trajectories; "
                     "an oracle must answer each trajectory once, in order."
                 )
+            for j, answer in enumerate(answers):
+                record(j, answer)  # answers already handed over through on_answer are skipped
             if attempt == 0:
                 self.stats.sent += len(pending)
             else:
                 self.stats.retried += len(pending)
-            invalid, feedback = [], []
-            for i, answer in zip(pending, answers):
-                error = validate_annotation(answer, num_steps(rows[i]), self.max_ratio)
-                if error is None:
-                    results[i] = answer
-                    if cache:
-                        cache.put(keys[i], answer, identity)
-                    continue
-                results[i] = Annotation(error=f"invalid answer after a retry: {error}" if attempt else error)
-                invalid.append(i)
-                feedback.append(None if answer.error else error)  # an API failure is not the oracle's answer
-            pending = invalid
+            retry = sorted(to_retry)
+            feedback = [to_retry[j] for j in retry]
+            pending = [pending[j] for j in retry]
 
     def _update_progress(self, n: int) -> None:
         if not self.progress:

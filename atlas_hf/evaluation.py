@@ -384,7 +384,7 @@ def evaluate_agent(
 
     from atlas_hf.envs import make_env
 
-    names = [n.strip() for n in envs.split(",")] if isinstance(envs, str) else list(envs)
+    names = list(dict.fromkeys(n.strip() for n in (envs.split(",") if isinstance(envs, str) else envs)))
     for value, what in ((episodes, "episodes"), (batch_size, "batch_size"), (max_turns, "max_turns")):
         if value <= 0:
             raise ValueError(f"{what} must be positive, got {value!r}.")
@@ -427,14 +427,14 @@ def evaluate_agent(
                 finished.append(record)
                 pools[record["env"]].append(env)
                 bar.update(1)
+                bar.set_postfix(success=f"{sum(r['success'] for r in finished)}/{len(finished)}", refresh=False)
             else:
                 record["messages"].append({"role": "user", "content": result.observation})
                 still.append(episode)
         live[:] = still
         start()
     bar.close()
-    order = {(name, seed + i): k for k, (name, i) in enumerate((n, i) for n in names for i in range(episodes))}
-    finished.sort(key=lambda r: order[(r["env"], r["seed"])])
+    finished.sort(key=lambda r: (names.index(r["env"]), r["seed"]))
     config = {"seed": seed, "episodes": episodes, "max_turns": max_turns, "batch_size": batch_size,
               "policy": type(policy).__name__}
     report = EvaluationReport.from_records(finished, config)

@@ -44,6 +44,9 @@ class Fault:
     an answer), "out_of_range" (a step index past the end), "cap_overrun" (every step chosen),
     "batch_errored" (a batch item whose result is `errored`), "poll_500" (the next `GET` answers 500),
     "create_batch_500" (a batch creation answers 500 and creates nothing).
+    Odd 200 replies: "malformed_json" (a body cut off mid-JSON), "no_usage" (no `usage` field),
+    "null_content" (`content: null`), "refusal" and "max_tokens" (a tool_use block whose
+    `stop_reason` is not "tool_use").
     after: how many requests this fault would apply to go through untouched first.
     """
 
@@ -104,6 +107,20 @@ def _faulty_input(kind: str, request: dict[str, Any]) -> dict[str, Any]:
         "plan": "p",
         "critical_steps": [{"step": s, "category": "Critical Action", "reason": "r"} for s in range(n)],
     }
+
+
+_ODD_REPLIES = ("malformed_json", "no_usage", "null_content", "refusal", "max_tokens")
+
+
+def _odd_reply(kind: str, message: dict[str, Any]) -> Any:
+    """A 200 reply that a careless client would trust or choke on."""
+    if kind == "malformed_json":
+        return json.dumps(message).encode()[:60]
+    if kind == "no_usage":
+        return {k: v for k, v in message.items() if k != "usage"}
+    if kind == "null_content":
+        return {**message, "content": None}
+    return {**message, "stop_reason": kind}  # refusal, max_tokens: the tool_use block is still there
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
@@ -439,7 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             self._send(400, _error("invalid_request_error", problem))
             return
-        fault = state._next_fault(("429", "529", "500", "drop", "timeout", "malformed", "out_of_range", "cap_overrun"))
+        fault = state._next_fault(("429", "529", "500", "drop", "timeout", "malformed", "out_of_range", "cap_overrun",
+                                   *_ODD_REPLIES))
         if fault and fault.kind == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -463,7 +481,11 @@ class _Handler(BaseHTTPRequestHandler):
                 tool_input = _faulty_input(fault.kind, body)
             else:
                 tool_input = state.responder(body)
-            self._send(200, state.answer(body, tool_input, (write, read)))
+            message = state.answer(body, tool_input, (write, read))
+            if fault and fault.kind in _ODD_REPLIES:
+                self._send(200, _odd_reply(fault.kind, message))
+                return
+            self._send(200, message)
             commit()
         finally:
             with state._lock:

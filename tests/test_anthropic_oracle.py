@@ -320,13 +320,18 @@ def test_batch_item_errors_mark_only_their_row(api: AnthropicStandIn, tmp_path: 
     assert api.paths("POST").count("/v1/messages/batches") == 2
 
 
-def test_an_api_failure_is_retried_without_blaming_the_oracle(api: AnthropicStandIn) -> None:
+def test_one_retry_policy_the_sdk_retries_requests_the_annotator_only_invalid_answers(api: AnthropicStandIn) -> None:
+    api.inject("500")
+    out = CriticalStepAnnotator(oracle_for(api, max_retries=1), progress=False)({"messages": [make_trajectory(4, "z")]})
+    assert out["atlas_error"] == [""] and len(message_posts(api)) == 2  # the SDK's retry answered it
     api.inject("500")
     annotator = CriticalStepAnnotator(oracle_for(api, max_retries=0), progress=False)
-    out = annotator({"messages": [make_trajectory(4, "z")]})
-    assert out["atlas_error"] == [""]
-    retry = message_posts(api)[-1]["json"]["messages"][-1]
-    assert "rejected" not in json.dumps(retry)  # no feedback: the first answer never came
+    out = annotator({"messages": [make_trajectory(4, "y")]})
+    assert "Anthropic API error 500" in out["atlas_error"][0] and len(message_posts(api)) == 3  # not asked twice
+    assert annotator.stats.retried == 0
+    api.inject("out_of_range")  # a well-formed answer that fails validation is asked again, with the error
+    out = CriticalStepAnnotator(oracle_for(api, max_retries=0), progress=False)({"messages": [make_trajectory(4, "x")]})
+    assert out["atlas_error"] == [""] and "out of range" in json.dumps(message_posts(api)[-1]["json"]["messages"])
 
 
 def test_errors_claim_retries_only_for_retryable_failures(api: AnthropicStandIn) -> None:

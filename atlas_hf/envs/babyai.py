@@ -50,9 +50,9 @@ ACTION_HELP = (
     "toggle and go through <door> <id>, toggle, drop, check available actions"
 )
 INSTRUCTIONS = (
-    "You are an agent in a grid world. Mission: {mission}.\n"
+    "You act in a grid world. Mission: {mission}.\n"
     f"Actions: {ACTION_HELP}.\n"
-    "Answer with one short thought and one action, as:\nThought: ...\nAction: ...\n\n"
+    "Reply with a short thought and one action: Thought: ... Action: ...\n\n"
 )
 
 _PRIMITIVE = {"left": 0, "right": 1, "forward": 2, "pickup": 3, "drop": 4, "toggle": 5, "done": 6}
@@ -301,6 +301,16 @@ class BabyAITextEnv:
 
 
 # --------------------------------------------------------------------- the expert
+def _describe(desc: Any, with_location: bool = False) -> str:
+    """An object description in words, read off its fields. (`ObjDesc.surface` would recompute which
+    objects match from the agent's current pose, changing the very set the mission is verified on.)"""
+    words = " ".join(w for w in (desc.color, desc.type or "object") if w)
+    location = ""
+    if with_location and desc.loc:
+        location = {"front": " in front of you", "behind": " behind you"}.get(desc.loc, f" on your {desc.loc}")
+    return f"the {words}{location}"
+
+
 def _subgoal_kind(subgoal: Any) -> str:
     return type(subgoal).__name__.replace("Subgoal", "").lower()
 
@@ -329,10 +339,10 @@ class BabyAIExpert:
 
     def plan_text(self) -> str:
         """The plan the bot starts from, in words (the first thought of a demo)."""
-        steps, env = [], self.text_env.env
+        steps = []
         for subgoal in reversed(self.bot.stack):
             kind, datum = _subgoal_kind(subgoal), getattr(subgoal, "datum", None)
-            what = datum.surface(env) if hasattr(datum, "surface") else None
+            what = _describe(datum, with_location=True) if hasattr(datum, "obj_set") else None
             if kind == "gonextto" and what:
                 steps.append(f"bring it next to {what}" if subgoal.reason == "PutNext" else f"find {what} and go to it")
             elif kind == "pickup":
@@ -365,8 +375,8 @@ class BabyAIExpert:
         """The description of the object the bot is heading for (top-most described goal)."""
         for subgoal in reversed(self.bot.stack):
             datum = getattr(subgoal, "datum", None)
-            if _subgoal_kind(subgoal) == "gonextto" and hasattr(datum, "surface"):
-                return datum.surface(self.text_env.env)
+            if _subgoal_kind(subgoal) == "gonextto" and hasattr(datum, "obj_set"):
+                return _describe(datum)
         return None
 
     def act(self, first: bool = False) -> str:
@@ -399,7 +409,7 @@ class BabyAIExpert:
         looking_for = self._looking_for()
         carried = env.env.carrying
         if top == "gonextto" and stack[-1].reason == "PutNext" and carried is not None:
-            why = f"I will bring the {env._object_name(carried)} next to {stack[-1].datum.surface(env.env)}."
+            why = f"I will bring the {env._object_name(carried)} next to {_describe(stack[-1].datum)}."
         elif looking_for and (top == "explore" or stack[-1].reason == "Explore" or name is None):
             why = f"I am looking for {looking_for}, which I cannot reach yet; I will explore."
         else:
@@ -409,13 +419,19 @@ class BabyAIExpert:
 
 def expert_episode(level: str, seed: int, max_turns: int = 64) -> dict[str, Any]:
     """One `BabyAIBot` episode in text: `messages`, `env`, `seed`, `success`, `reward`, `turns`."""
+    from minigrid.utils.baby_ai_bot import DisappearedBoxError
+
     env = BabyAITextEnv(level)
     messages = [{"role": "user", "content": env.reset(seed)}]
     expert = BabyAIExpert(env)
     reward, success = 0.0, False
     for turn in range(max_turns):
-        reply = expert.act(first=turn == 0)
-        result = env.step(reply)
+        try:
+            reply = expert.act(first=turn == 0)
+            result = env.step(reply)
+        except (AssertionError, DisappearedBoxError):  # the bot gave up (it does on a few rare layouts)
+            success = False
+            break
         messages.append({"role": "assistant", "content": reply})
         reward, success = result.reward, result.info["success"]
         if result.done:

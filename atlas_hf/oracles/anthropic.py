@@ -382,17 +382,24 @@ class AnthropicOracle:
         )
 
     def _parse_message(self, message: Any, batch: bool = False) -> Annotation:
-        self.usage.add(message.usage, batch=batch)
-        for block in message.content:
-            if getattr(block, "type", None) == "tool_use" and block.name == TOOL_NAME:
-                if message.stop_reason == "max_tokens":
-                    return Annotation(
-                        error=f"the answer was cut off at max_tokens={self.max_tokens}: raise max_tokens."
-                    )
-                return parse_tool_input(block.input)
-        return Annotation(
-            error=f"the model answered without calling {TOOL_NAME} (stop_reason={message.stop_reason})."
-        )
+        """The answer in a reply, taken only from a `tool_use` stop; anything else is the row's error."""
+        request = getattr(message, "_request_id", None) or getattr(message, "id", None)
+        where = f" (request {request})" if request else ""
+        try:
+            if message.usage is None:
+                raise ValueError("the reply has no usage")
+            self.usage.add(message.usage, batch=batch)
+            blocks = [b for b in message.content if getattr(b, "type", None) == "tool_use" and b.name == TOOL_NAME]
+        except (AttributeError, TypeError, ValueError) as err:
+            self.usage.failed_requests += 1
+            return Annotation(error=f"malformed reply from the Anthropic API{where}: {err}.")
+        if message.stop_reason == "max_tokens":
+            return Annotation(error=f"the answer was cut off at max_tokens={self.max_tokens}{where}: raise max_tokens.")
+        if message.stop_reason != "tool_use" or not blocks:
+            return Annotation(
+                error=f"the model did not answer with {TOOL_NAME} (stop_reason={message.stop_reason}){where}."
+            )
+        return parse_tool_input(blocks[0].input)
 
     async def _annotate_one(self, params: dict[str, Any], semaphore: asyncio.Semaphore) -> Annotation:
         assert self._async_client is not None
@@ -401,20 +408,35 @@ class AnthropicOracle:
                 message = await self._async_client.messages.create(**params)
         except _CONFIG_ERRORS as err:
             raise self._config_error(err) from None
+        except anthropic.APIResponseValidationError as err:
+            self.usage.failed_requests += 1
+            return Annotation(error=self._redact(f"malformed reply from the Anthropic API: {err}"))
         except anthropic.APIError as err:
             self.usage.failed_requests += 1
             return Annotation(error=self._describe(err))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:  # a body the SDK could not read
+            self.usage.failed_requests += 1
+            return Annotation(error=self._redact(f"malformed reply from the Anthropic API: {type(err).__name__}: {err}"))
         self._cache_warm_until = time.monotonic() + CACHE_WINDOW_S
         return self._parse_message(message)
 
-    async def _annotate_all(self, requests: list[dict[str, Any]]) -> list[Annotation]:
+    async def _annotate_all(
+        self, requests: list[dict[str, Any]], on_answer: Callable[[int, Annotation], None] | None = None
+    ) -> list[Annotation]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(index: int, params: dict[str, Any]) -> Annotation:
+            answer = await self._annotate_one(params, semaphore)
+            if on_answer is not None:
+                on_answer(index, answer)  # before any other answer is awaited
+            return answer
+
         results: list[Annotation] = []
-        rest = requests
+        rest = list(enumerate(requests))
         if self.warm_cache and len(requests) > 1 and time.monotonic() > self._cache_warm_until:
-            results.append(await self._annotate_one(requests[0], semaphore))
-            rest = requests[1:]
-        tasks = [asyncio.ensure_future(self._annotate_one(p, semaphore)) for p in rest]
+            results.append(await one(*rest[0]))
+            rest = rest[1:]
+        tasks = [asyncio.ensure_future(one(i, p)) for i, p in rest]
         try:
             results += await asyncio.gather(*tasks)
         finally:
@@ -427,8 +449,13 @@ class AnthropicOracle:
         trajectories: Sequence[list[dict[str, Any]]],
         max_ratio: float,
         feedback: Sequence[str | None] | None = None,
+        on_answer: Callable[[int, Annotation], None] | None = None,
     ) -> list[Annotation]:
-        """Annotate canonical `messages` lists, one request each, concurrently (or as one batch)."""
+        """Annotate canonical `messages` lists, one request each, concurrently (or as one batch).
+
+        `on_answer(i, annotation)` is called as each answer arrives, before the next is awaited
+        (Message Batches: as each result is read), so a caller can store it durably.
+        """
         if not trajectories:
             return []
         feedback = list(feedback) if feedback is not None else [None] * len(trajectories)
@@ -436,8 +463,12 @@ class AnthropicOracle:
             raise ValueError(f"feedback has {len(feedback)} entries for {len(trajectories)} trajectories.")
         requests = [self.request_params(t, max_ratio, f) for t, f in zip(trajectories, feedback)]
         if self.use_batches:
-            return self._annotate_batch(requests)
-        return self._run(lambda: self._annotate_all(requests))
+            answers = self._annotate_batch(requests)
+            for i, answer in enumerate(answers):
+                if on_answer is not None:
+                    on_answer(i, answer)
+            return answers
+        return self._run(lambda: self._annotate_all(requests, on_answer))
 
     # ---------------------------------------------------------------- message batches
 

@@ -61,6 +61,8 @@ class Oracle(Protocol):
         `feedback[i]`, when given, is the validation error of this oracle's previous answer for
         trajectory i; an oracle that can read it (an LLM) shows it so the retry can do better.
         An oracle reports a failure it cannot recover from as `Annotation(error=...)`, not by raising.
+        An oracle whose requests cost time or money also takes `on_answer: Callable[[int, Annotation],
+        None]` and calls it as each answer arrives, so `CriticalStepAnnotator` stores it at once.
         """
         ...
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from atlas_hf.oracles.base import CATEGORIES, Annotation
 from atlas_hf.selection import max_selected_steps
@@ -232,18 +232,23 @@ class LocalOracle(LocalModelMixin):
         trajectories: Sequence[list[dict[str, Any]]],
         max_ratio: float,
         feedback: Sequence[str | None] | None = None,
+        on_answer: Callable[[int, Annotation], None] | None = None,
     ) -> list[Annotation]:
         """Score every step in every category and keep the best steps under the cap.
 
         `feedback` is not used: the answer is a deterministic score and the cap is enforced here.
         A trajectory that cannot be scored (too many turns for `max_length`) gets its error.
+        `on_answer(i, annotation)` is called as each trajectory is scored.
         """
         out = []
-        for messages in trajectories:
+        for i, messages in enumerate(trajectories):
             try:
-                out.append(self._annotate_one(messages, max_ratio))
+                answer = self._annotate_one(messages, max_ratio)
             except ValueError as error:
-                out.append(Annotation(error=str(error)))
+                answer = Annotation(error=str(error))
+            out.append(answer)
+            if on_answer is not None:
+                on_answer(i, answer)
         return out
 
     def scores(self, messages: Sequence[dict[str, Any]]) -> list[list[float]]:
