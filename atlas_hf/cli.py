@@ -79,12 +79,20 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         args.use_batches and args.oracle != "anthropic" and "--use-batches is for --oracle anthropic",
         args.dry_run and args.oracle != "anthropic" and f"--dry-run estimates what Claude costs; '{args.oracle}' is free",
         args.model and args.oracle in ("random", "all") and f"--model means nothing to the '{args.oracle}' baseline",
+        args.oracle != "anthropic" and any(v is not None for v in (args.timeout, args.max_retries, args.max_concurrency,
+                                                                   args.poll_interval))
+        and "--timeout, --max-retries, --max-concurrency and --poll-interval are for --oracle anthropic",
     )
     for problem in filter(None, misuse):
         print(f"error: {problem}.", file=sys.stderr)
         return EXIT_USAGE
     dataset = load_rows(args.input, args.split)
-    oracle = build_oracle(args.oracle, args.model, args.seed, **({"use_batches": True} if args.use_batches else {}))
+    client = {"use_batches": True} if args.use_batches else {}
+    for flag, option in (("timeout", "timeout"), ("max_retries", "max_retries"),
+                         ("max_concurrency", "max_concurrency"), ("poll_interval", "batch_poll_interval")):
+        if getattr(args, flag) is not None:
+            client[option] = getattr(args, flag)
+    oracle = build_oracle(args.oracle, args.model, args.seed, **client)
     if args.dry_run:
         print(oracle.estimate_cost(list(dataset["messages"]), args.max_ratio))
         return 0
@@ -292,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ratio", type=float, default=0.3,
                    help="the most steps chosen, as a fraction (default 0.3; 1.0 with --oracle all)")
     p.add_argument("--cache-dir", default=os.path.join(".atlas_cache", "annotations"),
-                   help="resumable answer cache (a re-run pays only for missing rows)")
+                   help="answer cache, written as each answer arrives (a re-run pays only for missing rows)")
     p.add_argument("--dry-run", action="store_true", help="estimate the cost without annotating")
     p.add_argument("--use-batches", action="store_true", help="Anthropic Message Batches (half price, slower)")
     p.add_argument("--batch-size", type=int,
@@ -300,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=int)
     p.add_argument("--split", default="train")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, help="seconds per Claude request attempt (default 120)")
+    p.add_argument("--max-retries", type=int,
+                   help="the SDK's retries of a failed request: 408/409/429/5xx, timeouts, dropped connections (default 8)")
+    p.add_argument("--max-concurrency", type=int, help="Claude requests in flight at once (default 16)")
+    p.add_argument("--poll-interval", type=float, help="seconds between polls of a Message Batch (default 30)")
     p.set_defaults(func=_cmd_annotate)
 
     p = sub.add_parser("train", help="LoRA fine-tune on the selected steps with AtlasSFTTrainer")

@@ -14,7 +14,7 @@ from datasets import load_from_disk
 from atlas_hf.agreement import oracle_agreement
 from atlas_hf.sample import load_sample
 
-COMMANDS = ["annotate", "train", "publish", "eval-oracle", "demo"]
+COMMANDS = ["annotate", "train", "publish", "eval", "eval-oracle", "demo"]
 
 
 def atlas_hf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -99,9 +99,9 @@ def test_with_an_api_key_claude_is_the_default_oracle(tmp_path):
         # one count per trajectory, one for the cacheable prefix; nothing generated
         assert "13 trajectories" in dry.stdout and api.paths("POST") == ["/v1/messages/count_tokens"] * 14
         result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
-                          env=env)
+                          "--max-concurrency", "2", "--timeout", "30", "--max-retries", "1", env=env)
         assert result.returncode == 0, result.stderr
-        assert api.paths("POST").count("/v1/messages") == 13
+        assert api.paths("POST").count("/v1/messages") == 13 and api.max_in_flight <= 2
     annotated = load_from_disk(str(tmp_path / "out"))
     assert not any(annotated["atlas_error"]) and all(annotated["critical_steps"])
     assert all(oracle.startswith("AnthropicOracle/model=claude-") for oracle in annotated["atlas_oracle"])
@@ -129,6 +129,7 @@ def test_publish_without_anything_is_a_usage_error():
     (("--oracle", "random", "--use-batches"), "--use-batches is for --oracle anthropic"),
     (("--oracle", "local", "--dry-run"), "--dry-run estimates what Claude costs"),
     (("--oracle", "all", "--model", "x"), "--model means nothing"),
+    (("--oracle", "random", "--timeout", "5"), "--timeout, --max-retries, --max-concurrency and --poll-interval"),
 ])
 def test_flags_an_oracle_cannot_use_are_usage_errors(tmp_path, flags, complaint):
     result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "o"), *flags)
