@@ -14,6 +14,8 @@ clipped and no turn is ever dropped, so step numbers always match the trajectory
 
 from __future__ import annotations
 
+import re
+
 import json
 from typing import Any, Mapping, Sequence
 
@@ -163,6 +165,17 @@ def _tool_call_text(call: Mapping[str, Any]) -> str:
     return f"Tool call: {name}({arguments})"
 
 
+_BLOCK_MARKER = re.compile(r"^(###|---)", re.MULTILINE)
+_FRAME_TAG = re.compile(r"<(/?)(trajectory)>", re.IGNORECASE)
+
+
+def inert(text: str) -> str:
+    """`text` with the prompt's own structure made inert: a line that starts like a block header
+    ("### Step 99", "--- Observation") is escaped with a backslash, and `<trajectory>` tags lose
+    their brackets' meaning (`<trajectory_>`), so no turn can open, close or renumber a block."""
+    return _FRAME_TAG.sub(r"<\1\2_>", _BLOCK_MARKER.sub(r"\\\1", text))
+
+
 def render_trajectory_for_oracle(
     messages: Sequence[Mapping[str, Any]],
     max_chars_per_observation: int = DEFAULT_MAX_CHARS_PER_OBSERVATION,
@@ -177,10 +190,10 @@ def render_trajectory_for_oracle(
     step = 0
     for message in messages:
         role = message.get("role")
-        text = _content_text(message.get("content"))
+        text = inert(_content_text(message.get("content")))
         if role == "assistant":
             lines = [text] if text else []
-            lines += [_tool_call_text(call) for call in message.get("tool_calls") or []]
+            lines += [inert(_tool_call_text(call)) for call in message.get("tool_calls") or []]
             body = "\n".join(lines) if lines else "(empty turn)"
             blocks.append(f"### Step {step}\n{body}")
             step += 1
