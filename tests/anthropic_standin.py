@@ -43,7 +43,9 @@ class Fault:
     response), "timeout" (sleep `seconds` before answering), "malformed" (tool input that is not
     an answer), "out_of_range" (a step index past the end), "cap_overrun" (every step chosen),
     "batch_errored" (a batch item whose result is `errored`), "poll_500" (the next `GET` answers 500),
-    "create_batch_500" (a batch creation answers 500 and creates nothing).
+    "create_batch_500" (a batch creation answers 500 and creates nothing), "create_batch_drop" (the
+    batch is created, then the connection closes without a reply), "create_batch_hang" (the batch
+    is created, the reply comes only after `seconds`: long enough to kill the client meanwhile).
     Odd 200 replies: "malformed_json" (a body cut off mid-JSON), "no_usage" (no `usage` field),
     "null_content" (`content: null`), "refusal" and "max_tokens" (a tool_use block whose
     `stop_reason` is not "tool_use").
@@ -431,6 +433,12 @@ class _Handler(BaseHTTPRequestHandler):
         if state._next_fault(("poll_500",)):
             self._send(500, _error("api_error", "Internal server error"))
             return
+        if self.path.split("?")[0] == "/v1/messages/batches":  # the list, newest first
+            data = [state.batch_json(b) for b in sorted(state.batches.values(), key=lambda b: b["created_at"],
+                                                        reverse=True)]
+            self._send(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                             "last_id": data[-1]["id"] if data else None})
+            return
         match = re.fullmatch(r"/v1/messages/batches/([^/]+)(/results)?", self.path)
         batch = state.batches.get(match.group(1)) if match else None
         if batch is None:
@@ -493,7 +501,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _create_batch(self, body: Any) -> None:
         state = self.server_state
-        if state._next_fault(("create_batch_500",)):
+        fault = state._next_fault(("create_batch_500", "create_batch_drop", "create_batch_hang"))
+        if fault and fault.kind == "create_batch_500":
             self._send(500, _error("api_error", "Internal server error"))
             return
         requests = body.get("requests") if isinstance(body, dict) else None
@@ -531,4 +540,10 @@ class _Handler(BaseHTTPRequestHandler):
         }
         with state._lock:
             state.batches[batch["id"]] = batch
+        if fault and fault.kind == "create_batch_drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault and fault.kind == "create_batch_hang":
+            time.sleep(fault.seconds)
         self._send(200, state.batch_json(batch))

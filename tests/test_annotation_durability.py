@@ -93,3 +93,48 @@ def test_an_odd_reply_marks_its_row_and_the_rest_are_answered(tmp_path: Path, ki
                 "refusal": "stop_reason=refusal", "max_tokens": "max_tokens"}[kind]
     assert expected in errors[0]
     assert cache_entries(tmp_path / "cache") == 5
+
+
+BATCH_RUN = """
+import json, sys
+from atlas_hf import AnthropicOracle
+rows, base_url, state, key = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+oracle = AnthropicOracle(api_key=key, base_url=base_url, use_batches=True, batch_state_dir=state,
+                         batch_poll_interval=0.01, timeout=30.0)
+answers = oracle.annotate([r["messages"] for r in rows], 0.3)
+print(json.dumps([a.steps for a in answers]))
+"""
+
+
+def test_a_batch_whose_create_reply_is_lost_is_found_not_paid_twice(tmp_path: Path):
+    from atlas_hf import AnthropicOracle
+
+    rows = trajectories(5)
+    with AnthropicStandIn(api_key=KEY) as api:
+        api.inject("create_batch_drop")
+        oracle = AnthropicOracle(api_key=KEY, base_url=api.base_url, use_batches=True, batch_state_dir=tmp_path,
+                                 batch_poll_interval=0.01, max_retries=3)
+        answers = oracle.annotate([r["messages"] for r in rows], 0.3)
+        assert len(api.batches) == 1 and api.paths("POST") == ["/v1/messages/batches"]
+    assert all(a.error is None and a.steps for a in answers)
+
+
+def test_sigkill_inside_the_batch_create_call_never_submits_twice(tmp_path: Path):
+    data, state, script = tmp_path / "rows.json", tmp_path / "state", tmp_path / "run.py"
+    data.write_text(json.dumps(trajectories(6)))
+    script.write_text(BATCH_RUN)
+    with AnthropicStandIn(api_key=KEY) as api:
+        api.inject(Fault("create_batch_hang", seconds=60))
+        process = subprocess.Popen([sys.executable, str(script), str(data), api.base_url, str(state), KEY],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not api.batches and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)  # the batch exists; its id never reached the client
+        process.wait()
+        assert len(api.batches) == 1
+        out = subprocess.run([sys.executable, str(script), str(data), api.base_url, str(state), KEY],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert len(api.batches) == 1 and api.paths("POST") == ["/v1/messages/batches"]
+    assert all(steps for steps in json.loads(out.stdout.strip().splitlines()[-1]))

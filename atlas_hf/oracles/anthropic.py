@@ -481,24 +481,72 @@ class AnthropicOracle:
         key = hashlib.sha256("\n".join(sorted(custom_ids)).encode()).hexdigest()[:32]
         return self.batch_state_dir / f"batch-{key}.json"
 
-    def _find_or_create_batch(self, unique: dict[str, dict[str, Any]]) -> Any:
-        client = self._sync()
-        path = self._state_path(list(unique))
-        if path.exists():
-            try:
-                batch_id = json.loads(path.read_text())["batch_id"]
-                batch = client.messages.batches.retrieve(batch_id)
-                logger.info("Resuming Message Batch %s from %s.", batch_id, path)
-                return batch
-            except (ValueError, KeyError, anthropic.NotFoundError) as err:
-                logger.warning("Ignoring stored batch state %s (%s); creating a new batch.", path, type(err).__name__)
-        batch = client.messages.batches.create(
-            requests=[{"custom_id": cid, "params": params} for cid, params in unique.items()]
-        )
+    def _write_state(self, path: Path, state: Mapping[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"batch_id": batch.id, "model": self.model, "requests": len(unique)}))
+        tmp.write_text(json.dumps(state))
         os.replace(tmp, path)
+
+    def _already_created(self, unique: Mapping[str, Any], since: float) -> Any:
+        """A batch this chunk's intent created though its id never came back (a kill or a dropped reply
+        inside the create call): created since the intent, with as many requests, and, once its results
+        can be read, exactly this chunk's custom_ids. None if there is no such batch."""
+        client = self._sync()
+        for batch in client.messages.batches.list(limit=100):
+            created = batch.created_at.timestamp()
+            if created < since - 5:  # newest first: the rest are older than the intent
+                break
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if total != len(unique):
+                continue
+            if batch.processing_status == "ended":
+                try:
+                    ids = {line.custom_id for line in client.messages.batches.results(batch.id)}
+                except anthropic.NotFoundError:
+                    continue
+                if ids != set(unique):
+                    continue
+            return batch
+        return None
+
+    def _find_or_create_batch(self, unique: dict[str, dict[str, Any]]) -> Any:
+        """The chunk's batch: resumed by stored id, found again when a create call was cut short, or created.
+
+        The intent (request count and time) is on disk before the create call, and the create call is
+        never retried blindly, so a kill or a lost reply at any moment never pays for a batch twice.
+        """
+        client = self._sync()
+        path = self._state_path(list(unique))
+        state: dict[str, Any] = {}
+        if path.exists():
+            try:
+                state = json.loads(path.read_text())
+                if state.get("batch_id"):
+                    batch = client.messages.batches.retrieve(state["batch_id"])
+                    logger.info("Resuming Message Batch %s from %s.", state["batch_id"], path)
+                    return batch
+            except (ValueError, KeyError, anthropic.NotFoundError) as err:
+                logger.warning("Ignoring stored batch state %s (%s); creating a new batch.", path, type(err).__name__)
+                state = {}
+        if state.get("intent_at"):
+            found = self._already_created(unique, float(state["intent_at"]))
+            if found is not None:
+                logger.info("Found Message Batch %s, created by an interrupted run; resuming it.", found.id)
+                self._write_state(path, {**state, "batch_id": found.id})
+                return found
+        state = {"intent_at": time.time(), "model": self.model, "requests": len(unique)}
+        self._write_state(path, state)
+        try:
+            batch = client.with_options(max_retries=0).messages.batches.create(
+                requests=[{"custom_id": cid, "params": params} for cid, params in unique.items()]
+            )
+        except (anthropic.APIConnectionError, anthropic.InternalServerError):
+            # the batch may exist even though its reply was lost: look before creating another
+            batch = self._already_created(unique, float(state["intent_at"]))
+            if batch is None:
+                raise
+        self._write_state(path, {**state, "batch_id": batch.id})
         return batch
 
     def _batch_chunks(self, unique: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
