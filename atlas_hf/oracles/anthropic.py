@@ -362,6 +362,8 @@ class AnthropicOracle:
             kind = detail.get("type", type(err).__name__)
             message = detail.get("message", str(err))
             text = f"Anthropic API error {err.status_code} ({kind}): {message}"
+            if getattr(err, "request_id", None):
+                text += f" [request {err.request_id}]"
         elif isinstance(err, anthropic.APITimeoutError):
             text = f"Anthropic API request timed out after {self.timeout}s"
         elif isinstance(err, anthropic.APIConnectionError):
