@@ -48,3 +48,13 @@ def test_quickstart_command_lines_run_as_pasted(tmp_path):
         assert result.returncode == 0, (line, result.stderr[-2000:])
     assert (tmp_path / "outputs" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "outputs" / "hub" / "adapter" / "README.md").exists()
+
+
+def test_evaluation_page_environment_block_runs_as_pasted():
+    pytest.importorskip("minigrid")
+    namespace: dict = {}
+    exec(compile(blocks("evaluation.md", "python")[0], "evaluation.md", "exec"), namespace)
+    assert "babyai/GoToLocal" in namespace["list_envs"]()
+    assert namespace["first"].startswith("You act in a grid world. Mission: ")
+    result = namespace["result"]
+    assert not result.info["invalid_action"] and not result.done and result.observation.startswith("You did: turn left.")
