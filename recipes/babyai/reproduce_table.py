@@ -61,6 +61,10 @@ def log(message: str, start: float) -> None:
     print(f"[{(time.time() - start) / 60:5.1f} min] {message}", flush=True)
 
 
+EXPERT_SOLVED: dict[str, str] = {}
+"""The expert's record on the demo seeds of each level, as `solved/episodes` (filled by `build_demos`)."""
+
+
 def build_demos(levels: list[str], episodes: int, seed: int) -> Any:
     from datasets import concatenate_datasets
 
@@ -68,6 +72,7 @@ def build_demos(levels: list[str], episodes: int, seed: int) -> Any:
 
     parts = [expert_trajectories(f"babyai/{level}", episodes, seed) for level in levels]
     for level, part in zip(levels, parts):
+        EXPERT_SOLVED[level] = f"{len(part)}/{episodes}"
         print(f"  expert on {level}: {len(part)}/{episodes} solved", flush=True)
     return concatenate_datasets(parts)
 
@@ -281,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "rows": table, "held_in": held_in, "held_out": held_out, "oracle": oracle_name,
         "annotation": {k: stats[k] for k in ("rows", "steps", "critical_steps", "critical_ratio")},
+        "expert_solved": dict(EXPERT_SOLVED),
         "config": {k: v for k, v in vars(args).items()}, "minutes": round(minutes, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
