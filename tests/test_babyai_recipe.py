@@ -44,6 +44,8 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(results["rows"]))
     assert list(saved["rows"]) == ["base", "all", "critical", "random", "non_critical"]
+    assert set(saved["expert_solved"]) == {"GoToObj", "GoToLocal", "PickupLoc", "PutNextLocal"}
+    assert all(v.endswith("/2") for v in saved["expert_solved"].values())
     levels = [f"babyai/{lv}" for lv in ("GoToLocal", "PickupLoc", "PutNextLocal", "PickupDist", "GoToObjDoor")]
     for row, entry in saved["rows"].items():
         assert list(entry["levels"]) == levels
