@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
     "normalize_trajectories_with_report": "atlas_hf.trajectory",
     "NormalizationReport": "atlas_hf.trajectory",
     "load_trajectories": "atlas_hf.trajectory",
-    "TrajectoryError": "atlas_hf.trajectory",
+    "TrajectoryError": "atlas_hf.errors",
     "load_sample": "atlas_hf.sample",
     # messages -> critical steps, chosen by an oracle (Claude, a local model, or a baseline)
     "CATEGORIES": "atlas_hf.oracles.base",
@@ -59,6 +59,11 @@ _EXPORTS: dict[str, str] = {
     # dataset and adapter -> the Hub
     "publish_dataset": "atlas_hf.hub",
     "publish_adapter": "atlas_hf.hub",
+    # what can go wrong, in one module
+    "AnnotationError": "atlas_hf.errors",
+    "TemplateError": "atlas_hf.errors",
+    "HubPublishError": "atlas_hf.errors",
+    "EnvironmentNotFoundError": "atlas_hf.errors",
 }
 
 __all__ = list(_EXPORTS)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from atlas_hf.errors import AnnotationError
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
 from atlas_hf.oracles.baselines import AllStepsOracle
 from atlas_hf.trajectory import num_steps
@@ -211,10 +212,6 @@ def format_annotation_statistics(stats: Mapping[str, Any]) -> str:
         f"({stats['critical_ratio']:.0%} of the annotated rows' steps; {categories or 'no category'}), "
         f"{stats['error_rows']} rows with an atlas_error"
     )
-
-
-class AnnotationError(ValueError):
-    """A row could not be annotated and `strict=True` was asked."""
 
 
 class CriticalStepAnnotator:

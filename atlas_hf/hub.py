@@ -36,6 +36,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError
 
 from atlas_hf.annotate import annotation_statistics, dataset_splits
+from atlas_hf.errors import HubPublishError
 from atlas_hf.oracles.base import CATEGORIES, Oracle
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ _PAPER = "ATLaS: Agent Tuning via Learning Critical Steps (Chen et al., ACL Find
 _SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
 _IDENTITY_FIELD = re.compile(r"(?:^|/)(model|prompt)=([^/\s,]+)")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-
-class HubPublishError(RuntimeError):
-    """A Hub request failed while publishing; the message says what failed and how to fix it."""
 
 
 # --------------------------------------------------------------------------- errors and secrets

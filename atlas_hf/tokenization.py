@@ -18,6 +18,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
+from atlas_hf.errors import TemplateError
 from atlas_hf.selection import StepSelection, row_seed, select_steps
 from atlas_hf.trajectory import assistant_indices, clean_message, num_steps
 
@@ -31,10 +32,6 @@ _PROBE_ARGUMENT = "atlas_probe_value_91c2"
 _tool_call_support: dict[str, bool] = {}
 _warned_tool_calls: set[str] = set()
 _end_of_turn_text: dict[str, str] = {}
-
-
-class TemplateError(ValueError):
-    """A chat template could not render a trajectory."""
 
 
 @dataclass

@@ -22,6 +22,8 @@ from typing import Any, Literal, Mapping, Sequence
 import datasets
 from datasets import Dataset, Features, Json, List, Value
 
+from atlas_hf.errors import TrajectoryError
+
 logger = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -55,17 +57,6 @@ _OPTIONAL_KEYS_DROPPED_WHEN_EMPTY = ("tool_calls",)
 
 Schema = Literal["auto", "openai", "sharegpt"]
 _SCHEMA_KEYS: dict[str, tuple[str, str]] = {"openai": ("role", "content"), "sharegpt": ("from", "value")}
-
-
-class TrajectoryError(ValueError):
-    """A row that cannot be read as a trajectory; the message names the row, the field and the fix."""
-
-    def __init__(self, row: int, field: str, problem: str, fix: str = "") -> None:
-        self.row, self.field, self.problem = row, field, problem
-        message = f"Row {row}, field `{field}`: {problem}"
-        if fix:
-            message += f" {fix}"
-        super().__init__(message)
 
 
 @dataclass
