@@ -290,6 +290,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlas-hf", description="ATLaS for TRL: train LLM agents on critical steps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    from atlas_hf import __version__
+
+    parser.add_argument("--version", action="version", version=f"atlas-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("annotate", help="mark the critical steps of trajectories with an oracle")

@@ -29,6 +29,13 @@ def test_every_command_has_help(command):
     assert f"atlas-hf {command}" in result.stdout
 
 
+def test_version():
+    from atlas_hf import __version__
+
+    result = atlas_hf("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"atlas-hf {__version__}"
+
+
 def test_unknown_command_is_a_usage_error():
     result = atlas_hf("frobnicate")
     assert result.returncode == 2 and "invalid choice" in result.stderr
