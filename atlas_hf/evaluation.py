@@ -210,6 +210,49 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _preallocated_cache(past: list[tuple[Any, Any]] | None, capacity: int) -> Any:
+    """A `DynamicCache` whose layers append into buffers of `capacity` positions, in place.
+
+    transformers' dynamic layers grow by concatenation, copying the whole cache at every decoded
+    token: with a batch of long conversations that copy was half the cost of a rollout turn.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, keys: Any = None, values: Any = None) -> None:
+            super().__init__()
+            self._length = 0
+            if keys is not None:
+                self._allocate(keys, values)
+                self.update(keys, values)
+
+        def _allocate(self, keys: Any, values: Any) -> None:
+            self.device = keys.device
+            self._keys = keys.new_empty((*keys.shape[:2], capacity, keys.shape[3]))
+            self._values = values.new_empty((*values.shape[:2], capacity, values.shape[3]))
+            self.is_initialized = True
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self._allocate(key_states, value_states)
+            end = self._length + key_states.shape[-2]
+            self._keys[:, :, self._length:end] = key_states
+            self._values[:, :, self._length:end] = value_states
+            self._length = end
+            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self._length
+
+    cache = DynamicCache()
+    cache.layers = [PreallocatedLayer(k, v) for k, v in past] if past else []
+    if not past:
+        cache.layer_class_to_replicate = PreallocatedLayer
+    return cache
+
+
 class TransformersPolicy:
     """A transformers causal LM as a batched policy: greedy, short replies, stops at end of turn.
 
@@ -246,7 +289,6 @@ class TransformersPolicy:
 
     def __call__(self, conversations: list[Conversation]) -> list[str]:
         import torch
-        from transformers import DynamicCache
 
         prompts = [self._prompt_ids(c) for c in conversations]
         keys = [id(c) for c in conversations]
@@ -264,9 +306,8 @@ class TransformersPolicy:
             tail = ids[past[i]:]
             input_ids[i, fed - len(tail):] = torch.tensor(tail)
             mask[i, width + fed - len(ids):] = 1
-        cache = DynamicCache()
+        layers: list[tuple[Any, Any]] = []
         if width:
-            layers = []
             for layer, (k0, v0) in enumerate(next(c[1] for c in cached if c)):
                 k = k0.new_zeros((rows, k0.shape[0], width, k0.shape[2]))
                 v = v0.new_zeros((rows, v0.shape[0], width, v0.shape[2]))
@@ -275,7 +316,7 @@ class TransformersPolicy:
                         k[i, :, width - past[i]:] = c[1][layer][0][:, :past[i]]
                         v[i, :, width - past[i]:] = c[1][layer][1][:, :past[i]]
                 layers.append((k, v))
-            cache = DynamicCache(layers)
+        cache = _preallocated_cache(layers, width + fed + self.max_new_tokens)
         mask, input_ids = mask.to(device), input_ids.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generated: list[list[int]] = [[] for _ in prompts]
