@@ -35,10 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=None, help="base model path (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--warm-levels", default="GoToRedBallGrey,GoToObj,GoToDoor,OpenDoor",
                    help="levels of the shared all-steps warm start ('' to skip it)")
-    p.add_argument("--warm-episodes", type=int, default=30, help="expert episodes per warm-start level")
+    p.add_argument("--warm-episodes", type=int, default=25, help="expert episodes per warm-start level")
+    p.add_argument("--warm-epochs", type=float, default=2.0, help="epochs of the warm-start demos")
     p.add_argument("--held-in", default="GoToLocal,PickupLoc,PutNextLocal", help="training levels")
     p.add_argument("--held-out", default="PickupDist,GoToObjDoor", help="levels never trained on")
-    p.add_argument("--train-episodes", type=int, default=40, help="expert episodes per held-in level")
+    p.add_argument("--train-episodes", type=int, default=30, help="expert episodes per held-in level")
     p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per level and row")
     p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
     p.add_argument("--oracle", default=None, choices=("anthropic", "local", "random", "all"),
@@ -47,11 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", default=",".join(ROWS), help="rows to run")
     p.add_argument("--train-seeds", default="0", help="training seeds (rows are averaged over them)")
     p.add_argument("--epochs", type=float, default=1.5, help="epochs of the held-in demos (same steps for every row)")
-    p.add_argument("--learning-rate", type=float, default=4e-4)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=64, help="episodes stepped in lockstep")
-    p.add_argument("--max-turns", type=int, default=12, help="turn budget of an evaluation episode")
+    p.add_argument("--max-turns", type=int, default=10, help="turn budget of an evaluation episode")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="base weights (adapters fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p.parse_args(argv)
@@ -126,7 +127,7 @@ def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
         return str(folder)
     demos = build_demos(levels, args.warm_episodes, seed=0)
     log(f"warm start: all steps of {len(demos)} demos on {', '.join(levels)}", start)
-    steps = math.ceil(len(demos) / args.batch_size)  # one epoch
+    steps = math.ceil(len(demos) / args.batch_size * args.warm_epochs)
     train_lora(args.model, demos, str(out / "warm_start_adapter"), "all", args, seed=0, max_steps=steps)
     from atlas_hf.models import load_model_and_tokenizer
 
