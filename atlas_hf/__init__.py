@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
     # the trained agent, acting: rollouts in text environments (`atlas_hf.envs`), success with intervals
     "evaluate_agent": "atlas_hf.evaluation",
     "EvaluationReport": "atlas_hf.evaluation",
-    "TransformersPolicy": "atlas_hf.evaluation",
+    "TransformersPolicy": "atlas_hf.policy",
     "paired_difference": "atlas_hf.evaluation",
     "wilson_interval": "atlas_hf.evaluation",
     "load_model_and_tokenizer": "atlas_hf.models",

@@ -13,17 +13,15 @@ does, so results of two agents on the same seeds can be compared episode by epis
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-Conversation = list[dict[str, Any]]
-Policy = Callable[[list[Conversation]], list[str]]
+from atlas_hf.policy import as_policy
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -200,189 +198,6 @@ def paired_difference(
     boot /= len(names)
     low, high = np.percentile(boot, [2.5, 97.5])
     return {"difference": float(np.mean(means)), "ci95": [float(low), float(high)], "episodes": pairs}
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-def _preallocated_cache(past: list[tuple[Any, Any]] | None, capacity: int) -> Any:
-    """A `DynamicCache` whose layers append into buffers of `capacity` positions, in place.
-
-    transformers' dynamic layers grow by concatenation, copying the whole cache at every decoded
-    token: with a batch of long conversations that copy was half the cost of a rollout turn.
-    """
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(self, keys: Any = None, values: Any = None) -> None:
-            super().__init__()
-            self._length = 0
-            if keys is not None:
-                self._allocate(keys, values)
-                self.update(keys, values)
-
-        def _allocate(self, keys: Any, values: Any) -> None:
-            self.device = keys.device
-            self._keys = keys.new_empty((*keys.shape[:2], capacity, keys.shape[3]))
-            self._values = values.new_empty((*values.shape[:2], capacity, values.shape[3]))
-            self.is_initialized = True
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            if not self.is_initialized:
-                self._allocate(key_states, value_states)
-            end = self._length + key_states.shape[-2]
-            self._keys[:, :, self._length:end] = key_states
-            self._values[:, :, self._length:end] = value_states
-            self._length = end
-            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self._length
-
-    cache = DynamicCache()
-    cache.layers = [PreallocatedLayer(k, v) for k, v in past] if past else []
-    if not past:
-        cache.layer_class_to_replicate = PreallocatedLayer
-    return cache
-
-
-class TransformersPolicy:
-    """A transformers causal LM as a batched policy: greedy, short replies, stops at end of turn.
-
-    Every live episode's conversation is decoded in one left-padded batch. Each episode's key/value
-    cache is kept between turns, so a turn computes only the tokens new since the last one (the
-    observation and the template's markers), not the whole conversation again: the cached tokens
-    are checked against the new prompt, and whatever differs is recomputed.
-
-    Args:
-        model (`PreTrainedModel`): A causal LM (a PEFT model too).
-        tokenizer (`PreTrainedTokenizerBase`): Its tokenizer, with a chat template.
-        max_new_tokens (`int`): The longest reply.
-        reuse_cache (`bool`): Keep each episode's key/value cache between turns.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 64, reuse_cache: bool = True) -> None:
-        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
-        self.reuse_cache = reuse_cache
-        stops = {tokenizer.eos_token_id}
-        generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        stops.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
-        self.stop_ids = sorted(i for i in stops if i is not None)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
-        self._cache: dict[int, tuple[list[int], list[tuple[Any, Any]]]] = {}
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        accepted = inspect.signature(type(base).forward).parameters
-        # transformers renamed `past_key_values` to `cache` in 5.x; only the last position's logits are read
-        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
-        self._extra = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-
-    def _prompt_ids(self, conversation: Conversation) -> list[int]:
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def __call__(self, conversations: list[Conversation]) -> list[str]:
-        import torch
-
-        prompts = [self._prompt_ids(c) for c in conversations]
-        keys = [id(c) for c in conversations]
-        cached = [self._cache.get(k) if self.reuse_cache else None for k in keys]
-        reusable = [min(_common_prefix(c[0], ids), len(ids) - 1) if c else 0 for c, ids in zip(cached, prompts)]
-        # Every row feeds its last `fed` tokens and takes the rest from its cache: one left-padded block.
-        fed = max(len(ids) - r for ids, r in zip(prompts, reusable))
-        past = [max(len(ids) - fed, 0) for ids in prompts]
-        width = max(past)
-        device = next(self.model.parameters()).device
-        rows = len(prompts)
-        input_ids = torch.full((rows, fed), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width + fed), dtype=torch.long)
-        for i, ids in enumerate(prompts):
-            tail = ids[past[i]:]
-            input_ids[i, fed - len(tail):] = torch.tensor(tail)
-            mask[i, width + fed - len(ids):] = 1
-        layers: list[tuple[Any, Any]] = []
-        if width:
-            for layer, (k0, v0) in enumerate(next(c[1] for c in cached if c)):
-                k = k0.new_zeros((rows, k0.shape[0], width, k0.shape[2]))
-                v = v0.new_zeros((rows, v0.shape[0], width, v0.shape[2]))
-                for i, c in enumerate(cached):
-                    if past[i]:
-                        k[i, :, width - past[i]:] = c[1][layer][0][:, :past[i]]
-                        v[i, :, width - past[i]:] = c[1][layer][1][:, :past[i]]
-                layers.append((k, v))
-        cache = _preallocated_cache(layers, width + fed + self.max_new_tokens)
-        mask, input_ids = mask.to(device), input_ids.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generated: list[list[int]] = [[] for _ in prompts]
-        finished = [False] * rows
-        stops = set(self.stop_ids)
-        steps_fed = 0
-        with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions[:, width:],
-                             use_cache=True, **{self._cache_arg: cache}, **self._extra)
-            for step in range(self.max_new_tokens):
-                tokens = out.logits[:, -1].argmax(-1)
-                for i, token in enumerate(tokens.tolist()):
-                    if not finished[i]:
-                        generated[i].append(token)
-                        finished[i] = token in stops
-                if all(finished) or step == self.max_new_tokens - 1:
-                    break
-                mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
-                positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-                out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, -1:],
-                                 use_cache=True, **{self._cache_arg: self._returned_cache(out)}, **self._extra)
-                steps_fed += 1
-        if self.reuse_cache:
-            self._remember(keys, prompts, generated, self._returned_cache(out), width + fed, steps_fed)
-        texts = [ids[:-1] if ids and ids[-1] in stops else ids for ids in generated]
-        return [text.strip() for text in self.tokenizer.batch_decode(texts, skip_special_tokens=True)]
-
-    @staticmethod
-    def _returned_cache(output: Any) -> Any:
-        cache = getattr(output, "cache", None)
-        return cache if cache is not None else output.past_key_values
-
-    def _remember(self, keys: list[int], prompts: list[list[int]], generated: list[list[int]], cache: Any,
-                  prompt_width: int, steps_fed: int) -> None:
-        """Keep each row's own tokens and their keys/values (padding cut out) for its next turn."""
-        self._cache = {}
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        for i, key in enumerate(keys):
-            ids = prompts[i] + generated[i][:steps_fed]
-            start = prompt_width - len(prompts[i])
-            self._cache[key] = (ids, [(k[i, :, start:start + len(ids)].clone(), v[i, :, start:start + len(ids)].clone())
-                                      for k, v in layers])
-
-
-def as_policy(agent: Any, tokenizer: Any = None, max_new_tokens: int = 64) -> Policy:
-    """`agent` as a policy: a transformers model (wrapped in `TransformersPolicy`) or a callable, as is.
-
-    Raises:
-        `TypeError`: `agent` is neither, or a model comes without a tokenizer that can be loaded.
-    """
-    import torch
-
-    if isinstance(agent, torch.nn.Module):
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            name = getattr(agent, "name_or_path", None)
-            if not name:
-                raise TypeError("evaluate_agent got a model without `tokenizer=`; pass the model's tokenizer.")
-            tokenizer = AutoTokenizer.from_pretrained(name)
-        return TransformersPolicy(agent, tokenizer, max_new_tokens)
-    if callable(agent):
-        return agent
-    raise TypeError(
-        f"agent must be a transformers model or a callable policy(conversations) -> replies, got {type(agent).__name__}."
-    )
 
 
 def evaluate_agent(

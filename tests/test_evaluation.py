@@ -14,11 +14,11 @@ import torch
 
 from atlas_hf.evaluation import (
     EvaluationReport,
-    TransformersPolicy,
     evaluate_agent,
     paired_difference,
     wilson_interval,
 )
+from atlas_hf.policy import TransformersPolicy
 
 
 def _records(env: str, outcomes: list[bool], seed: int = 0) -> list[dict]:

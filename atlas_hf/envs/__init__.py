@@ -74,4 +74,5 @@ def expert_trajectories(env_name: str, episodes: int, seed: int = 0, max_turns: 
     message = {"role": Value("string"), "content": Value("string")}
     features = Features({"messages": [message], "env": Value("string"), "seed": Value("int64"),
                          "success": Value("bool"), "reward": Value("float64"), "turns": Value("int64")})
-    return Dataset.from_list([row for row in rows if row["success"]], features=features)
+    solved = [row for row in rows if row["success"]]
+    return Dataset.from_dict({name: [row[name] for row in solved] for name in features}, features=features)

@@ -268,7 +268,7 @@ class BabyAITextEnv:
         match = _NAMED.match(action)
         if not match:
             shown = action or "(nothing)"
-            return 0.0, False, True, f"Invalid action: {shown!r}. The actions are: {ACTION_HELP}."
+            return 0.0, False, True, f"Invalid action: {shown!r}. Use one of the actions listed in the task."
         verb, name = match.group(1), " ".join(match.group(2, 3, 4))
         obj = self._visible.get(name)
         if obj is None:
