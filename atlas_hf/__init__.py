@@ -12,7 +12,7 @@ name that needs them is touched).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "normalize_trajectories_with_report": "atlas_hf.trajectory",
     "NormalizationReport": "atlas_hf.trajectory",
     "load_trajectories": "atlas_hf.trajectory",
+    "load_rows": "atlas_hf.trajectory",
     "TrajectoryError": "atlas_hf.errors",
     "load_sample": "atlas_hf.sample",
     # messages -> critical steps, chosen by an oracle (Claude, a local model, or a baseline)
@@ -34,7 +35,11 @@ _EXPORTS: dict[str, str] = {
     "RandomOracle": "atlas_hf.oracles.baselines",
     "AllStepsOracle": "atlas_hf.oracles.baselines",
     "PerplexityOracle": "atlas_hf.oracles.baselines",
+    "build_oracle": "atlas_hf.oracles.registry",
+    "register_oracle": "atlas_hf.oracles.registry",
+    "list_oracles": "atlas_hf.oracles.registry",
     "CriticalStepAnnotator": "atlas_hf.annotate",
+    "annotate_dataset": "atlas_hf.annotate",
     "annotation_statistics": "atlas_hf.annotate",
     "oracle_agreement": "atlas_hf.agreement",
     # which steps carry loss: ATLaS's critical steps, or the paper's baselines
@@ -44,8 +49,9 @@ _EXPORTS: dict[str, str] = {
     "CriticalStepTokenizer": "atlas_hf.tokenization",
     "label_trajectory": "atlas_hf.tokenization",
     "CriticalStepDataCollator": "atlas_hf.collator",
+    "label_dataset": "atlas_hf.labelling",
     # labels -> a trained adapter
-    "AtlasSFTConfig": "atlas_hf.trainer",
+    "AtlasSFTConfig": "atlas_hf.config",
     "AtlasSFTTrainer": "atlas_hf.trainer",
     "load_default_model": "atlas_hf.models",
     "load_default_tokenizer": "atlas_hf.models",
@@ -59,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     # dataset and adapter -> the Hub
     "publish_dataset": "atlas_hf.hub",
     "publish_adapter": "atlas_hf.hub",
+    "publish": "atlas_hf.hub",
     # what can go wrong, in one module
     "AnnotationError": "atlas_hf.errors",
     "TemplateError": "atlas_hf.errors",
@@ -68,6 +75,39 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = list(_EXPORTS)
 
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on first use
+    from atlas_hf.agreement import oracle_agreement
+    from atlas_hf.annotate import annotate_dataset, annotation_statistics, CriticalStepAnnotator
+    from atlas_hf.collator import CriticalStepDataCollator
+    from atlas_hf.config import AtlasSFTConfig
+    from atlas_hf.errors import (
+        AnnotationError,
+        EnvironmentNotFoundError,
+        HubPublishError,
+        TemplateError,
+        TrajectoryError,
+    )
+    from atlas_hf.evaluation import evaluate_agent, EvaluationReport, paired_difference, wilson_interval
+    from atlas_hf.hub import publish, publish_adapter, publish_dataset
+    from atlas_hf.labelling import label_dataset
+    from atlas_hf.models import load_default_model, load_default_tokenizer, load_model_and_tokenizer
+    from atlas_hf.oracles.anthropic import AnthropicOracle
+    from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
+    from atlas_hf.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
+    from atlas_hf.oracles.local import LocalOracle
+    from atlas_hf.oracles.registry import build_oracle, list_oracles, register_oracle
+    from atlas_hf.policy import TransformersPolicy
+    from atlas_hf.sample import load_sample
+    from atlas_hf.selection import max_selected_steps, select_steps
+    from atlas_hf.tokenization import CriticalStepTokenizer, label_trajectory
+    from atlas_hf.trainer import AtlasSFTTrainer
+    from atlas_hf.trajectory import (
+        load_rows,
+        load_trajectories,
+        NormalizationReport,
+        normalize_trajectories,
+        normalize_trajectories_with_report,
+    )
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:

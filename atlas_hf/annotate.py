@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from atlas_hf.errors import AnnotationError
+from atlas_hf.errors import AnnotationError, TrajectoryError
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
 from atlas_hf.oracles.baselines import AllStepsOracle
+from atlas_hf.schema import check_messages
 from atlas_hf.trajectory import num_steps
 
 if TYPE_CHECKING:
@@ -214,6 +215,49 @@ def format_annotation_statistics(stats: Mapping[str, Any]) -> str:
     )
 
 
+def annotate_dataset(
+    dataset: Dataset,
+    oracle: Oracle,
+    max_ratio: float = 0.3,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int | None = 64,
+    num_proc: int | None = None,
+    strict: bool = False,
+) -> tuple[Dataset, CriticalStepAnnotator]:
+    """Mark the critical steps of every row of `dataset` (its earlier marks replaced).
+
+    The one annotation routine of the CLI and the recipes: a `CriticalStepAnnotator` mapped over
+    the dataset in batches, with the answer cache in `cache_dir` (a re-run pays only for rows not
+    answered yet).
+
+    Args:
+        dataset (`datasets.Dataset`): Rows with a canonical `messages` column.
+        oracle (`Oracle`): Who chooses the steps (`build_oracle(name)`, or any `Oracle`).
+        max_ratio (`float`): The most steps chosen per trajectory, as a fraction of its steps.
+        cache_dir (`str` or `PathLike`, *optional*): The resumable answer cache.
+        batch_size (`int`, *optional*): Rows per `map` batch; `None` for the whole dataset in one
+            (what Message Batches want: every request submitted before any wait).
+        num_proc (`int`, *optional*): Worker processes of `map`.
+        strict (`bool`): Raise `AnnotationError` on the first row that cannot be annotated.
+
+    Returns:
+        `tuple`: The annotated dataset and the annotator (its `stats` and `summary()`).
+
+    Raises:
+        `AnnotationError`: With `strict=True`, a row without a valid answer (its index and why).
+        `ValueError`: `max_ratio` is not in (0, 1].
+    """
+    from atlas_hf.schema import ANNOTATION_COLUMNS
+
+    annotator = CriticalStepAnnotator(oracle, max_ratio=max_ratio, cache_dir=cache_dir, strict=strict)
+    stale = [column for column in ANNOTATION_COLUMNS if column in dataset.column_names]
+    annotated = dataset.remove_columns(stale).map(annotator, batched=True, batch_size=batch_size, num_proc=num_proc,
+                                                  with_indices=True, desc="Annotating")
+    annotator.close_progress()
+    return annotated, annotator
+
+
 class CriticalStepAnnotator:
     """A picklable `datasets.map(..., batched=True)` function that marks each row's critical steps.
 
@@ -278,19 +322,29 @@ class CriticalStepAnnotator:
                 "messages_field= or normalize the dataset first (atlas_hf.trajectory.normalize_trajectories)."
             )
         self._update_progress(0)  # the bar's clock starts before the first answers are awaited
-        rows = [canonical_messages(list(m or [])) for m in batch[self.messages_field]]
+        raw = batch[self.messages_field]
         if indices is not None:
             labels = [f"row {i}" for i in indices]
         else:
             hint = "map with with_indices=True for dataset indices"
-            labels = [f"row {i} of this batch ({hint})" for i in range(len(rows))]
+            labels = [f"row {i} of this batch ({hint})" for i in range(len(raw))]
         identity = self.oracle.identity
         cache = AnnotationCache(self.cache_dir) if self.cache_dir else None
-        results: list[Annotation | None] = [None] * len(rows)
+        results: list[Annotation | None] = [None] * len(raw)
+        rows: list[Any] = []
+        for i, messages in enumerate(raw):
+            try:  # a malformed row is marked, never sent (nor allowed to stop the batch)
+                check_messages(messages, indices[i] if indices is not None else f"{i} of this batch")
+            except TrajectoryError as error:
+                results[i] = Annotation(error=str(error))
+                messages = []
+            rows.append(canonical_messages(list(messages)))
         keys = [cache_key(m, identity, self.max_ratio) for m in rows]
         pending = []
         for i, messages in enumerate(rows):
             steps = num_steps(messages)
+            if results[i] is not None:
+                continue
             if steps == 0:
                 results[i] = Annotation(
                     error=f"{labels[i]} has no assistant turn in {self.messages_field!r}, so no step to "

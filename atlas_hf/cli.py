@@ -13,67 +13,15 @@ from typing import Any, Sequence
 
 logger = logging.getLogger("atlas_hf")
 
-ORACLES = ("anthropic", "local", "random", "all", "perplexity")
 EXIT_USAGE, EXIT_FAILED = 2, 1
-
-
-def build_oracle(name: str, model: str | None = None, seed: int = 0, **anthropic_kwargs: Any) -> Any:
-    """An oracle by its command-line name; `model` overrides its default model."""
-    from atlas_hf import oracles
-
-    if name == "anthropic":
-        return oracles.AnthropicOracle(**({"model": model} if model else {}), **anthropic_kwargs)
-    if name in ("local", "perplexity"):
-        model_obj = tokenizer = None
-        if model:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            model_obj, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
-        cls = oracles.LocalOracle if name == "local" else oracles.PerplexityOracle
-        return cls(model=model_obj, tokenizer=tokenizer)
-    if name == "random":
-        return oracles.RandomOracle(seed=seed)
-    if name == "all":
-        return oracles.AllStepsOracle()
-    raise ValueError(f"Unknown oracle {name!r}; choose one of {', '.join(ORACLES)}.")
-
-
-def default_oracle_name() -> str:
-    """Claude when an API key is set, the local SmolLM2 judge otherwise."""
-    return "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "local"
-
-
-def load_rows(source: str | None, split: str = "train") -> Any:
-    """The embedded sample (`source` empty or "sample"), a saved dataset folder, a file or a Hub id."""
-    from datasets import load_from_disk
-
-    from atlas_hf.sample import load_sample
-    from atlas_hf.trajectory import load_trajectories
-
-    if not source or source == "sample":
-        return load_sample()
-    path = Path(source).expanduser()
-    if path.is_dir() and (path / "dataset_info.json").exists():
-        return load_from_disk(str(path))
-    return load_trajectories(source, split=split)
-
-
-def annotate(dataset: Any, oracle: Any, max_ratio: float, cache_dir: str | None, batch_size: int | None = 64,
-             num_proc: int | None = None) -> tuple[Any, Any]:
-    """Annotate `dataset` (its old marks dropped); returns the dataset and the annotator (for its stats)."""
-    from atlas_hf.annotate import CriticalStepAnnotator
-
-    old = [c for c in ("critical_steps", "critical_categories", "critical_reasons", "atlas_plan", "atlas_error",
-                       "atlas_oracle") if c in dataset.column_names]
-    annotator = CriticalStepAnnotator(oracle, max_ratio=max_ratio, cache_dir=cache_dir)
-    annotated = dataset.remove_columns(old).map(annotator, batched=True, batch_size=batch_size, num_proc=num_proc,
-                                                with_indices=True, desc="Annotating")
-    annotator.close_progress()
-    return annotated, annotator
+DEMO_DATASET_REPO, DEMO_ADAPTER_REPO = "atlas-hf/demo-trajectories", "atlas-hf/demo-adapter"
+"""The repo names in the cards of what `demo` and `publish --local-dir` write locally."""
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
-    from atlas_hf.annotate import annotation_statistics, format_annotation_statistics
+    from atlas_hf.annotate import annotate_dataset, annotation_statistics, format_annotation_statistics
+    from atlas_hf.oracles.registry import build_oracle
+    from atlas_hf.trajectory import load_rows
 
     misuse = (
         args.use_batches and args.oracle != "anthropic" and "--use-batches is for --oracle anthropic",
@@ -92,13 +40,14 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
                          ("max_concurrency", "max_concurrency"), ("poll_interval", "batch_poll_interval")):
         if getattr(args, flag) is not None:
             client[option] = getattr(args, flag)
-    oracle = build_oracle(args.oracle, args.model, args.seed, **client)
+    oracle = build_oracle(args.oracle, model=args.model, seed=args.seed, **client)
     if args.dry_run:
         print(oracle.estimate_cost(list(dataset["messages"]), args.max_ratio))
         return 0
     # Message Batches: the whole dataset in one map batch, so every request is submitted before any wait.
     batch_size = args.batch_size if args.batch_size is not None else (None if args.use_batches else 64)
-    annotated, annotator = annotate(dataset, oracle, args.max_ratio, args.cache_dir, batch_size, args.num_proc)
+    annotated, annotator = annotate_dataset(dataset, oracle, args.max_ratio, args.cache_dir, batch_size=batch_size,
+                                            num_proc=args.num_proc)
     annotated.save_to_disk(args.output)
     if annotator.stats.rows:  # 0 when worker processes (--num-proc) or the datasets cache did the work
         print(annotator.summary())
@@ -138,12 +87,13 @@ def train(dataset: Any, output_dir: str, model: Any = None, tokenizer: Any = Non
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from atlas_hf.models import load_model_and_tokenizer
+    from atlas_hf.trajectory import load_rows
+
     dataset = load_rows(args.dataset, args.split)
     model = tokenizer = None
     if args.model:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
+        model, tokenizer = load_model_and_tokenizer(args.model)
     kwargs = {k: v for k, v in dict(step_selection=args.step_selection, selection_ratio=args.selection_ratio,
                                     num_train_epochs=args.epochs, max_steps=args.max_steps,
                                     max_length=args.max_length, use_cpu=args.cpu or None).items() if v is not None}
@@ -151,25 +101,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps(trainer.atlas_summary(), indent=2, default=str))
     print(f"adapter saved to {args.output_dir}")
     return 0
-
-
-def publish(dataset: Any = None, adapter: Any = None, dataset_repo: str | None = None,
-            adapter_repo: str | None = None, local_dir: str | None = None, private: bool = True,
-            **card: Any) -> dict[str, str]:
-    """Publish an annotated dataset and/or an adapter, to the Hub or into `local_dir` laid out as the repos."""
-    from atlas_hf.hub import publish_adapter, publish_dataset
-
-    where: dict[str, str] = {}
-    if dataset is not None:
-        repo = dataset_repo or "atlas-hf/demo-trajectories"
-        target = os.path.join(local_dir, "dataset") if local_dir else None
-        where["dataset"] = publish_dataset(dataset, repo, private=private, local_dir=target, **card)
-    if adapter is not None:
-        repo = adapter_repo or "atlas-hf/demo-adapter"
-        target = os.path.join(local_dir, "adapter") if local_dir else None
-        where["adapter"] = publish_adapter(adapter, repo, private=private, local_dir=target,
-                                           dataset_repo_id=dataset_repo)
-    return where
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -183,8 +114,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                 print(f"error: name the Hub repo of the {what} with {flag} (e.g. you/name), or write it "
                       "locally with --local-dir.", file=sys.stderr)
                 return EXIT_USAGE
+    from atlas_hf.hub import publish
+    from atlas_hf.trajectory import load_rows
+
     dataset = load_rows(args.dataset) if args.dataset else None
-    where = publish(dataset, args.adapter, args.dataset_repo, args.adapter_repo, args.local_dir, not args.public)
+    where = publish(dataset=dataset, adapter=args.adapter, dataset_repo=args.dataset_repo or DEMO_DATASET_REPO,
+                    adapter_repo=args.adapter_repo or DEMO_ADAPTER_REPO, local_dir=args.local_dir,
+                    private=not args.public)
     for kind, url in where.items():
         print(f"{kind}: {url}")
     return 0
@@ -192,6 +128,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 def _cmd_eval_oracle(args: argparse.Namespace) -> int:
     from atlas_hf.agreement import oracle_agreement
+    from atlas_hf.trajectory import load_rows
 
     report = oracle_agreement(load_rows(args.predicted), load_rows(args.reference))
     print(report.format())
@@ -218,7 +155,9 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     import transformers
 
     from atlas_hf.agreement import oracle_agreement
-    from atlas_hf.annotate import annotation_statistics
+    from atlas_hf.annotate import annotate_dataset, annotation_statistics
+    from atlas_hf.hub import publish
+    from atlas_hf.oracles.registry import build_oracle, default_oracle_name
     from atlas_hf.sample import load_sample
 
     datasets.disable_progress_bars()
@@ -230,7 +169,7 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     reference = load_sample()
     oracle_name = oracle_name or default_oracle_name()
     print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")
-    annotated, annotator = annotate(reference, build_oracle(oracle_name), 0.3, os.path.join(output_dir, "cache"))
+    annotated, annotator = annotate_dataset(reference, build_oracle(oracle_name), 0.3, os.path.join(output_dir, "cache"))
     agreement = oracle_agreement(annotated, reference)
     print(f"[2/4] LoRA-training SmolLM2-135M-Instruct on the critical steps ({max_steps} optimizer steps, CPU)")
     adapter_dir = os.path.join(output_dir, "adapter")
@@ -239,10 +178,10 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     summary = trainer.atlas_summary()
     print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
     card = {"oracle": getattr(annotator.oracle, "identity", oracle_name), "max_ratio": 0.3}
-    where = publish(annotated, adapter_dir,
-                    dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else None,
-                    adapter_repo=push_to_hub, local_dir=None if push_to_hub else os.path.join(output_dir, "hub"),
-                    **card)
+    where = publish(dataset=annotated, adapter=adapter_dir,
+                    dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else DEMO_DATASET_REPO,
+                    adapter_repo=push_to_hub or DEMO_ADAPTER_REPO,
+                    local_dir=None if push_to_hub else os.path.join(output_dir, "hub"), **card)
     stats = annotation_statistics(annotated)
     print("[4/4] summary")
     print(f"  trajectories            {stats['rows']}")
@@ -291,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlas-hf", description="ATLaS for TRL: train LLM agents on critical steps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     from atlas_hf import __version__
+    from atlas_hf.oracles.registry import default_oracle_name, list_oracles
 
     parser.add_argument("--version", action="version", version=f"atlas-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -298,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("annotate", help="mark the critical steps of trajectories with an oracle")
     p.add_argument("input", help="a .json/.jsonl/.parquet file, a saved dataset folder, a Hub dataset id, or 'sample'")
     p.add_argument("--output", "-o", required=True, help="folder to save the annotated dataset to")
-    p.add_argument("--oracle", choices=ORACLES, default=default_oracle_name())
+    p.add_argument("--oracle", choices=list_oracles(), default=default_oracle_name(),
+                   help="who chooses the steps (default: anthropic with ANTHROPIC_API_KEY set, else local)")
     p.add_argument("--model", help="the oracle's model (a Claude model name, or a local model path)")
     p.add_argument("--max-ratio", type=float, default=0.3,
                    help="the most steps chosen, as a fraction (default 0.3; 1.0 with --oracle all)")
@@ -364,13 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="sample -> annotate -> train -> publish, on the embedded default")
     p.add_argument("--output-dir", default="outputs/demo")
     p.add_argument("--max-steps", type=int, default=8)
-    p.add_argument("--oracle", choices=ORACLES, help="default: anthropic with ANTHROPIC_API_KEY set, else local")
+    p.add_argument("--oracle", choices=list_oracles(), help="default: anthropic with ANTHROPIC_API_KEY set, else local")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the adapter (and REPO_ID-trajectories) to the Hub")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from atlas_hf.errors import EnvironmentNotFoundError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -378,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: annotations so far are in the cache; run the same command again to resume.", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, EnvironmentNotFoundError, RuntimeError) as error:  # bugs keep their traceback
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
 

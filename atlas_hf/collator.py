@@ -7,6 +7,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
+from atlas_hf.errors import TrajectoryError
 from atlas_hf.selection import StepSelection
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, TruncationSide, truncate_labelled
 
@@ -76,11 +77,13 @@ class CriticalStepDataCollator:
                     f"Row {index} of the batch has 'input_ids' but no 'labels'; tokenize it with "
                     "CriticalStepTokenizer, or pass raw 'messages' + 'critical_steps'."
                 )
+            if len(labels) != len(feature["input_ids"]):
+                raise TrajectoryError(
+                    f"{index} of the batch", "labels", f"{len(labels)} labels for {len(feature['input_ids'])} "
+                    "input_ids; there must be one label per token.", "Label the rows with CriticalStepTokenizer.",
+                )
             return truncate_labelled(feature["input_ids"], labels, self.max_length, self.truncation_side)
-        try:
-            labelled = self.labeller.label_row(feature, index)
-        except ValueError as error:  # "Row i: ..." names a position in this batch, not in the dataset
-            raise type(error)(str(error).replace(f"Row {index}:", f"Row {index} of the batch:", 1)) from None
+        labelled = self.labeller.label_row(feature, f"{index} of the batch")  # a position in this batch
         return labelled.input_ids, labelled.labels
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -7,14 +7,14 @@ class TrajectoryError(ValueError):
     """A row that cannot be read as a trajectory; the message names the row, the field and the fix.
 
     Attributes:
-        row (`int`): The row's index in the input.
+        row (`int` or `str`): The row's index in the input (or a label such as "3 of the batch").
         field (`str`): The field (column or turn key) at fault.
         problem (`str`): What was wrong with it.
     """
 
-    def __init__(self, row: int, field: str, problem: str, fix: str = "") -> None:
+    def __init__(self, row: int | str | None, field: str, problem: str, fix: str = "") -> None:
         self.row, self.field, self.problem = row, field, problem
-        message = f"Row {row}, field `{field}`: {problem}"
+        message = f"Row {row}, field `{field}`: {problem}" if row is not None else f"Field `{field}`: {problem}"
         if fix:
             message += f" {fix}"
         super().__init__(message)

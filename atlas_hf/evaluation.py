@@ -2,7 +2,8 @@
 
 `evaluate_agent` steps many episodes in lockstep: each round, every live episode's conversation
 goes to the policy in one call (one padded, KV-cached `generate` for a transformers model), each
-reply is played in its environment, and finished episodes make room for the next ones. A policy
+reply is played in its environment, and when a wave of episodes has finished the next one starts
+(a wave's conversations are at the same turn, so they pad to similar lengths). A policy
 is a transformers model with its tokenizer, or any callable
 `policy(conversations: list[list[dict]]) -> list[str]` (vLLM, an API model, a script).
 
@@ -223,7 +224,8 @@ def evaluate_agent(
         seed (`int`): The first environment seed.
         tokenizer (`PreTrainedTokenizerBase`, *optional*): The model's tokenizer (loaded from its name if unset).
         max_turns (`int`): Agent turns before an unfinished episode counts as a failure.
-        batch_size (`int`): Episodes stepped in lockstep (rows per policy call).
+        batch_size (`int`): Episodes stepped in lockstep (rows per policy call). Episodes run in waves
+            of `batch_size`: a wave's episodes are at the same turn, so a padded batch wastes little.
         max_new_tokens (`int`): The longest reply generated for a transformers model.
         records_path (`str` or `Path`, *optional*): Write one JSON line per episode there.
         progress (`bool`): Show a progress bar of finished episodes.
@@ -253,6 +255,8 @@ def evaluate_agent(
     bar = tqdm(total=len(queue), desc="Evaluating", unit="episode", disable=not progress)
 
     def start() -> None:
+        if live:  # waves: new episodes start together, so a batch's conversations have similar lengths
+            return
         while queue and len(live) < batch_size:
             name, episode_seed = queue.pop()
             env = pools[name].pop() if pools[name] else make_env(name)

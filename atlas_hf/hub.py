@@ -682,3 +682,55 @@ def publish_adapter(
     url = f"{api.endpoint}/{full_id}"
     logger.info("Published adapter %s to %s", full_id, url)
     return url
+
+
+def publish(
+    *,
+    dataset: Dataset | DatasetDict | None = None,
+    adapter: Trainer | str | Path | None = None,
+    dataset_repo: str | None = None,
+    adapter_repo: str | None = None,
+    private: bool = True,
+    token: str | None = None,
+    local_dir: str | Path | None = None,
+    base_model: str | None = None,
+    **dataset_card: Any,
+) -> dict[str, str]:
+    """Publish an annotated dataset and/or an adapter in one call: what the CLI and the recipes do.
+
+    The adapter's card links the dataset when both go up. With `local_dir`, the repos are written
+    into `local_dir/dataset` and `local_dir/adapter` instead, as they would be on the Hub.
+
+    Args:
+        dataset (`Dataset` or `DatasetDict`, *optional*): The annotated trajectories.
+        adapter (`Trainer`, `str` or `Path`, *optional*): A trainer, or the folder its adapter was saved to.
+        dataset_repo (`str`, *optional*): The dataset's repo id; needed with `dataset`.
+        adapter_repo (`str`, *optional*): The adapter's repo id; needed with `adapter`.
+        private (`bool`): Create the repos private.
+        token (`str`, *optional*): A Hub token (default: the logged-in one, or `HF_TOKEN`).
+        local_dir (`str` or `Path`, *optional*): Write the repos here instead of uploading.
+        base_model (`str`, *optional*): The adapter's base model id, for its card.
+        **dataset_card: Keyword arguments of `publish_dataset` (`oracle=`, `max_ratio=`, `license=`, ...).
+
+    Returns:
+        `dict[str, str]`: `{"dataset": url, "adapter": url}` for what was published.
+
+    Raises:
+        `ValueError`: Nothing to publish, or an artifact without its repo id.
+        `HubPublishError`: The Hub refused (what, and how to fix it).
+    """
+    if dataset is None and adapter is None:
+        raise ValueError("Nothing to publish: pass dataset=, adapter= or both.")
+    for artifact, repo, name in ((dataset, dataset_repo, "dataset_repo"), (adapter, adapter_repo, "adapter_repo")):
+        if artifact is not None and not repo:
+            raise ValueError(f"Pass {name}= (e.g. 'you/name') to publish the {name.split('_')[0]}.")
+    where: dict[str, str] = {}
+    if dataset is not None:
+        target = Path(local_dir) / "dataset" if local_dir else None
+        where["dataset"] = publish_dataset(dataset, dataset_repo, private=private, token=token, local_dir=target,
+                                           **dataset_card)
+    if adapter is not None:
+        target = Path(local_dir) / "adapter" if local_dir else None
+        where["adapter"] = publish_adapter(adapter, adapter_repo, private=private, token=token, local_dir=target,
+                                           base_model=base_model, dataset_repo_id=dataset_repo)
+    return where

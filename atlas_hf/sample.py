@@ -3,7 +3,7 @@
 Thirteen hand-written trajectories across four kinds of agent task (`task_type`): household
 (ALFWorld-like), web shopping (WebShop-like), search QA (ReAct) and tool calls (OpenAI
 `tool_calls`, with the tools' JSON schemas in a `tools` column; null in the other rows). Each has
-its critical steps marked in the columns of DESIGN.md, at most `max_selected_steps(n, 0.3)` each.
+its critical steps marked in the columns of `atlas_hf.schema`, at most `max_selected_steps(n, 0.3)` each.
 """
 
 from __future__ import annotations

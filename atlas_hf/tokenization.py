@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from atlas_hf.errors import TemplateError
+from atlas_hf.schema import check_critical_steps, check_messages
 from atlas_hf.selection import StepSelection, row_seed, select_steps
 from atlas_hf.trajectory import assistant_indices, clean_message, num_steps
 
@@ -365,28 +366,27 @@ class CriticalStepTokenizer:
         rng = random.Random(row_seed(self.selection_seed, messages)) if self.step_selection in ("random", "non_critical") else None
         return select_steps(n, critical_steps or [], self.step_selection, self.selection_ratio, rng)
 
-    def render_row(self, row: dict[str, Any], index: int | None = None) -> tuple[str, list[tuple[int, int]]]:
-        """One row's rendering and the character spans of its selected turns."""
-        messages = row.get("messages")
-        if not messages:
-            raise ValueError(f"Row {index}: field 'messages' is missing or empty; normalize the dataset with "
-                             "atlas_hf.normalize_trajectories first.")
+    def render_row(self, row: dict[str, Any], index: int | str | None = None) -> tuple[str, list[tuple[int, int]]]:
+        """One row's rendering and the character spans of its selected turns.
+
+        Raises:
+            `TrajectoryError`: `messages` or `critical_steps` is malformed (the row, the field, the fix).
+            `ValueError`: `critical_steps` is missing and the step selection needs it.
+            `TemplateError`: The chat template cannot render the row.
+        """
+        messages = check_messages(row.get("messages"), index)
         critical = row.get("critical_steps")
         if critical is None and self.step_selection in ("critical", "non_critical"):
             raise ValueError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
                              "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")
-        n = num_steps(messages)
-        bad = [s for s in critical or [] if not 0 <= int(s) < n]
-        if bad:
-            raise ValueError(f"Row {index}: field 'critical_steps' has {bad}, out of range for a trajectory "
-                             f"of {n} assistant steps (0..{n - 1}).")
+        critical = check_critical_steps(critical, num_steps(messages), index)
         steps = self.selected_steps(messages, critical)
         try:
             return assistant_turn_spans(self.tokenizer, prepare_messages(self.tokenizer, messages), steps, row.get("tools"))
         except TemplateError as error:
             raise TemplateError(f"Row {index}: {error}") from None
 
-    def label_rows(self, rows: Sequence[dict[str, Any]], indices: Sequence[int] | None = None) -> list[LabelledTrajectory]:
+    def label_rows(self, rows: Sequence[dict[str, Any]], indices: Sequence[int | str] | None = None) -> list[LabelledTrajectory]:
         """Label rows (`messages`, `critical_steps`, optional `tools`), tokenizing them in one batch."""
         rendered = [self.render_row(row, indices[i] if indices else i) for i, row in enumerate(rows)]
         encoding = self.tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
@@ -395,7 +395,7 @@ class CriticalStepTokenizer:
             for ids, offsets, (_, spans) in zip(encoding["input_ids"], encoding["offset_mapping"], rendered)
         ]
 
-    def label_row(self, row: dict[str, Any], index: int | None = None) -> LabelledTrajectory:
+    def label_row(self, row: dict[str, Any], index: int | str | None = None) -> LabelledTrajectory:
         """Label one row."""
         return self.label_rows([row], [index] if index is not None else None)[0]
 

@@ -1,6 +1,6 @@
 """Read agent trajectories in the schemas people publish into canonical chat `messages`.
 
-Canonical form (DESIGN.md): a `messages` list of OpenAI-style turns with roles `system`, `user`,
+Canonical form (`atlas_hf.schema`): a `messages` list of OpenAI-style turns with roles `system`, `user`,
 `assistant` and `tool`; assistant `tool_calls` and tool `tool_call_id` / `name` are kept as they
 are; `content` is a string, or None only on an assistant turn that carries `tool_calls`. A *step*
 is one assistant turn, and step indices are 0-based over the assistant turns.
@@ -23,6 +23,7 @@ import datasets
 from datasets import Dataset, Features, Json, List, Value
 
 from atlas_hf.errors import TrajectoryError
+from atlas_hf.schema import check_critical_steps, text_of_parts
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ class _RowReader:
                 "may have null content.",
                 "Pass content_field=... naming the key that holds the text.",
             )
+        if isinstance(content, (list, tuple)):  # OpenAI content parts: their text
+            content = message["content"] = text_of_parts(content, row, f"{where}.{self.content_field}")
         if content is not None and not isinstance(content, str):
             raise TrajectoryError(
                 row,
@@ -261,14 +264,19 @@ class _Normalize:
 
     reader: _RowReader
     skip_errors: bool
+    check_steps: bool = False  # the rows carry a `critical_steps` column of their own: check it
 
-    def __call__(self, chats: list[Any], indices: list[int]) -> dict[str, list[Any]]:
+    def __call__(self, chats: list[Any], *columns: list[Any]) -> dict[str, list[Any]]:
+        indices = columns[-1]
+        given = columns[0] if self.check_steps else [None] * len(chats)
         out: dict[str, list[Any]] = {MESSAGES_COLUMN: []}
         steps: list[list[int]] = []
         errors: list[str | None] = []
-        for chat, index in zip(chats, indices):
+        for chat, index, existing in zip(chats, indices, given):
             try:
                 messages, critical = self.reader.read(chat, index)
+                if self.check_steps:
+                    check_critical_steps(existing, num_steps(messages), index)
                 error = None
             except TrajectoryError as exc:
                 if not self.skip_errors:
@@ -282,6 +290,31 @@ class _Normalize:
         if self.skip_errors:
             out[_ERROR_COLUMN] = errors
         return out
+
+
+def _unencodable_field(value: Any, path: str) -> str | None:
+    """The path of the first string under `value` that UTF-8 cannot encode (a lone surrogate)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _unencodable_field(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]")
+        if found:
+            return found
+    return None
+
+
+def _raise_unencodable(rows: Sequence[Mapping[str, Any]]) -> None:
+    for index, row in enumerate(rows):
+        for column, value in row.items():
+            field = _unencodable_field(value, column)
+            if field:
+                raise TrajectoryError(index, field, "text that is not valid Unicode (a lone surrogate).",
+                                      "Fix the source text, or decode it with errors='replace'.")
 
 
 def _is_readable(errors: list[str | None]) -> list[bool]:
@@ -379,7 +412,12 @@ def normalize_trajectories_with_report(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     if not isinstance(dataset, Dataset):
-        dataset = Dataset.from_list([dict(row) for row in dataset], on_mixed_types="use_json")
+        rows = [dict(row) for row in dataset]
+        try:
+            dataset = Dataset.from_list(rows, on_mixed_types="use_json")
+        except UnicodeEncodeError:
+            _raise_unencodable(rows)
+            raise
     reader = _resolve(dataset, schema, messages_field, role_field, content_field, role_map, loss_field)
     features = Features({k: v for k, v in dataset.features.items() if k != reader.messages_field})
     features[MESSAGES_COLUMN] = List(Json())
@@ -391,11 +429,12 @@ def normalize_trajectories_with_report(
     if skip:
         features[_ERROR_COLUMN] = Value("string")
     remove = [reader.messages_field] if reader.messages_field != MESSAGES_COLUMN else []
+    check_steps = reader.loss_field is None and CRITICAL_STEPS_COLUMN in dataset.column_names
     normalized = dataset.map(
-        _Normalize(reader, skip),
+        _Normalize(reader, skip, check_steps),
         batched=True,
         with_indices=True,
-        input_columns=[reader.messages_field],
+        input_columns=[reader.messages_field] + ([CRITICAL_STEPS_COLUMN] if check_steps else []),
         remove_columns=remove,
         features=features,
         num_proc=num_proc,
@@ -463,3 +502,29 @@ def load_trajectories(path_or_repo: str | Path, split: str = "train", **normaliz
     else:
         dataset = datasets.load_dataset(str(path_or_repo), split=split)
     return normalize_trajectories(dataset, **normalize_kwargs)
+
+
+def load_rows(source: str | None = None, split: str = "train") -> Dataset:
+    """Rows from wherever a user keeps them: what `--dataset` / `--input` accept on the command line.
+
+    Args:
+        source (`str`, *optional*): Nothing or `"sample"` (the embedded sample), a folder written by
+            `Dataset.save_to_disk` (loaded as is, annotations included), or a file, folder or Hub
+            dataset id of trajectories (loaded and normalized by `load_trajectories`).
+        split (`str`): The split of a Hub dataset or data files.
+
+    Returns:
+        `datasets.Dataset`: Rows with a canonical `messages` column.
+
+    Raises:
+        `ValueError`: A file of an unknown type.
+        `TrajectoryError`: A row that cannot be read as a trajectory (its index and field named).
+    """
+    from atlas_hf.sample import load_sample
+
+    if not source or source == "sample":
+        return load_sample()
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return datasets.load_from_disk(str(path))
+    return load_trajectories(source, split=split)

@@ -48,14 +48,15 @@ import torch
 from datasets import Dataset
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from atlas_hf.annotate import annotation_statistics, format_annotation_statistics
-from atlas_hf.cli import ORACLES, annotate, build_oracle
-from atlas_hf.cli import load_rows as load_source
+from atlas_hf.annotate import annotate_dataset, annotation_statistics, format_annotation_statistics
+from atlas_hf.oracles import build_oracle, list_oracles
+from atlas_hf.hub import publish
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+from atlas_hf.trajectory import load_rows
 
 logger = logging.getLogger("atlas_hf.recipes.sft_atlas")
 
-ORACLE_CHOICES = ["none", *ORACLES]
+ORACLE_CHOICES = ["none", *list_oracles()]
 NEEDS_ANNOTATION = ("critical", "non_critical")  # step selections that read `critical_steps`
 
 
@@ -150,9 +151,9 @@ class ScriptArguments:
 def annotate_rows(dataset: Dataset, script_args: ScriptArguments, training_args: AtlasSFTConfig) -> Dataset:
     """Mark the critical steps with the chosen oracle; the main process asks it, the others read its cache."""
     cache_dir = script_args.annotate_cache_dir or os.path.join(training_args.output_dir, "annotation_cache")
-    oracle = build_oracle(script_args.annotate, script_args.annotate_model, training_args.seed)
+    oracle = build_oracle(script_args.annotate, model=script_args.annotate_model, seed=training_args.seed)
     with training_args.main_process_first(desc="annotating critical steps", local=False):
-        annotated, _ = annotate(dataset, oracle, script_args.annotate_max_ratio, cache_dir)
+        annotated, _ = annotate_dataset(dataset, oracle, script_args.annotate_max_ratio, cache_dir)
     logger.info("Annotated: %s", format_annotation_statistics(annotation_statistics(annotated)))
     return annotated
 
@@ -218,35 +219,12 @@ def dump_replica(trainer: AtlasSFTTrainer, folder: str) -> Path:
     return path
 
 
-def publish(
-    trainer: AtlasSFTTrainer, dataset: Dataset, script_args: ScriptArguments, model_args: ModelConfig
-) -> dict[str, str]:
-    """Publish the annotated dataset and the adapter asked for (to the Hub, or into `publish_local_dir`)."""
-    from atlas_hf.hub import publish_adapter, publish_dataset
+def published_base_model(model_args: ModelConfig) -> str | None:
+    """The base model's Hub id for the adapter's card (a local folder is none)."""
     from atlas_hf.models import DEFAULT_MODEL_NAME
 
     base_model = model_args.model_name_or_path or DEFAULT_MODEL_NAME
-    if Path(base_model).exists():  # a local folder is no Hub id for the card's `base_model`
-        base_model = None
-
-    local = script_args.publish_local_dir
-    where: dict[str, str] = {}
-    if script_args.publish_dataset_repo:
-        where["dataset"] = publish_dataset(
-            dataset,
-            script_args.publish_dataset_repo,
-            max_ratio=script_args.annotate_max_ratio if script_args.annotate != "none" else None,
-            local_dir=os.path.join(local, "dataset") if local else None,
-        )
-    if script_args.publish_adapter_repo:
-        where["adapter"] = publish_adapter(
-            trainer,
-            script_args.publish_adapter_repo,
-            base_model=base_model,
-            dataset_repo_id=script_args.publish_dataset_repo,
-            local_dir=os.path.join(local, "adapter") if local else None,
-        )
-    return where
+    return None if Path(base_model).exists() else base_model
 
 
 def main(
@@ -254,7 +232,7 @@ def main(
 ) -> AtlasSFTTrainer:
     """Load (and optionally annotate) the trajectories, train on the selected steps, save, publish."""
     # the embedded sample (no name), a saved dataset folder, a file or folder of trajectories, a Hub id
-    dataset = load_source(script_args.dataset_name, script_args.dataset_split)
+    dataset = load_rows(script_args.dataset_name, script_args.dataset_split)
     if script_args.annotate != "none":
         dataset = annotate_rows(dataset, script_args, training_args)
     elif "critical_steps" not in dataset.column_names and training_args.step_selection in NEEDS_ANNOTATION:
@@ -288,8 +266,17 @@ def main(
 
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name or None)
-    if trainer.accelerator.is_main_process:
-        for kind, url in publish(trainer, dataset, script_args, model_args).items():
+    if trainer.accelerator.is_main_process and (script_args.publish_dataset_repo or script_args.publish_adapter_repo):
+        where = publish(
+            dataset=dataset if script_args.publish_dataset_repo else None,
+            adapter=trainer if script_args.publish_adapter_repo else None,
+            dataset_repo=script_args.publish_dataset_repo,
+            adapter_repo=script_args.publish_adapter_repo,
+            local_dir=script_args.publish_local_dir,
+            base_model=published_base_model(model_args),
+            max_ratio=script_args.annotate_max_ratio if script_args.annotate != "none" else None,
+        )
+        for kind, url in where.items():
             trainer.accelerator.print(f"Published the {kind} to {url}.")
     trainer.accelerator.wait_for_everyone()
     if hasattr(trainer, "end"):

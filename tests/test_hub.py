@@ -247,7 +247,7 @@ def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
     """An AgentInstruct-style dataset on the Hub reads through `load_trajectories` and `atlas-hf`'s loader."""
     from huggingface_hub import HfApi
 
-    from atlas_hf.cli import load_rows
+    from atlas_hf.trajectory import load_rows
     from atlas_hf.trajectory import load_trajectories
 
     rows = [{"id": f"t{i}", "conversations": [

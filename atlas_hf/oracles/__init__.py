@@ -1,24 +1,51 @@
 """Oracles that choose the critical steps of trajectories: Claude, local models, the paper's baselines.
 
 One module per oracle: `base` (the protocol and the answer), `prompt` (the selector prompt),
-`anthropic`, `local`, `baselines`.
+`anthropic`, `local`, `baselines`; `registry` builds them by name (`build_oracle("local")`).
+Names are imported on first use, so `atlas_hf.oracles.RandomOracle` loads neither the Anthropic
+SDK nor torch.
 """
 
-from atlas_hf.oracles.anthropic import AnthropicOracle
-from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
-from atlas_hf.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
-from atlas_hf.oracles.local import LocalOracle
-from atlas_hf.oracles.prompt import PROMPT_VERSION
+from __future__ import annotations
 
-__all__ = [
-    "CATEGORIES",
-    "PROMPT_VERSION",
-    "AllStepsOracle",
-    "Annotation",
-    "AnthropicOracle",
-    "LocalOracle",
-    "Oracle",
-    "PerplexityOracle",
-    "RandomOracle",
-    "validate_annotation",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "CATEGORIES": "atlas_hf.oracles.base",
+    "Annotation": "atlas_hf.oracles.base",
+    "Oracle": "atlas_hf.oracles.base",
+    "validate_annotation": "atlas_hf.oracles.base",
+    "PROMPT_VERSION": "atlas_hf.oracles.prompt",
+    "AnthropicOracle": "atlas_hf.oracles.anthropic",
+    "LocalOracle": "atlas_hf.oracles.local",
+    "AllStepsOracle": "atlas_hf.oracles.baselines",
+    "PerplexityOracle": "atlas_hf.oracles.baselines",
+    "RandomOracle": "atlas_hf.oracles.baselines",
+    "build_oracle": "atlas_hf.oracles.registry",
+    "default_oracle_name": "atlas_hf.oracles.registry",
+    "list_oracles": "atlas_hf.oracles.registry",
+    "register_oracle": "atlas_hf.oracles.registry",
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from atlas_hf.oracles.anthropic import AnthropicOracle
+    from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
+    from atlas_hf.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
+    from atlas_hf.oracles.local import LocalOracle
+    from atlas_hf.oracles.prompt import PROMPT_VERSION
+    from atlas_hf.oracles.registry import build_oracle, default_oracle_name, list_oracles, register_oracle
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'atlas_hf.oracles' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -29,7 +29,7 @@ class Annotation:
     error: str | None = None
 
     def to_columns(self) -> dict[str, Any]:
-        """The row columns of DESIGN.md (`critical_steps`, ..., `atlas_plan`, `atlas_error`)."""
+        """The row columns of `atlas_hf.schema` (`critical_steps`, ..., `atlas_plan`, `atlas_error`)."""
         return {
             "critical_steps": list(self.steps),
             "critical_categories": list(self.categories),

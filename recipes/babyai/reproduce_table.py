@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-episodes", type=int, default=30, help="expert episodes per held-in level")
     p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per level and row")
     p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
-    p.add_argument("--oracle", default=None, choices=("anthropic", "local", "random", "all"),
+    p.add_argument("--oracle", default=None,
                    help="the critical-step oracle (default: anthropic with ANTHROPIC_API_KEY set, else local)")
     p.add_argument("--ratio", type=float, default=0.3, help="step ratio of the critical, random and non-critical rows")
     p.add_argument("--rows", default=",".join(ROWS), help="rows to run")
@@ -52,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=64, help="episodes stepped in lockstep")
-    p.add_argument("--max-turns", type=int, default=6,
+    p.add_argument("--max-turns", type=int, default=5,
                    help="turn budget of an evaluation episode (the expert needs 1.4-2.4 turns on average on the default levels)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="longest reply in a rollout")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="base weights (adapters fp32)")
@@ -87,12 +86,6 @@ def expert_ceiling(levels: list[str], args: argparse.Namespace) -> dict[str, flo
     return {f"babyai/{lv}": len(expert_trajectories(f"babyai/{lv}", args.eval_episodes, args.eval_seed,
                                                      max_turns=args.max_turns)) / args.eval_episodes
             for lv in levels}
-
-
-def build_oracle(name: str) -> Any:
-    from atlas_hf import AllStepsOracle, AnthropicOracle, LocalOracle, RandomOracle
-
-    return {"anthropic": AnthropicOracle, "local": LocalOracle, "random": RandomOracle, "all": AllStepsOracle}[name]()
 
 
 def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, args: argparse.Namespace,
@@ -267,18 +260,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     held_in, held_out = args.held_in.split(","), args.held_out.split(",")
     rows = [r for r in args.rows.split(",") if r]
-    oracle_name = args.oracle or ("anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "local")
+    from atlas_hf.oracles import default_oracle_name
+
+    oracle_name = args.oracle or default_oracle_name()
     train_seeds = [int(s) for s in args.train_seeds.split(",")]
 
     base = warm_start(args, out, start)
     log(f"expert demos on the held-in levels ({args.train_episodes} seeds each from 0)", start)
     demos = build_demos(held_in, args.train_episodes, seed=0)
-    from atlas_hf import CriticalStepAnnotator, annotation_statistics
+    from atlas_hf import annotate_dataset, annotation_statistics, build_oracle
 
     log(f"annotating {len(demos)} demos with the {oracle_name} oracle (ratio {args.ratio})", start)
-    annotator = CriticalStepAnnotator(build_oracle(oracle_name), max_ratio=args.ratio, cache_dir=str(out / "annotations"))
-    annotated = demos.map(annotator, batched=True, batch_size=64, with_indices=True, desc="Annotating")
-    annotator.close_progress()
+    annotated, _ = annotate_dataset(demos, build_oracle(oracle_name), args.ratio, out / "annotations")
     stats = annotation_statistics(annotated)
     print(f"  {stats['critical_steps']} critical of {stats['steps']} steps ({stats['critical_ratio']:.0%})", flush=True)
     steps = math.ceil(len(annotated) / args.batch_size * args.epochs)

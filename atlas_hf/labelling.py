@@ -1,0 +1,150 @@
+"""Labelling a whole dataset for training: token ids, labels on the selected steps, and the counts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.compute as pc
+from datasets import Dataset, IterableDataset
+
+from atlas_hf.errors import TrajectoryError
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, truncate_labelled
+
+if TYPE_CHECKING:
+    from atlas_hf.config import AtlasSFTConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _TruncateTokenized:
+    """`map(batched=True)` function for rows that come tokenized: `truncate_labelled` applied, and
+    their supervised tokens counted."""
+
+    max_length: int | None
+    truncation_side: str
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        for index, ids, labels in zip(indices, batch["input_ids"], batch["labels"]):
+            if len(ids) != len(labels):
+                raise TrajectoryError(index, "labels", f"{len(labels)} labels for {len(ids)} input_ids; there must be "
+                                      "one label per token.", "Label the rows with CriticalStepTokenizer.")
+        rows = [truncate_labelled(ids, labels, self.max_length, self.truncation_side)  # type: ignore[arg-type]
+                for ids, labels in zip(batch["input_ids"], batch["labels"])]
+        return {
+            "input_ids": [ids for ids, _ in rows],
+            "labels": [labels for _, labels in rows],
+            "num_supervised": [sum(1 for t in labels if t != IGNORE_INDEX) for _, labels in rows],
+        }
+
+
+@dataclass
+class LabelStats:
+    """What labelling did to one dataset."""
+
+    rows: int = 0
+    skipped_rows: int = 0
+    supervised_tokens: int = 0
+    total_tokens: int = 0
+    truncated_steps: int = 0
+
+    @property
+    def supervised_fraction(self) -> float:
+        """Supervised tokens / tokens fed forward."""
+        return self.supervised_tokens / self.total_tokens if self.total_tokens else 0.0
+
+
+def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: str = "train") -> tuple[Dataset, LabelStats]:
+    """Tokenize and label `dataset` as `AtlasSFTTrainer` trains on it: `input_ids` and `labels` only.
+
+    Raw rows (`messages` + `critical_steps`, optional `tools`) go through `CriticalStepTokenizer`
+    with the config's step selection; rows that come tokenized (`input_ids` + `labels`) are only
+    cut to `max_length`. Rows with no supervised token are dropped (`skip_unsupervised_rows`).
+    The work is a cached `datasets.map`, so a second call with the same inputs is free.
+
+    Args:
+        dataset (`datasets.Dataset`): Annotated rows, or rows labelled by `CriticalStepTokenizer`.
+        tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer, with a chat template.
+        args (`AtlasSFTConfig`): Where `step_selection`, `selection_ratio`, `selection_seed`,
+            `max_length`, `truncation_side`, `skip_unsupervised_rows` and `dataset_num_proc` come from.
+        name (`str`): The split's name in log messages.
+
+    Returns:
+        `tuple`: The labelled dataset and its `LabelStats` (rows kept and skipped, tokens).
+
+    Raises:
+        `TypeError`: `dataset` is not a `datasets.Dataset` (an `IterableDataset` cannot be counted up front).
+        `ValueError`: A column the labelling needs is missing (which one, and how to get it).
+    """
+    if isinstance(dataset, IterableDataset) or not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"The {name} dataset is a {type(dataset).__name__}; AtlasSFTTrainer needs a datasets.Dataset "
+            "(it counts supervised tokens and skipped rows up front). Materialize it with "
+            "Dataset.from_generator or Dataset.from_list."
+        )
+    columns = dataset.column_names
+    map_kwargs: dict[str, Any] = {"batched": True, "num_proc": args.dataset_num_proc}
+    if "input_ids" in columns:
+        if "labels" not in columns:
+            raise ValueError(
+                f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
+                "'critical_steps') or rows tokenized by atlas_hf.CriticalStepTokenizer."
+            )
+        labelled = dataset.map(
+            _TruncateTokenized(args.max_length, args.truncation_side),
+            with_indices=True,
+            remove_columns=[c for c in columns if c not in ("input_ids", "labels")],
+            desc=f"Counting supervised tokens of {name}",
+            **map_kwargs,
+        )
+    else:
+        if "messages" not in columns:
+            raise ValueError(
+                f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
+                "atlas_hf.normalize_trajectories and annotate it with critical steps first."
+            )
+        labeller = CriticalStepTokenizer(
+            tokenizer,
+            max_length=args.max_length,
+            step_selection=args.step_selection,  # type: ignore[arg-type]
+            selection_ratio=args.selection_ratio,
+            selection_seed=args.selection_seed,
+            truncation_side=args.truncation_side,  # type: ignore[arg-type]
+        )
+        labelled = dataset.map(
+            labeller,
+            with_indices=True,
+            remove_columns=columns,
+            desc=f"Labelling {args.step_selection} steps of {name}",
+            **map_kwargs,
+        )
+    table = labelled.with_format("arrow")[:]
+    supervised = table.column("num_supervised").to_pylist()
+    lengths = pc.list_value_length(table.column("input_ids")).to_pylist()
+    truncated = sum(table.column("num_truncated_steps").to_pylist()) if "num_truncated_steps" in table.column_names else 0
+    keep = [i for i, n in enumerate(supervised) if n > 0] if args.skip_unsupervised_rows else list(range(len(supervised)))
+    stats = LabelStats(
+        rows=len(keep),
+        skipped_rows=len(supervised) - len(keep),
+        supervised_tokens=sum(supervised[i] for i in keep),
+        total_tokens=sum(lengths[i] for i in keep),
+        truncated_steps=truncated,
+    )
+    if stats.skipped_rows:
+        logger.warning(
+            "%s: skipped %d of %d rows that have no supervised token under step_selection=%r (no step "
+            "selected, or every selected token cut by max_length=%s).",
+            name, stats.skipped_rows, len(supervised), args.step_selection, args.max_length,
+        )
+    if truncated:
+        logger.warning("%s: %d selected steps lost labelled tokens to max_length=%s.", name, truncated, args.max_length)
+    logger.info(
+        "%s: %d rows, %d supervised tokens of %d (%.1f%%), step_selection=%r.",
+        name, stats.rows, stats.supervised_tokens, stats.total_tokens, 100 * stats.supervised_fraction,
+        args.step_selection,
+    )
+    if len(keep) < len(supervised):
+        labelled = labelled.select(keep)
+    return labelled.select_columns(["input_ids", "labels"]), stats

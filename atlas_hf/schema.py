@@ -1,0 +1,172 @@
+"""The columns between the stages, in one place.
+
+Every stage reads and writes `datasets` rows with these columns:
+
+- `messages` (`normalize_trajectories` writes it, every later stage reads it): the trajectory as
+  OpenAI-style chat turns (`system`, `user`, `assistant`, `tool`). A *step* is one assistant turn;
+  step indices are 0-based over the assistant turns only.
+- `critical_steps`, `critical_categories`, `critical_reasons`, `atlas_plan` (the annotator writes
+  them, the labeller reads `critical_steps`): the oracle's choice, its categories (`CATEGORIES`),
+  one reason per step, and the plan the oracle wrote down first.
+- `atlas_error` (the annotator): `None`, or why no valid answer could be had for this row (such
+  rows train on no step and are counted in `annotation_statistics`).
+- `atlas_oracle` (the annotator): the identity of the oracle that answered (model and prompt version).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Mapping, Sequence
+
+from atlas_hf.errors import TrajectoryError
+
+MESSAGES = "messages"
+CRITICAL_STEPS = "critical_steps"
+CRITICAL_CATEGORIES = "critical_categories"
+CRITICAL_REASONS = "critical_reasons"
+PLAN = "atlas_plan"
+ERROR = "atlas_error"
+ORACLE = "atlas_oracle"
+
+ANNOTATION_COLUMNS: tuple[str, ...] = (CRITICAL_STEPS, CRITICAL_CATEGORIES, CRITICAL_REASONS, PLAN, ERROR, ORACLE)
+"""The columns an annotation run writes (and replaces when a dataset is annotated again)."""
+
+CANONICAL_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+_TEXT_PARTS = ("text", "input_text", "output_text")
+_NORMALIZE = "Normalize the rows with atlas_hf.normalize_trajectories first."
+
+
+def _check_text(text: str, row: Any, field: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise TrajectoryError(
+            row, field, f"text that is not valid Unicode (a lone surrogate, {text[error.start]!r}, at character "
+            f"{error.start}).", "Fix the source text, or decode it with errors='replace'.",
+        ) from None
+
+
+def text_of_parts(parts: Sequence[Any], row: Any, field: str) -> str:
+    """The text of OpenAI-style content parts (`[{"type": "text", "text": ...}]`), joined.
+
+    Args:
+        parts (`Sequence[dict]`): The turn's content parts.
+        row (`int` or `str`): The row, for the error message.
+        field (`str`): Where the parts are (e.g. `messages[2].content`), for the error message.
+
+    Returns:
+        `str`: The text parts' text, concatenated.
+
+    Raises:
+        `TrajectoryError`: An image, audio or other non-text part (named by its position), or a part
+            that is not a dict with `type`.
+    """
+    texts = []
+    for k, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(kind, str):
+            raise TrajectoryError(
+                row, f"{field}[{k}]", f"a {kind!r} content part; atlas_hf trains text agents and reads only text parts.",
+                "Replace the part by a text description (e.g. '[image: ...]') or drop it with dataset.map first.",
+            )
+        else:
+            raise TrajectoryError(
+                row, f"{field}[{k}]", f"expected a content part, a dict with `type` and `text`; got {part!r:.80}.",
+                "Write the content as a string, or as parts like {'type': 'text', 'text': '...'}.",
+            )
+    return "".join(texts)
+
+
+def check_messages(messages: Any, row: Any = None) -> list[dict[str, Any]]:
+    """One row's canonical messages, checked: what every stage reads before it uses a trajectory.
+
+    Content given as OpenAI content parts is read as the concatenation of its text parts; keys
+    whose value is null are dropped (Arrow adds them to every turn of a struct column).
+
+    Args:
+        messages (`list[dict]`): The row's `messages`.
+        row (`int` or `str`, *optional*): The row's index (or a label), for the error message.
+
+    Returns:
+        `list[dict]`: The turns, each a new dict with a string `content` (or None on an assistant turn
+        that only calls tools).
+
+    Raises:
+        `TrajectoryError`: The first thing wrong, with the row, the field (e.g. `messages[3].role`)
+            and how to fix it.
+    """
+    if not isinstance(messages, (list, tuple)):
+        raise TrajectoryError(row, MESSAGES, f"expected a list of turns, dicts with `role` and `content`; got "
+                              f"{type(messages).__name__}.", _NORMALIZE)
+    if not messages:
+        raise TrajectoryError(row, MESSAGES, "the chat is empty.", "Drop the row, or normalize with on_error='skip'.")
+    checked = []
+    for t, turn in enumerate(messages):
+        where = f"{MESSAGES}[{t}]"
+        if not isinstance(turn, Mapping):
+            raise TrajectoryError(row, where, f"expected a dict turn with `role` and `content`; got "
+                                  f"{type(turn).__name__}.", _NORMALIZE)
+        message = {k: v for k, v in turn.items() if v is not None or k == "content"}
+        role = message.get("role")
+        if role not in CANONICAL_ROLES:
+            raise TrajectoryError(row, f"{where}.role", f"role {role!r}; expected one of {list(CANONICAL_ROLES)}.",
+                                  "Normalize with atlas_hf.normalize_trajectories(role_map={...}).")
+        calls = message.get("tool_calls")
+        if calls is not None and (not isinstance(calls, (list, tuple)) or not all(isinstance(c, Mapping) for c in calls)):
+            raise TrajectoryError(row, f"{where}.tool_calls", f"expected a list of tool calls (dicts); got {calls!r:.80}.",
+                                  "Write OpenAI tool calls: [{'type': 'function', 'function': {'name': ..., "
+                                  "'arguments': ...}}].")
+        if not calls:
+            message.pop("tool_calls", None)
+        content = message.get("content")
+        if isinstance(content, (list, tuple)):
+            content = message["content"] = text_of_parts(content, row, f"{where}.content")
+        if content is None and not (role == "assistant" and calls):
+            raise TrajectoryError(row, f"{where}.content", f"content is missing or null on a {role} turn; only an "
+                                  "assistant turn with tool_calls may have none.", _NORMALIZE)
+        if content is not None and not isinstance(content, str):
+            raise TrajectoryError(row, f"{where}.content", f"content of type {type(content).__name__}; expected a "
+                                  "string or a list of text parts.", "Convert it to text first (dataset.map).")
+        if content:
+            _check_text(content, row, f"{where}.content")
+        checked.append(message)
+    return checked
+
+
+def check_critical_steps(value: Any, num_steps: int, row: Any = None) -> list[int]:
+    """One row's `critical_steps`, checked against its number of steps.
+
+    Args:
+        value (`list[int]`): The row's `critical_steps`; None reads as no step.
+        num_steps (`int`): The row's number of assistant turns.
+        row (`int` or `str`, *optional*): The row's index (or a label), for the error message.
+
+    Returns:
+        `list[int]`: The steps, as plain ints.
+
+    Raises:
+        `TrajectoryError`: Not a list, an entry that is not an integer (bools, floats and strings are
+            refused, not rounded), a step out of range, or a step listed twice.
+    """
+    if value is None:
+        return []
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays from Arrow
+        value = value.tolist()
+    fix = "Write the 0-based indices of the chosen assistant turns, e.g. [0, 2], or annotate the rows again."
+    if not isinstance(value, (list, tuple)):
+        raise TrajectoryError(row, CRITICAL_STEPS, f"expected a list of step indices; got {value!r:.60} "
+                              f"({type(value).__name__}).", fix)
+    steps = []
+    for step in value:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise TrajectoryError(row, CRITICAL_STEPS, f"entry {step!r:.40} ({type(step).__name__}) is not a step "
+                                  "index.", fix)
+        if not 0 <= step < num_steps:
+            raise TrajectoryError(row, CRITICAL_STEPS, f"step {step} is out of range for a trajectory of {num_steps} "
+                                  f"assistant steps (0..{num_steps - 1}).", fix)
+        steps.append(int(step))
+    if len(set(steps)) != len(steps):
+        raise TrajectoryError(row, CRITICAL_STEPS, f"{steps} lists a step twice.", fix)
+    return steps
