@@ -18,6 +18,37 @@ DEMO_DATASET_REPO, DEMO_ADAPTER_REPO = "atlas-hf/demo-trajectories", "atlas-hf/d
 """The repo names in the cards of what `demo` and `publish --local-dir` write locally."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def ratio(text: str) -> float:
+    """argparse type: a fraction in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
+    return value
+
+
+def _output_folder_problem(path: str | None, flag: str) -> str | None:
+    """Why `path` cannot be an output folder (it is a file), checked before any work is done or paid for."""
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        return f"{flag} {path} is a file; give a folder to write into"
+    return None
+
+
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from atlas_hf.annotate import annotate_dataset, annotation_statistics, format_annotation_statistics
     from atlas_hf.oracles.registry import build_oracle
@@ -30,6 +61,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         args.oracle != "anthropic" and any(v is not None for v in (args.timeout, args.max_retries, args.max_concurrency,
                                                                    args.poll_interval))
         and "--timeout, --max-retries, --max-concurrency and --poll-interval are for --oracle anthropic",
+        _output_folder_problem(args.output, "--output"),
     )
     for problem in filter(None, misuse):
         print(f"error: {problem}.", file=sys.stderr)
@@ -87,8 +119,15 @@ def train(dataset: Any, output_dir: str, model: Any = None, tokenizer: Any = Non
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from atlas_hf.models import load_model_and_tokenizer
     from atlas_hf.trajectory import load_rows
+
+    problem = _output_folder_problem(args.output_dir, "--output-dir")
+    if problem:
+        print(f"error: {problem}.", file=sys.stderr)
+        return EXIT_USAGE
 
     dataset = load_rows(args.dataset, args.split)
     model = tokenizer = None
@@ -96,7 +135,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model, tokenizer = load_model_and_tokenizer(args.model)
     kwargs = {k: v for k, v in dict(step_selection=args.step_selection, selection_ratio=args.selection_ratio,
                                     num_train_epochs=args.epochs, max_steps=args.max_steps,
-                                    max_length=args.max_length, use_cpu=args.cpu or None).items() if v is not None}
+                                    max_length=args.max_length,
+                                    use_cpu=args.cpu or not torch.cuda.is_available() or None).items() if v is not None}
     trainer, _ = train(dataset, args.output_dir, model, tokenizer, **kwargs)
     print(json.dumps(trainer.atlas_summary(), indent=2, default=str))
     print(f"adapter saved to {args.output_dir}")
@@ -106,6 +146,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     if not args.dataset and not args.adapter:
         print("error: give --dataset and/or --adapter to publish.", file=sys.stderr)
+        return EXIT_USAGE
+    problem = _output_folder_problem(args.local_dir, "--local-dir")
+    if problem:
+        print(f"error: {problem}.", file=sys.stderr)
         return EXIT_USAGE
     if not args.local_dir:
         for what, repo, flag in (("dataset", args.dataset_repo, "--dataset-repo"),
@@ -241,15 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", choices=list_oracles(), default=default_oracle_name(),
                    help="who chooses the steps (default: anthropic with ANTHROPIC_API_KEY set, else local)")
     p.add_argument("--model", help="the oracle's model (a Claude model name, or a local model path)")
-    p.add_argument("--max-ratio", type=float, default=0.3,
+    p.add_argument("--max-ratio", type=ratio, default=0.3,
                    help="the most steps chosen, as a fraction (default 0.3; 1.0 with --oracle all)")
     p.add_argument("--cache-dir", default=os.path.join(".atlas_cache", "annotations"),
                    help="answer cache, written as each answer arrives (a re-run pays only for missing rows)")
     p.add_argument("--dry-run", action="store_true", help="estimate the cost without annotating")
     p.add_argument("--use-batches", action="store_true", help="Anthropic Message Batches (half price, slower)")
-    p.add_argument("--batch-size", type=int,
+    p.add_argument("--batch-size", type=positive_int,
                    help="rows per map batch, sent concurrently (default 64; the whole dataset with --use-batches)")
-    p.add_argument("--num-proc", type=int)
+    p.add_argument("--num-proc", type=positive_int, help="worker processes of the map")
     p.add_argument("--split", default="train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, help="seconds per Claude request attempt (default 120)")
@@ -264,10 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "-o", default="outputs/adapter")
     p.add_argument("--model", help="base model path (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--step-selection", choices=("critical", "all", "random", "non_critical"))
-    p.add_argument("--selection-ratio", type=float)
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-length", type=int)
+    p.add_argument("--selection-ratio", type=ratio, help="fraction of steps of 'random' and 'non_critical' (default 0.3)")
+    p.add_argument("--epochs", type=positive_float, help="training epochs (default: TRL's, 3)")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--max-length", type=positive_int, help="tokens per row (default 2048)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("--split", default="train")
     p.set_defaults(func=_cmd_train)
@@ -291,12 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--envs", default="babyai/GoToLocal",
                    help="comma-separated environment names (default: %(default)s; see atlas_hf.envs.list_envs())")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per environment (default: %(default)s)")
+    p.add_argument("--episodes", type=positive_int, default=100, help="episodes per environment (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1_000_000,
                    help="episode i plays environment seed SEED+i (default: %(default)s, clear of training seeds)")
-    p.add_argument("--max-turns", type=int, default=30, help="turn budget per episode (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16, help="episodes stepped in lockstep (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="longest reply (default: %(default)s)")
+    p.add_argument("--max-turns", type=positive_int, default=30, help="turn budget per episode (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="episodes stepped in lockstep (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest reply (default: %(default)s)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--records", help="write one JSON line per episode here")
@@ -304,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="sample -> annotate -> train -> publish, on the embedded default")
     p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--max-steps", type=int, default=8)
+    p.add_argument("--max-steps", type=positive_int, default=8, help="optimizer steps (default: %(default)s)")
     p.add_argument("--oracle", choices=list_oracles(), help="default: anthropic with ANTHROPIC_API_KEY set, else local")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the adapter (and REPO_ID-trajectories) to the Hub")
     p.set_defaults(func=_cmd_demo)
@@ -321,7 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: annotations so far are in the cache; run the same command again to resume.", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, EnvironmentNotFoundError, RuntimeError) as error:  # bugs keep their traceback
+    # bad input, a missing file, an unreachable service: one line (the traceback with -v); bugs keep theirs
+    except (ValueError, OSError, EnvironmentNotFoundError, RuntimeError) as error:
+        if args.verbose:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -143,7 +143,8 @@ def load_model_and_tokenizer(
         `tuple`: `(model, tokenizer)`, the model in eval mode.
 
     Raises:
-        `FileNotFoundError`: `adapter` is a folder without `adapter_config.json`.
+        `FileNotFoundError`: `adapter` is a folder without `adapter_config.json`, or `model` is a local
+            path that does not exist.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -159,6 +160,9 @@ def load_model_and_tokenizer(
     if base in (None, DEFAULT_MODEL_NAME):
         loaded, tokenizer = load_default_model(dtype), load_default_tokenizer()
     else:
+        if str(base).startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
+            raise FileNotFoundError(f"The model folder {base} does not exist; pass a folder written by "
+                                    "save_pretrained, or a Hub model id.")
         loaded = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(base)
         if tokenizer.pad_token is None:

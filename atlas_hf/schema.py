@@ -147,8 +147,8 @@ def check_critical_steps(value: Any, num_steps: int, row: Any = None) -> list[in
         `list[int]`: The steps, as plain ints.
 
     Raises:
-        `TrajectoryError`: Not a list, an entry that is not an integer (bools, floats and strings are
-            refused, not rounded), a step out of range, or a step listed twice.
+        `TrajectoryError`: Not a list, an entry that is not an integer (bools, fractional numbers and
+            strings are refused, not rounded; 2.0 reads as 2), a step out of range, or a step listed twice.
     """
     if value is None:
         return []
@@ -160,6 +160,8 @@ def check_critical_steps(value: Any, num_steps: int, row: Any = None) -> list[in
                               f"({type(value).__name__}).", fix)
     steps = []
     for step in value:
+        if isinstance(step, float) and step.is_integer():  # Arrow makes [0] a float list beside a row's [0.7]
+            step = int(step)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
             raise TrajectoryError(row, CRITICAL_STEPS, f"entry {step!r:.40} ({type(step).__name__}) is not a step "
                                   "index.", fix)

@@ -171,12 +171,13 @@ class _RowReader:
 
     def _check_content(self, message: dict[str, Any], row: int, where: str) -> None:
         role, content = message["role"], message["content"]
-        if "tool_calls" in message and (role != "assistant" or not isinstance(message["tool_calls"], list)):
+        calls = message.get("tool_calls")
+        if "tool_calls" in message and (role != "assistant" or not isinstance(calls, list)
+                                        or not all(isinstance(call, Mapping) for call in calls)):
             raise TrajectoryError(
                 row,
                 f"{where}.tool_calls",
-                f"expected a list of tool calls on an assistant turn; got "
-                f"{type(message['tool_calls']).__name__} on a {role} turn.",
+                f"expected a list of tool calls (dicts) on an assistant turn; got {calls!r:.60} on a {role} turn.",
             )
         if content is None and not (role == "assistant" and message.get("tool_calls")):
             raise TrajectoryError(
@@ -219,7 +220,7 @@ class _RowReader:
             if self.role_field not in turn:
                 raise TrajectoryError(
                     row,
-                    where,
+                    f"{where}.{self.role_field}",
                     f"the turn has no `{self.role_field}` key (keys: {sorted(turn)}).",
                     "Pass role_field=... naming the key that holds the speaker.",
                 )
@@ -486,19 +487,69 @@ def normalize_trajectories(
     return normalized
 
 
+_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _check_json_file(path: Path) -> None:
+    """A JSON or JSON-lines file that `datasets` can read, or an error naming the file and the line."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path} is empty: it holds no trajectories.")
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#x} at column "
+                             f"{error.start + 1}). Re-encode the file as UTF-8.") from None
+    text = data.decode("utf-8")
+    try:
+        document = json.loads(text)  # one JSON document: a list of rows (or one row)
+        rows = document if isinstance(document, list) else [document]
+    except ValueError:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as error:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). "
+                                     "Expected one JSON list of rows, or one JSON row per line.") from None
+    _raise_unencodable([row for row in rows if isinstance(row, Mapping)])  # JSON may escape lone surrogates
+
+
 def load_trajectories(path_or_repo: str | Path, split: str = "train", **normalize_kwargs: Any) -> Dataset:
     """Load trajectories from a local `.json` / `.jsonl` / `.parquet` file or folder, or a Hub
     dataset id, and normalize them with `normalize_trajectories(**normalize_kwargs)`.
 
     A `.json` file may hold one JSON list of rows (as tau-bench's) or JSON lines.
+
+    Args:
+        path_or_repo (`str` or `Path`): A file, a folder of data files, or a Hub dataset id.
+        split (`str`): The split to load.
+        **normalize_kwargs: Passed to `normalize_trajectories` (`schema=`, `messages_field=`, ...).
+
+    Returns:
+        `datasets.Dataset`: The rows, with canonical `messages`.
+
+    Raises:
+        `FileNotFoundError`: A local path (a file name with a data suffix, or a path with a folder
+            part) that does not exist, said before any Hub look-up.
+        `ValueError`: A file of another type, an empty file, a line that is not UTF-8 or not JSON
+            (the file and the line named).
+        `TrajectoryError`: A row that cannot be read as a trajectory.
     """
     path = Path(path_or_repo).expanduser()
     if path.is_file():
         suffix = path.suffix.lower()
-        builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-        if suffix not in builders:
+        if suffix not in _DATA_SUFFIXES:
             raise ValueError(f"Cannot read {path}: expected a .json, .jsonl or .parquet file.")
-        dataset = datasets.load_dataset(builders[suffix], data_files=str(path), split=split)
+        if _DATA_SUFFIXES[suffix] == "json":
+            _check_json_file(path)
+        dataset = datasets.load_dataset(_DATA_SUFFIXES[suffix], data_files=str(path), split=split)
+    elif not path.exists() and (path.suffix.lower() in _DATA_SUFFIXES or str(path_or_repo).startswith((".", "/", "~"))
+                                or str(path_or_repo).count("/") > 1):
+        raise FileNotFoundError(f"{path_or_repo}: no such file or folder (and not a Hub dataset id).")
     else:
         dataset = datasets.load_dataset(str(path_or_repo), split=split)
     return normalize_trajectories(dataset, **normalize_kwargs)
