@@ -40,7 +40,6 @@ import numpy as np
 
 from atlas_hf.errors import AnnotationError, TrajectoryError
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
-from atlas_hf.oracles.baselines import AllStepsOracle
 from atlas_hf.schema import check_messages
 from atlas_hf.trajectory import num_steps
 
@@ -264,7 +263,7 @@ class CriticalStepAnnotator:
     Args:
         oracle: any `Oracle` (`AnthropicOracle`, `LocalOracle`, `RandomOracle`, ...).
         max_ratio: the most steps that may be chosen, as a fraction of the trajectory's steps
-            (1.0 with `AllStepsOracle`, which marks every step by definition).
+            (an oracle with a `fixed_ratio`, as `AllStepsOracle`'s 1.0, overrides it).
         cache_dir: folder of the resumable answer cache; None keeps no cache.
         strict: raise `AnnotationError` (naming the row and the reason) instead of marking a row
             that could not be annotated.
@@ -293,7 +292,8 @@ class CriticalStepAnnotator:
         if not 0.0 < max_ratio <= 1.0:
             raise ValueError(f"max_ratio must be in (0, 1], got {max_ratio!r}.")
         self.oracle = oracle
-        self.max_ratio = 1.0 if isinstance(oracle, AllStepsOracle) else float(max_ratio)
+        # an oracle that always chooses at one ratio (the all-steps baseline) says so
+        self.max_ratio = float(getattr(oracle, "fixed_ratio", None) or max_ratio)
         self.cache_dir = None if cache_dir is None else str(Path(cache_dir).expanduser().resolve())
         self.strict = strict
         self.messages_field = messages_field

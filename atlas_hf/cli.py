@@ -164,7 +164,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     dataset = load_rows(args.dataset) if args.dataset else None
     where = publish(dataset=dataset, adapter=args.adapter, dataset_repo=args.dataset_repo or DEMO_DATASET_REPO,
                     adapter_repo=args.adapter_repo or DEMO_ADAPTER_REPO, local_dir=args.local_dir,
-                    private=not args.public)
+                    private=args.private)
     for kind, url in where.items():
         print(f"{kind}: {url}")
     return 0
@@ -322,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-repo", help="Hub dataset repo id, e.g. you/agent-trajectories-atlas")
     p.add_argument("--adapter-repo", help="Hub model repo id, e.g. you/smollm2-atlas-lora")
     p.add_argument("--local-dir", help="write the repos into this folder instead of pushing to the Hub")
-    p.add_argument("--public", action="store_true", help="create public repos (default: private)")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=None,
+                            help="create private repos (default: the Hub's default for your account)")
+    visibility.add_argument("--public", dest="private", action="store_false", help="create public repos")
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("eval-oracle", help="agreement of an annotation with a reference annotation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import SFTConfig
 
 from atlas_hf.selection import STEP_SELECTIONS
@@ -89,6 +90,13 @@ class AtlasSFTConfig(SFTConfig):
                 "token and batched padding-free when the attention supports it. Set packing=False."
             )
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+    def __repr__(self) -> str:
+        """`TrainingArguments`' rendering, which shows `<HUB_TOKEN>` in place of the token (the repr a
+        dataclass generates, TRL's included, would print it)."""
+        return TrainingArguments.__str__(self)
+
+    __str__ = __repr__
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles never carry the Hub token: `Trainer` writes these arguments to `training_args.bin`

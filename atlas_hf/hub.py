@@ -51,6 +51,15 @@ DATASET_TAGS = ("atlas", "agent", "critical-steps", "trl")
 ADAPTER_TAGS = ("atlas", "trl", "peft", "lora", "agent", "critical-steps")
 FIGURE_PATH = "assets/atlas_stats.png"
 _PAPER = "ATLaS: Agent Tuning via Learning Critical Steps (Chen et al., ACL Findings 2025)"
+CITATION = """@inproceedings{chen2025atlas,
+    title     = {{ATLaS: Agent Tuning via Learning Critical Steps}},
+    author    = {Zhixun Chen and Ming Li and Yuxuan Huang and Yali Du and Meng Fang and Tianyi Zhou},
+    booktitle = {Findings of the Association for Computational Linguistics: ACL 2025},
+    year      = 2025,
+    pages     = {25334--25349},
+    doi       = {10.18653/v1/2025.findings-acl.1299},
+}"""
+"""The paper's BibTeX entry, for model cards (and TRL's citation section)."""
 _SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
 _IDENTITY_FIELD = re.compile(r"(?:^|/)(model|prompt)=([^/\s,]+)")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -373,7 +382,7 @@ def _write_local_dataset(splits: Mapping[str, Dataset], folder: Path) -> dict[st
 def publish_dataset(
     dataset: Dataset | DatasetDict,
     repo_id: str,
-    private: bool = True,
+    private: bool | None = None,
     token: str | None = None,
     *,
     oracle: str | Oracle | None = None,
@@ -393,6 +402,27 @@ def publish_dataset(
     `oracle` is an oracle object or its name; it, `prompt_version` and `max_ratio` default to what the
     `atlas_oracle` column records. With `local_dir`, the same files are written there instead and its
     path is returned.
+
+    Args:
+        dataset (`Dataset` or `DatasetDict`): Annotated rows (`messages`, `critical_steps`, ...).
+        repo_id (`str`): The dataset repo, `"you/name"`.
+        private (`bool`, *optional*): Create the repo private or public; `None` (default) follows the
+            Hub's default for your account, as `push_to_hub` does.
+        token (`str`, *optional*): A Hub token (default: the logged-in one, or `HF_TOKEN`).
+        oracle (`str` or `Oracle`, *optional*): Who chose the steps, for the card.
+        prompt_version (`str`, *optional*): The selector prompt's version, for the card.
+        max_ratio (`float`, *optional*): The ratio cap the annotation used, for the card.
+        source_datasets (`Sequence[str]`, *optional*): The Hub datasets the trajectories come from.
+        license (`str`): The card's license.
+        language (`str` or `Sequence[str]`): The card's languages.
+        commit_message (`str`, *optional*): The commit message of the data upload.
+        local_dir (`str` or `Path`, *optional*): Write the repo's files here instead of uploading.
+
+    Returns:
+        `str`: The repo URL (or `local_dir`).
+
+    Raises:
+        `HubPublishError`: The Hub refused (what failed, and how to fix it; no secret in the message).
     """
     splits = dataset_splits(dataset)
     stats = annotation_statistics(splits)
@@ -482,13 +512,15 @@ def adapter_card(
     training_summary: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
     evaluation: Any = None,
+    tags: Sequence[str] | None = None,
 ) -> ModelCard:
     """The model card of a PEFT adapter folder: PEFT's own metadata kept (`library_name: peft`,
     `base_model`, read from `adapter_config.json` when not given), ATLaS tags, `datasets:`, and the
     training summary. `AtlasSFTTrainer` uses it too, so both ways of publishing give the same card.
 
     `evaluation` (an `EvaluationReport` or its `to_dict()`; default: the folder's `atlas_eval.json`,
-    written by `atlas-hf eval --adapter`) becomes the card's `model-index` and a results table."""
+    written by `atlas-hf eval --adapter`) becomes the card's `model-index` and a results table.
+    `tags` are added to the card's own and the ATLaS ones."""
     folder = Path(adapter_dir)
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():
@@ -509,7 +541,7 @@ def adapter_card(
     meta.update(
         library_name="peft",
         pipeline_tag="text-generation",
-        tags=list(dict.fromkeys([*(meta.get("tags") or []), *ADAPTER_TAGS])),
+        tags=list(dict.fromkeys([*(meta.get("tags") or []), *ADAPTER_TAGS, *(tags or [])])),
     )
     if hub_base:
         meta["base_model"] = hub_base
@@ -554,6 +586,12 @@ from peft import PeftModel
 
 base = AutoModelForCausalLM.from_pretrained("{hub_base or '<base model>'}")
 model = PeftModel.from_pretrained(base, "{name}")
+```
+
+## Citation
+
+```bibtex
+{CITATION}
 ```
 """
     return ModelCard(_render_card(ModelCard, meta, _scrub(body)))
@@ -630,7 +668,7 @@ def _adapter_folder(trainer_or_output_dir: Trainer | str | Path) -> Iterator[tup
 def publish_adapter(
     trainer_or_output_dir: Trainer | str | Path,
     repo_id: str,
-    private: bool = True,
+    private: bool | None = None,
     token: str | None = None,
     *,
     base_model: str | None = None,
@@ -645,6 +683,27 @@ def publish_adapter(
     replaced by `adapter_card(...)`. Checkpoint folders are left out. With `local_dir`, the same files
     are written there instead and its path is returned. `evaluation` (an `EvaluationReport`, or by
     default the folder's `atlas_eval.json`) puts rollout success rates in the card's `model-index`.
+
+    Args:
+        trainer_or_output_dir (`Trainer`, `str` or `Path`): A trainer (its model is saved first) or the
+            folder `save_model` wrote.
+        repo_id (`str`): The model repo, `"you/name"`.
+        private (`bool`, *optional*): Create the repo private or public; `None` (default) follows the
+            Hub's default for your account, as `Trainer.push_to_hub` does.
+        token (`str`, *optional*): A Hub token (default: the logged-in one, or `HF_TOKEN`).
+        base_model (`str`, *optional*): The base model's Hub id (default: the adapter config's).
+        dataset_repo_id (`str`, *optional*): The training dataset's repo, linked from the card.
+        training_summary (`Mapping`, *optional*): `trainer.atlas_summary()` (default: read from the
+            trainer, or the folder's `atlas_summary.json`).
+        local_dir (`str` or `Path`, *optional*): Write the repo's files here instead of uploading.
+        evaluation (`EvaluationReport` or `dict`, *optional*): Rollout results for `model-index`.
+
+    Returns:
+        `str`: The repo URL (or `local_dir`).
+
+    Raises:
+        `FileNotFoundError`: The folder holds no adapter.
+        `HubPublishError`: The Hub refused (what failed, and how to fix it; no secret in the message).
     """
     with _adapter_folder(trainer_or_output_dir) as (folder, trainer_summary), \
             tempfile.TemporaryDirectory(prefix="atlas-stage-") as tmp:
@@ -690,7 +749,7 @@ def publish(
     adapter: Trainer | str | Path | None = None,
     dataset_repo: str | None = None,
     adapter_repo: str | None = None,
-    private: bool = True,
+    private: bool | None = None,
     token: str | None = None,
     local_dir: str | Path | None = None,
     base_model: str | None = None,
@@ -706,7 +765,7 @@ def publish(
         adapter (`Trainer`, `str` or `Path`, *optional*): A trainer, or the folder its adapter was saved to.
         dataset_repo (`str`, *optional*): The dataset's repo id; needed with `dataset`.
         adapter_repo (`str`, *optional*): The adapter's repo id; needed with `adapter`.
-        private (`bool`): Create the repos private.
+        private (`bool`, *optional*): Create the repos private or public; `None` follows the Hub's default.
         token (`str`, *optional*): A Hub token (default: the logged-in one, or `HF_TOKEN`).
         local_dir (`str` or `Path`, *optional*): Write the repos here instead of uploading.
         base_model (`str`, *optional*): The adapter's base model id, for its card.

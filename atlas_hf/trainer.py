@@ -27,6 +27,7 @@ from trl import SFTTrainer
 
 from atlas_hf.collator import CriticalStepDataCollator
 from atlas_hf.config import AtlasSFTConfig
+from atlas_hf.hub import CITATION
 from atlas_hf.labelling import LabelStats, label_dataset
 from atlas_hf.lm_head import add_supervised_lm_head
 from atlas_hf.tokenization import IGNORE_INDEX
@@ -55,6 +56,7 @@ class AtlasSFTTrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "atlas"]
     _name = "ATLaS SFT"
+    _paper = {"title": "ATLaS: Agent Tuning via Learning Critical Steps", "id": "2503.02197", "citation": CITATION}
 
     def __init__(
         self,
@@ -156,18 +158,30 @@ class AtlasSFTTrainer(SFTTrainer):
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
     ) -> None:
-        """Write the adapter's model card into `output_dir` (what `save_model` checkpoints and `push_to_hub`
-        upload): the card of `atlas_hf.publish_adapter`, with PEFT's metadata and the training summary.
+        """Write the adapter's model card into `output_dir` (what checkpoints and `push_to_hub` upload):
+        the card of `atlas_hf.publish_adapter`, with PEFT's metadata, the training summary and `tags`.
         A model trained without PEFT (or before the adapter is saved there) gets TRL's card."""
-        if not is_peft_model(self.model) or not os.path.exists(os.path.join(self.args.output_dir, "adapter_config.json")):
-            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        if not self.is_world_process_zero():
-            return
-        from atlas_hf.hub import adapter_card
+        if not self._write_adapter_card(self.args.output_dir, dataset_name, tags, model_name):
+            super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
 
-        card = adapter_card(self.args.output_dir, dataset_repo_id=dataset_name, training_summary=self.atlas_summary(),
-                            repo_id=self.hub_model_id)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model as TRL does, and beside a PEFT adapter its ATLaS model card (not PEFT's blank one)."""
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call:  # checkpoints get theirs through TRL's `_save_checkpoint`
+            self._write_adapter_card(output_dir or self.args.output_dir)
+
+    def _write_adapter_card(self, folder: str, dataset_name: str | None = None, tags: str | list[str] | None = None,
+                            model_name: str | None = None) -> bool:
+        """Write the ATLaS card into `folder` if it holds this trainer's adapter; whether it did."""
+        if not is_peft_model(self.model) or not os.path.exists(os.path.join(folder, "adapter_config.json")):
+            return False
+        if self.is_world_process_zero():
+            from atlas_hf.hub import adapter_card
+
+            card = adapter_card(folder, dataset_repo_id=dataset_name, training_summary=self.atlas_summary(),
+                                repo_id=model_name or self.hub_model_id, tags=[tags] if isinstance(tags, str) else tags)
+            card.save(os.path.join(folder, "README.md"))
+        return True
 
     def atlas_summary(self) -> dict[str, Any]:
         """What was trained on, for logs and model cards.

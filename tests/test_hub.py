@@ -110,8 +110,8 @@ def dataset() -> Dataset:
 
 @pytest.fixture(scope="module")
 def published(hub: HubStandIn, dataset: Dataset) -> str:
-    return publish_dataset(dataset, DATASET_REPO, token=TOKEN, max_ratio=0.3, prompt_version="atlas-prompt-v1",
-                           source_datasets=["fireact/hotpotqa"])
+    return publish_dataset(dataset, DATASET_REPO, private=True, token=TOKEN, max_ratio=0.3,
+                           prompt_version="atlas-prompt-v1", source_datasets=["fireact/hotpotqa"])
 
 
 def _decode_png(data: bytes) -> tuple[int, int, list[bytes]]:

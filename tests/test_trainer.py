@@ -233,3 +233,30 @@ def test_config_validation_and_padding_free_support(tmp_path):
     with pytest.raises(ValueError, match="selection_ratio"):
         config(tmp_path, selection_ratio=0.0)
     assert config(tmp_path).dataset_kwargs["skip_prepare_dataset"] is True
+
+
+def test_the_config_never_prints_the_hub_token(tmp_path):
+    token = "hf_" + "Qw3e" * 9
+    config = AtlasSFTConfig(str(tmp_path), hub_token=token, report_to=[], use_cpu=True)
+    assert token not in repr(config) and token not in str(config) and "<HUB_TOKEN>" in repr(config)
+    assert "step_selection='critical'" in repr(config) or "step_selection=critical" in repr(config)
+
+
+def test_save_model_writes_the_atlas_card_and_keeps_the_users_config(tmp_path, smol_tokenizer):
+    from huggingface_hub import ModelCard
+
+    args = config(tmp_path, max_steps=1, save_strategy="no")
+    assert args.padding_free is None
+    trainer = AtlasSFTTrainer(tiny_model(smol_tokenizer), args=args, train_dataset=Dataset.from_list(annotated_rows(2)),
+                              processing_class=smol_tokenizer, peft_config=LoraConfig(r=2, target_modules=["q_proj"]))
+    assert args.padding_free is None and trainer.padding_free is False  # resolved on the trainer, not on the config
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")  # not PEFT's blank "Model Card for Model ID"
+    assert card.data.library_name == "peft" and "atlas" in card.data.tags
+    assert "| Step selection | critical |" in card.text and "@inproceedings{chen2025atlas" in card.text
+    trainer.save_model()  # into output_dir
+    trainer.create_model_card(tags=["my-agent"])  # TRL's signature: the user's tags are kept
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert {"my-agent", "atlas"} <= set(card.data.tags)
+    assert trainer._paper["id"] == "2503.02197"

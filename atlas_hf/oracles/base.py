@@ -44,7 +44,9 @@ class Oracle(Protocol):
     """Chooses the critical steps of trajectories.
 
     `identity` names the oracle, its model and its prompt version; it keys the annotation cache,
-    so two oracles that could answer differently must never share one.
+    so two oracles that could answer differently must never share one. An oracle that always
+    chooses at one ratio whatever cap it is given (the all-steps baseline) sets a `fixed_ratio`
+    attribute; the annotator then records that ratio instead of the cap.
     """
 
     @property

@@ -32,6 +32,8 @@ class AllStepsOracle:
     """Every step (full-trajectory SFT). Ignores the ratio cap, so use it with `max_ratio=1.0`."""
 
     identity = "baseline:all-steps"
+    fixed_ratio = 1.0
+    """The ratio it always chooses at, whatever cap it is given (the annotator records this one)."""
 
     def annotate(
         self,
