@@ -518,7 +518,8 @@ def _check_json_file(path: Path) -> None:
     _raise_unencodable([row for row in rows if isinstance(row, Mapping)])  # JSON may escape lone surrogates
 
 
-def load_trajectories(path_or_repo: str | Path, split: str = "train", **normalize_kwargs: Any) -> Dataset:
+def load_trajectories(path_or_repo: str | Path, split: str = "train", name: str | None = None,
+                      **normalize_kwargs: Any) -> Dataset:
     """Load trajectories from a local `.json` / `.jsonl` / `.parquet` file or folder, or a Hub
     dataset id, and normalize them with `normalize_trajectories(**normalize_kwargs)`.
 
@@ -527,6 +528,7 @@ def load_trajectories(path_or_repo: str | Path, split: str = "train", **normaliz
     Args:
         path_or_repo (`str` or `Path`): A file, a folder of data files, or a Hub dataset id.
         split (`str`): The split to load.
+        name (`str`, *optional*): The dataset configuration of a Hub dataset (`load_dataset(name=...)`).
         **normalize_kwargs: Passed to `normalize_trajectories` (`schema=`, `messages_field=`, ...).
 
     Returns:
@@ -551,24 +553,26 @@ def load_trajectories(path_or_repo: str | Path, split: str = "train", **normaliz
                                 or str(path_or_repo).count("/") > 1):
         raise FileNotFoundError(f"{path_or_repo}: no such file or folder (and not a Hub dataset id).")
     else:
-        dataset = datasets.load_dataset(str(path_or_repo), split=split)
+        dataset = datasets.load_dataset(str(path_or_repo), name=name, split=split)
     return normalize_trajectories(dataset, **normalize_kwargs)
 
 
-def load_rows(source: str | None = None, split: str = "train") -> Dataset:
-    """Rows from wherever a user keeps them: what `--dataset` / `--input` accept on the command line.
+def load_rows(source: str | None = None, split: str = "train", name: str | None = None) -> Dataset:
+    """Rows from wherever a user keeps them: what `--dataset` / `--input` / `--dataset_name` accept.
 
     Args:
         source (`str`, *optional*): Nothing or `"sample"` (the embedded sample), a folder written by
-            `Dataset.save_to_disk` (loaded as is, annotations included), or a file, folder or Hub
-            dataset id of trajectories (loaded and normalized by `load_trajectories`).
-        split (`str`): The split of a Hub dataset or data files.
+            `save_to_disk` (loaded as is, annotations included; a `DatasetDict`'s `split`), or a file,
+            folder or Hub dataset id of trajectories (loaded and normalized by `load_trajectories`).
+        split (`str`): The split to load.
+        name (`str`, *optional*): The dataset configuration of a Hub dataset.
 
     Returns:
         `datasets.Dataset`: Rows with a canonical `messages` column.
 
     Raises:
-        `ValueError`: A file of an unknown type.
+        `FileNotFoundError`: A local path that does not exist.
+        `ValueError`: A file of an unknown type, an unreadable line, or a split the source does not have.
         `TrajectoryError`: A row that cannot be read as a trajectory (its index and field named).
     """
     from atlas_hf.sample import load_sample
@@ -576,6 +580,11 @@ def load_rows(source: str | None = None, split: str = "train") -> Dataset:
     if not source or source == "sample":
         return load_sample()
     path = Path(source).expanduser()
-    if path.is_dir() and (path / "dataset_info.json").exists():
-        return datasets.load_from_disk(str(path))
-    return load_trajectories(source, split=split)
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{source} has the splits {sorted(loaded)}, not {split!r}.")
+            loaded = loaded[split]
+        return loaded
+    return load_trajectories(source, split=split, name=name)

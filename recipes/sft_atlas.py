@@ -46,7 +46,8 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+import trl
+from trl import DatasetMixtureConfig, ModelConfig, TrlParser, get_dataset, get_peft_config, get_quantization_config
 
 from atlas_hf.annotate import annotate_dataset, annotation_statistics, format_annotation_statistics
 from atlas_hf.oracles import build_oracle, list_oracles
@@ -61,19 +62,20 @@ NEEDS_ANNOTATION = ("critical", "non_critical")  # step selections that read `cr
 
 
 @dataclass
-class ScriptArguments:
+class ScriptArguments(trl.ScriptArguments):
     r"""
-    Arguments of the ATLaS SFT recipe: the data, its annotation, and where to publish.
+    Arguments of the ATLaS SFT recipe: TRL's script arguments (the data), its annotation, and where to
+    publish. Every `trl sft` data flag works here: `--dataset_name`, `--dataset_config`,
+    `--dataset_train_split`, `--dataset_test_split` (read when `--eval_strategy` is not `no`), and
+    dataset mixtures (`--datasets` in a `--config` file).
 
     Parameters:
-        > Parameters that choose the data
+        > Parameters that choose the data (beyond TRL's)
 
-        dataset_name (`str`, *optional*, defaults to `""`):
+        dataset_name (`str`, *optional*):
             A local `.json` / `.jsonl` / `.parquet` file or folder, a folder written by
             `Dataset.save_to_disk`, or a Hub dataset id. Any supported trajectory schema is normalized to
-            `messages`. Empty: the sample of annotated trajectories shipped with atlas_hf.
-        dataset_split (`str`, *optional*, defaults to `"train"`):
-            The split to train on.
+            `messages`. None: the sample of annotated trajectories shipped with atlas_hf.
 
         > Parameters that control the annotation
 
@@ -108,11 +110,6 @@ class ScriptArguments:
             replicas agree.
     """
 
-    dataset_name: str = field(
-        default="",
-        metadata={"help": "Local file or folder, or Hub dataset id, of trajectories. Empty: the sample."},
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Dataset split to train on."})
     annotate: str = field(
         default="none",
         metadata={
@@ -227,14 +224,50 @@ def published_base_model(model_args: ModelConfig) -> str | None:
     return None if Path(base_model).exists() else base_model
 
 
+def load_splits(
+    script_args: ScriptArguments, training_args: AtlasSFTConfig, dataset_args: DatasetMixtureConfig | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """The train split and, when `eval_strategy` is not `"no"`, the test split, as `trl sft` reads them.
+
+    A dataset mixture (`datasets:` in the config file) is loaded by TRL's `get_dataset` and normalized;
+    otherwise `--dataset_name` is read by `atlas_hf.load_rows` (files, saved folders, Hub ids, the sample).
+    """
+    from atlas_hf import normalize_trajectories
+
+    wants_eval = training_args.eval_strategy != "no"
+    if script_args.dataset_streaming:
+        raise ValueError("--dataset_streaming is not supported yet: AtlasSFTTrainer counts the supervised tokens "
+                         "up front. Load the dataset without streaming (or save a shard to disk).")
+    if dataset_args is not None and dataset_args.datasets:
+        splits = get_dataset(dataset_args)
+        train = normalize_trajectories(splits[script_args.dataset_train_split])
+        test = splits.get(script_args.dataset_test_split)
+        if wants_eval and test is None:
+            raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs an eval split: the mixture has "
+                             f"{sorted(splits)}; set test_split_size in the config, or --eval_strategy no.")
+        return train, normalize_trajectories(test) if wants_eval else None
+    train = load_rows(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
+    if not wants_eval:
+        return train, None
+    if not script_args.dataset_name:
+        raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs an eval split, and the embedded "
+                         "sample has one split only; pass --dataset_name with a test split, or --eval_strategy no.")
+    return train, load_rows(script_args.dataset_name, script_args.dataset_test_split, script_args.dataset_config)
+
+
 def main(
-    script_args: ScriptArguments, training_args: AtlasSFTConfig, model_args: ModelConfig
+    script_args: ScriptArguments,
+    training_args: AtlasSFTConfig,
+    model_args: ModelConfig,
+    dataset_args: DatasetMixtureConfig | None = None,
 ) -> AtlasSFTTrainer:
     """Load (and optionally annotate) the trajectories, train on the selected steps, save, publish."""
     # the embedded sample (no name), a saved dataset folder, a file or folder of trajectories, a Hub id
-    dataset = load_rows(script_args.dataset_name, script_args.dataset_split)
+    dataset, eval_dataset = load_splits(script_args, training_args, dataset_args)
     if script_args.annotate != "none":
         dataset = annotate_rows(dataset, script_args, training_args)
+        if eval_dataset is not None:
+            eval_dataset = annotate_rows(eval_dataset, script_args, training_args)
     elif "critical_steps" not in dataset.column_names and training_args.step_selection in NEEDS_ANNOTATION:
         raise ValueError(
             f"The dataset {script_args.dataset_name or '(sample)'} has no 'critical_steps' column, which "
@@ -248,6 +281,7 @@ def main(
         model=model,
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         **({"quantization_config": quantization_config} if quantization_config is not None else {}),
@@ -286,7 +320,7 @@ def main(
 
 def make_parser() -> TrlParser:
     """The recipe's parser; without a GPU it defaults to CPU training in float32 (`--use_cpu`, no bf16)."""
-    parser = TrlParser((ScriptArguments, AtlasSFTConfig, ModelConfig))
+    parser = TrlParser((ScriptArguments, AtlasSFTConfig, ModelConfig, DatasetMixtureConfig))
     if not torch.accelerator.is_available():
         parser.set_defaults(bf16=False, use_cpu=True)
     return parser
@@ -294,5 +328,5 @@ def make_parser() -> TrlParser:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
+    script_args, training_args, model_args, dataset_args = make_parser().parse_args_and_config()
+    main(script_args, training_args, model_args, dataset_args)

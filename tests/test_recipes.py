@@ -275,3 +275,27 @@ def test_sft_recipe_under_accelerate_two_processes(tiny_model_dir, data_dir, smo
         # a mean of per-process means
         wrong.append((token_mean([rows[i] for i in pair]) + token_mean([rows[i] for i in other])) / 2)
     assert all(abs(w - expected) > 10 * tolerance * expected for w in wrong), (expected, wrong)
+
+
+def test_sft_recipe_takes_a_trl_sft_command_line_with_a_test_split(tiny_model_dir, tmp_path):
+    """The command line of `trl sft` (train and test splits, `--eval_strategy steps`) plus the step selection."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS * 2))
+    (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS[:2]))
+    out = tmp_path / "out"
+    command = [
+        sys.executable, str(RECIPE), "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(folder),
+        "--dataset_train_split", "train", "--dataset_test_split", "test", "--eval_strategy", "steps",
+        "--eval_steps", "1", "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_peft",
+        "--learning_rate", "1e-3", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+        "--output_dir", str(out), "--step_selection", "critical",
+    ]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "eval_loss" in entry] == [1, 2]
+    bad = subprocess.run([*command[:-2], "--dataset_test_split", "validation"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "validation" in bad.stderr
