@@ -88,58 +88,81 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def train(dataset: Any, output_dir: str, model: Any = None, tokenizer: Any = None, eval_loss: bool = False,
-          **config_kwargs: Any) -> tuple[Any, dict[str, Any]]:
-    """LoRA-train `model` (default: the embedded SmolLM2) on an annotated dataset with `AtlasSFTTrainer`.
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    per_device_train_batch_size=4, learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to="none",
+    max_length=2048, use_peft=True, lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=["all-linear"],
+)
+"""`atlas-hf train`'s defaults where they differ from TRL's: LoRA on every linear layer, no checkpoints."""
+
+# the flags of earlier releases, kept for one release, and the config field each one sets
+_LEGACY_TRAIN_FLAGS = {"step_selection": "step_selection", "selection_ratio": "selection_ratio",
+                       "epochs": "num_train_epochs", "max_steps": "max_steps", "max_length": "max_length",
+                       "model": "model_name_or_path"}
+
+
+def train_parser() -> Any:
+    """The `TrlParser` of `atlas-hf train`: every `AtlasSFTConfig` and `ModelConfig` field, as in `trl sft`."""
+    import torch
+    from trl import ModelConfig, TrlParser
+
+    from atlas_hf.config import AtlasSFTConfig
+
+    parser = TrlParser((AtlasSFTConfig, ModelConfig), prog="atlas-hf train [DATASET]")
+    parser.set_defaults(**TRAIN_DEFAULTS)
+    if not torch.cuda.is_available():
+        parser.set_defaults(use_cpu=True, bf16=False)
+    return parser
+
+
+def train(dataset: Any, config: Any, model: Any = None, tokenizer: Any = None, peft_config: Any = None,
+          eval_loss: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Train `model` (default: the embedded SmolLM2) on an annotated dataset with `AtlasSFTTrainer`; save it.
 
     Returns the trainer and, with `eval_loss`, the loss on the supervised tokens before and after.
     """
-    from peft import LoraConfig
-
     from atlas_hf.models import load_default_model, load_default_tokenizer
-    from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+    from atlas_hf.trainer import AtlasSFTTrainer
 
     if model is None:
         model, tokenizer = load_default_model(), load_default_tokenizer()
-    defaults: dict[str, Any] = dict(per_device_train_batch_size=4, learning_rate=2e-4, logging_steps=1,
-                                    save_strategy="no", report_to=[], max_length=2048)
-    config = AtlasSFTConfig(output_dir=output_dir, **{**defaults, **config_kwargs})
-    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset,
                               eval_dataset=dataset if eval_loss else None, processing_class=tokenizer,
-                              peft_config=peft)
+                              peft_config=peft_config)
     losses: dict[str, Any] = {}
     if eval_loss:
         losses["before"] = trainer.evaluate()["eval_loss"]
     trainer.train()
     if eval_loss:
         losses["after"] = trainer.evaluate()["eval_loss"]
-    trainer.save_model(output_dir)
+    trainer.save_model(config.output_dir)
     return trainer, losses
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
+    from trl import get_peft_config
 
     from atlas_hf.models import load_model_and_tokenizer
     from atlas_hf.trajectory import load_rows
 
-    problem = _output_folder_problem(args.output_dir, "--output-dir")
+    legacy = [f"--{field}={getattr(args, flag)}" for flag, field in _LEGACY_TRAIN_FLAGS.items()
+              if getattr(args, flag, None) is not None]
+    if args.cpu:
+        legacy.append("--use_cpu=true")
+    config, model_args = train_parser().parse_args_and_config(
+        args=["--output_dir", args.output_dir, *legacy, *args.trl_args])
+    problem = _output_folder_problem(config.output_dir, "--output_dir")
     if problem:
         print(f"error: {problem}.", file=sys.stderr)
         return EXIT_USAGE
-
     dataset = load_rows(args.dataset, args.split)
     model = tokenizer = None
-    if args.model:
-        model, tokenizer = load_model_and_tokenizer(args.model)
-    kwargs = {k: v for k, v in dict(step_selection=args.step_selection, selection_ratio=args.selection_ratio,
-                                    num_train_epochs=args.epochs, max_steps=args.max_steps,
-                                    max_length=args.max_length,
-                                    use_cpu=args.cpu or not torch.cuda.is_available() or None).items() if v is not None}
-    trainer, _ = train(dataset, args.output_dir, model, tokenizer, **kwargs)
+    if model_args.model_name_or_path:
+        dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
+        model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, dtype=getattr(torch, dtype))
+    trainer, _ = train(dataset, config, model, tokenizer, get_peft_config(model_args))
     print(json.dumps(trainer.atlas_summary(), indent=2, default=str))
-    print(f"adapter saved to {args.output_dir}")
+    print(f"adapter saved to {config.output_dir}")
     return 0
 
 
@@ -217,8 +240,12 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     agreement = oracle_agreement(annotated, reference)
     print(f"[2/4] LoRA-training SmolLM2-135M-Instruct on the critical steps ({max_steps} optimizer steps, CPU)")
     adapter_dir = os.path.join(output_dir, "adapter")
-    trainer, losses = train(annotated, adapter_dir, eval_loss=True, max_steps=max_steps, use_cpu=True,
-                            disable_tqdm=True)
+    from trl import get_peft_config
+
+    config, model_args = train_parser().parse_args_and_config(
+        args=["--output_dir", adapter_dir, "--max_steps", str(max_steps), "--use_cpu", "true", "--bf16", "false",
+              "--disable_tqdm", "true"])
+    trainer, losses = train(annotated, config, peft_config=get_peft_config(model_args), eval_loss=True)
     summary = trainer.atlas_summary()
     print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
     card = {"oracle": getattr(annotator.oracle, "identity", oracle_name), "max_ratio": 0.3}
@@ -303,17 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-interval", type=float, help="seconds between polls of a Message Batch (default 30)")
     p.set_defaults(func=_cmd_annotate)
 
-    p = sub.add_parser("train", help="LoRA fine-tune on the selected steps with AtlasSFTTrainer")
+    p = sub.add_parser(
+        "train", help="LoRA fine-tune on the selected steps with AtlasSFTTrainer",
+        description="Train on the selected steps. Every AtlasSFTConfig and ModelConfig field is a flag, spelt as "
+                    "in `trl sft` (--learning_rate 1e-4 --lora_r 8 --step_selection critical ...), and --config "
+                    "reads them from a YAML file. Defaults differ from TRL's only where `atlas-hf train` needs "
+                    "them: LoRA (r 16, alpha 32, all linear layers), no checkpoints, CPU when there is no GPU.")
     p.add_argument("dataset", help="an annotated dataset: saved folder, file, Hub id, or 'sample'")
-    p.add_argument("--output-dir", "-o", default="outputs/adapter")
-    p.add_argument("--model", help="base model path (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--step-selection", choices=("critical", "all", "random", "non_critical"))
-    p.add_argument("--selection-ratio", type=ratio, help="fraction of steps of 'random' and 'non_critical' (default 0.3)")
-    p.add_argument("--epochs", type=positive_float, help="training epochs (default: TRL's, 3)")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--max-length", type=positive_int, help="tokens per row (default 2048)")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    p.add_argument("--split", default="train")
+    p.add_argument("--output-dir", "-o", default="outputs/adapter", help="where the adapter goes (%(default)s)")
+    p.add_argument("--split", default="train", help="the dataset split (%(default)s)")
+    for flag in ("--model", "--step-selection", "--selection-ratio", "--epochs", "--max-steps", "--max-length"):
+        p.add_argument(flag, help=argparse.SUPPRESS)  # the 0.2 spelling; use the TRL flags
+    p.add_argument("--cpu", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("publish", help="publish an annotated dataset and/or an adapter with their cards")
@@ -361,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from atlas_hf.errors import EnvironmentNotFoundError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.trl_args = extra  # `train` hands them to TrlParser
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -165,3 +165,22 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     card = ModelCard.load(hub / "adapter" / "README.md")
     assert card.data.library_name == "peft" and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "critical-steps" in DatasetCard.load(hub / "dataset" / "README.md").data.tags
+
+
+def test_train_takes_every_trl_flag_and_a_config_file(tmp_path, capsys):
+    """`atlas-hf train` parses AtlasSFTConfig and ModelConfig as `trl sft` does: snake_case flags and --config."""
+    import torch
+
+    (tmp_path / "train.yaml").write_text("learning_rate: 0.0003\nlora_alpha: 8\nselection_ratio: 0.5\n")
+    from atlas_hf.cli import main
+
+    assert main(["train", "sample", "-o", str(tmp_path / "out"), "--max_steps", "1", "--lora_r", "4",
+                 "--config", str(tmp_path / "train.yaml"), "--step_selection", "random"]) == 0
+    adapter = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    args = torch.load(tmp_path / "out" / "training_args.bin", weights_only=False)
+    assert args.learning_rate == 3e-4 and args.selection_ratio == 0.5 and args.step_selection == "random"
+    assert args.max_steps == 1
+    capsys.readouterr()
+    assert main(["train", "sample", "-o", str(tmp_path / "bad"), "--no_such_flag", "1"]) == 1  # refused, as in trl sft
+    assert "no_such_flag" in capsys.readouterr().err and not (tmp_path / "bad").exists()
