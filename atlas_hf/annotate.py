@@ -249,10 +249,24 @@ def annotate_dataset(
     """
     from atlas_hf.schema import ANNOTATION_COLUMNS
 
-    annotator = CriticalStepAnnotator(oracle, max_ratio=max_ratio, cache_dir=cache_dir, strict=strict)
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    # One bar: the annotator's (answers, cache hits, errors, cost), not also `map`'s; worker processes
+    # each have their own annotator, so with `num_proc` the bar is `map`'s.
+    workers = bool(num_proc and num_proc > 1)
+    annotator = CriticalStepAnnotator(oracle, max_ratio=max_ratio, cache_dir=cache_dir, strict=strict,
+                                      progress=not workers)
+    annotator.total = len(dataset)
     stale = [column for column in ANNOTATION_COLUMNS if column in dataset.column_names]
-    annotated = dataset.remove_columns(stale).map(annotator, batched=True, batch_size=batch_size, num_proc=num_proc,
-                                                  with_indices=True, desc="Annotating")
+    bars = is_progress_bar_enabled()
+    if bars and not workers:
+        disable_progress_bar()
+    try:
+        annotated = dataset.remove_columns(stale).map(annotator, batched=True, batch_size=batch_size,
+                                                      num_proc=num_proc, with_indices=True, desc="Annotating")
+    finally:
+        if bars:
+            enable_progress_bar()
     annotator.close_progress()
     return annotated, annotator
 
@@ -304,6 +318,8 @@ class CriticalStepAnnotator:
         self.stats = AnnotationStats()
         self.errors: list[str] = []
         self._bar: Any = None
+        self.total: int | None = None  # rows the progress bar counts to (`annotate_dataset` sets it)
+        self._ticked = 0  # rows of the current batch already counted on the bar
 
     def __getstate__(self) -> dict[str, Any]:
         """Configuration only: counters and the progress bar never reach pickles or fingerprints."""
@@ -322,6 +338,7 @@ class CriticalStepAnnotator:
                 "messages_field= or normalize the dataset first (atlas_hf.trajectory.normalize_trajectories)."
             )
         self._update_progress(0)  # the bar's clock starts before the first answers are awaited
+        self._ticked = 0
         raw = batch[self.messages_field]
         if indices is not None:
             labels = [f"row {i}" for i in indices]
@@ -364,7 +381,7 @@ class CriticalStepAnnotator:
         self.stats.rows += len(rows)
         self.stats.errors += len(failed)
         self.errors.extend(failed[: max(0, _MAX_LISTED_ERRORS - len(self.errors))])
-        self._update_progress(len(rows))
+        self._update_progress(len(rows) - self._ticked)  # cached, malformed and unanswered rows
         if failed and self.strict:
             raise AnnotationError(
                 f"{len(failed)} row(s) could not be annotated by {identity}: " + "; ".join(failed[:3])
@@ -433,8 +450,13 @@ class CriticalStepAnnotator:
                     results[i] = answer
                 else:
                     results[i] = Annotation(error=f"invalid answer after a retry: {error}" if attempt else error)
-                    with lock:
-                        to_retry[j] = error
+                    if not attempt:
+                        with lock:
+                            to_retry[j] = error
+                        return
+                with lock:  # this row is done: the bar moves with each answer, not with each batch
+                    self._update_progress(1)
+                    self._ticked += 1
 
             answers = self.oracle.annotate([rows[i] for i in pending], self.max_ratio,
                                            feedback=feedback if attempt else None,
@@ -460,7 +482,7 @@ class CriticalStepAnnotator:
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(desc="Annotating critical steps", unit="traj", dynamic_ncols=True)
+            self._bar = tqdm(desc="Annotating critical steps", unit="traj", total=self.total, dynamic_ncols=True)
         postfix = {"cached": self.stats.cached, "sent": self.stats.sent, "errors": self.stats.errors}
         postfix.update(usage_postfix(getattr(self.oracle, "usage", None)))
         self._bar.set_postfix(postfix, refresh=False)

@@ -322,3 +322,16 @@ def test_random_oracle_on_the_real_data(tmp_path: Path) -> None:
     direct = CriticalStepAnnotator(RandomOracle(seed=0), cache_dir=tmp_path / "cache", progress=False)
     columns = direct({"messages": [r["messages"] for r in data]})
     assert direct.stats.cached == len(data) and columns["critical_steps"] == out["critical_steps"]
+
+
+def test_annotate_dataset_shows_one_bar_with_a_total(capsys, tmp_path):
+    from atlas_hf import annotate_dataset, load_sample
+
+    sample = load_sample()
+    annotated, annotator = annotate_dataset(sample, RandomOracle(seed=1), 0.3, tmp_path / "cache", batch_size=5)
+    err = capsys.readouterr().err
+    assert annotator.stats.rows == len(sample) == len(annotated)
+    assert f"{len(sample)}/{len(sample)}" in err  # the bar knows its total
+    assert "Annotating:" not in err  # `map`'s own bar is not drawn beside it
+    again, second = annotate_dataset(annotated, RandomOracle(seed=1), 0.3, tmp_path / "cache", batch_size=5)
+    assert second.stats.cached == len(sample) and again["critical_steps"] == annotated["critical_steps"]
