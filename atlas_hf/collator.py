@@ -74,8 +74,11 @@ class CriticalStepDataCollator:
             labels = feature.get("labels")
             if labels is None:
                 raise ValueError(
-                    f"Row {index} of the batch has 'input_ids' but no 'labels'; tokenize it with "
-                    "CriticalStepTokenizer, or pass raw 'messages' + 'critical_steps'."
+                    f"Row {index} of the batch has 'input_ids' but no 'labels' (nor 'messages'): it was tokenized "
+                    "by SFTTrainer, which also dropped `critical_steps`. Pass the raw rows through: "
+                    "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) "
+                    "(on the command line: --remove_unused_columns False --dataset_kwargs "
+                    "'{\"skip_prepare_dataset\": true}'), or label the rows with CriticalStepTokenizer first."
                 )
             if len(labels) != len(feature["input_ids"]):
                 raise TrajectoryError(

@@ -168,6 +168,18 @@ def test_transient_faults_are_retried(api: AnthropicStandIn, fault: str) -> None
         assert posts[1]["start"] - posts[0]["start"] >= 0.95
 
 
+def test_a_huge_retry_after_is_cut_to_the_cap(api: AnthropicStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlas_hf.oracles import anthropic as module
+
+    monkeypatch.setattr(module, "MAX_RETRY_AFTER", 0.3)  # documented: 60 s
+    api.inject(Fault("429", retry_after=3600.0))
+    start = time.monotonic()
+    [annotation] = oracle_for(api).annotate([make_trajectory(4)], 0.3)
+    assert validate_annotation(annotation, 4, 0.3) is None and time.monotonic() - start < 30
+    posts = message_posts(api)
+    assert len(posts) == 2 and 0.25 <= posts[1]["start"] - posts[0]["start"] < 5
+
+
 def test_exhausted_retries_become_an_error_for_that_row_only(api: AnthropicStandIn) -> None:
     api.inject("500", "500")
     oracle = oracle_for(api, max_retries=1, max_concurrency=1)

@@ -127,3 +127,12 @@ def test_cli_says_which_row_and_field_in_one_line(case, messages, steps, field, 
     assert len(lines) == 1 and "Traceback" not in err, err
     assert re.search(named(field, "1"), lines[0]), lines[0]
     assert not (tmp_path / "out").exists()  # nothing written, nothing paid
+
+
+def test_rows_tokenized_by_sft_trainer_get_the_two_settings_to_pass(smol_tokenizer):
+    """Stock SFTTrainer without the drop-in's two settings hands the collator its own tokenization."""
+    collator = CriticalStepDataCollator(smol_tokenizer)
+    with pytest.raises(ValueError, match=r"remove_unused_columns=False.*skip_prepare_dataset"):
+        collator([{"input_ids": [1, 2, 3]}])
+    with pytest.raises(TrajectoryError, match=r"Row 0 of the batch, field `labels`: 2 labels for 3 input_ids"):
+        collator([{"input_ids": [1, 2, 3], "labels": [1, 2]}])

@@ -9,7 +9,8 @@ and their ids are stored so an interrupted run resumes them instead of paying ag
 
 Retries: the SDK's own retry loop (`max_retries`) retries 408/409/429/5xx (529 overloaded
 included), timeouts and dropped connections, with exponential backoff that honours the
-`retry-after` / `retry-after-ms` headers. A request that still fails becomes
+`retry-after` / `retry-after-ms` headers up to `MAX_RETRY_AFTER` seconds (60; a longer wait asked
+by the server is cut to it, so one row never stalls a run for hours). A request that still fails becomes
 `Annotation(error=...)` for its trajectory; only configuration errors (a rejected key, a missing
 model) raise, since no row could succeed. The API key never appears in `repr`, logs or errors.
 """
@@ -28,6 +29,25 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import anthropic
+
+MAX_RETRY_AFTER = 60.0
+"""The longest `retry-after` the clients wait before retrying; longer asks are cut to it."""
+
+
+class _CappedRetryAfter:
+    """Mixin for the SDK clients: the SDK's own retry schedule, with server-asked waits capped."""
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        wait = super()._calculate_retry_timeout(remaining_retries, options, response_headers)  # type: ignore[misc]
+        return min(wait, MAX_RETRY_AFTER)
+
+
+class _Anthropic(_CappedRetryAfter, anthropic.Anthropic):
+    pass
+
+
+class _AsyncAnthropic(_CappedRetryAfter, anthropic.AsyncAnthropic):
+    pass
 
 from atlas_hf.oracles.base import Annotation
 from atlas_hf.oracles.prompt import (
@@ -302,7 +322,7 @@ class AnthropicOracle:
     def _sync(self) -> anthropic.Anthropic:
         self._check_process()
         if self._sync_client is None:
-            self._sync_client = anthropic.Anthropic(**self._client_kwargs())
+            self._sync_client = _Anthropic(**self._client_kwargs())
         return self._sync_client
 
     def _run(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -316,7 +336,7 @@ class AnthropicOracle:
 
         async def with_client() -> T:
             if self._async_client is None:
-                self._async_client = anthropic.AsyncAnthropic(**self._client_kwargs())
+                self._async_client = _AsyncAnthropic(**self._client_kwargs())
             return await make()
 
         return asyncio.run_coroutine_threadsafe(with_client(), self._loop).result()
