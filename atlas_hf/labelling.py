@@ -62,7 +62,8 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
     Raw rows (`messages` + `critical_steps`, optional `tools`) go through `CriticalStepTokenizer`
     with the config's step selection; rows that come tokenized (`input_ids` + `labels`) are only
     cut to `max_length`. Rows with no supervised token are dropped (`skip_unsupervised_rows`).
-    The work is a cached `datasets.map`, so a second call with the same inputs is free.
+    The work is a cached `datasets.map`, so a second call with the same inputs is free. An
+    `IterableDataset` is labelled as it streams: its `LabelStats` fill up as rows are read.
 
     Args:
         dataset (`datasets.Dataset`): Annotated rows, or rows labelled by `CriticalStepTokenizer`.
@@ -75,14 +76,15 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
         `tuple`: The labelled dataset and its `LabelStats` (rows kept and skipped, tokens).
 
     Raises:
-        `TypeError`: `dataset` is not a `datasets.Dataset` (an `IterableDataset` cannot be counted up front).
+        `TypeError`: `dataset` is neither a `datasets.Dataset` nor an `IterableDataset`.
         `ValueError`: A column the labelling needs is missing (which one, and how to get it).
     """
-    if isinstance(dataset, IterableDataset) or not isinstance(dataset, Dataset):
+    if isinstance(dataset, IterableDataset):
+        return _label_stream(dataset, tokenizer, args, name)
+    if not isinstance(dataset, Dataset):
         raise TypeError(
-            f"The {name} dataset is a {type(dataset).__name__}; AtlasSFTTrainer needs a datasets.Dataset "
-            "(it counts supervised tokens and skipped rows up front). Materialize it with "
-            "Dataset.from_generator or Dataset.from_list."
+            f"The {name} dataset is a {type(dataset).__name__}; pass a datasets.Dataset or IterableDataset "
+            "(Dataset.from_list builds one from a list of rows)."
         )
     columns = dataset.column_names
     map_kwargs: dict[str, Any] = {"batched": True, "num_proc": args.dataset_num_proc}
@@ -147,4 +149,52 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
     )
     if len(keep) < len(supervised):
         labelled = labelled.select(keep)
+    return labelled.select_columns(["input_ids", "labels"]), stats
+
+
+@dataclass
+class _CountingLabels:
+    """Labels streamed rows and adds them to `stats` as they pass (for an `IterableDataset`)."""
+
+    label: Any
+    stats: LabelStats
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out = self.label(batch, indices)
+        for ids, supervised in zip(out["input_ids"], out["num_supervised"]):
+            if supervised:
+                self.stats.rows += 1
+                self.stats.supervised_tokens += supervised
+                self.stats.total_tokens += len(ids)
+            else:
+                self.stats.skipped_rows += 1
+        self.stats.truncated_steps += sum(out.get("num_truncated_steps", []))
+        return out
+
+
+def _has_supervision(num_supervised: int) -> bool:
+    return num_supervised > 0
+
+
+def _label_stream(dataset: IterableDataset, tokenizer: Any, args: AtlasSFTConfig, name: str) -> tuple[Any, LabelStats]:
+    """`label_dataset` for a stream: the same labels, computed lazily, counted as they are read."""
+    columns = dataset.column_names or list(next(iter(dataset)))
+    if "input_ids" in columns:
+        if "labels" not in columns:
+            raise ValueError(f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
+                             "'critical_steps') or rows tokenized by atlas_hf.CriticalStepTokenizer.")
+        label: Any = _TruncateTokenized(args.max_length, args.truncation_side)
+    elif "messages" not in columns:
+        raise ValueError(f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
+                         "atlas_hf.normalize_trajectories and annotate it with critical steps first.")
+    else:
+        label = CriticalStepTokenizer(tokenizer, max_length=args.max_length, step_selection=args.step_selection,
+                                      selection_ratio=args.selection_ratio, selection_seed=args.selection_seed,
+                                      truncation_side=args.truncation_side)
+    stats = LabelStats()
+    labelled = dataset.map(_CountingLabels(label, stats), batched=True, with_indices=True, remove_columns=columns)
+    if args.skip_unsupervised_rows:
+        labelled = labelled.filter(_has_supervision, input_columns=["num_supervised"])
+    logger.info("%s: a stream; its rows are labelled (step_selection=%r) and counted as training reads them.",
+                name, args.step_selection)
     return labelled.select_columns(["input_ids", "labels"]), stats

@@ -260,3 +260,21 @@ def test_save_model_writes_the_atlas_card_and_keeps_the_users_config(tmp_path, s
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert {"my-agent", "atlas"} <= set(card.data.tags)
     assert trainer._paper["id"] == "2503.02197"
+
+
+def test_a_stream_is_labelled_as_it_is_read_like_a_dataset(tmp_path, smol_tokenizer):
+    from atlas_hf.labelling import label_dataset
+
+    rows = Dataset.from_list(annotated_rows(8))
+    args = config(tmp_path, max_steps=2)
+    eager, eager_stats = label_dataset(rows, smol_tokenizer, args)
+    stream, stream_stats = label_dataset(rows.to_iterable_dataset(), smol_tokenizer, args)
+    assert stream_stats.rows == 0  # nothing is read yet
+    assert list(stream) == list(eager)  # the same labels, the unsupervised rows dropped alike
+    assert (stream_stats.rows, stream_stats.skipped_rows, stream_stats.supervised_tokens, stream_stats.total_tokens) == (
+        eager_stats.rows, eager_stats.skipped_rows, eager_stats.supervised_tokens, eager_stats.total_tokens)
+    trainer = AtlasSFTTrainer(tiny_model(smol_tokenizer), args=args, train_dataset=rows.to_iterable_dataset(),
+                              processing_class=smol_tokenizer)
+    trainer.train()
+    summary = trainer.atlas_summary()
+    assert summary["rows"] > 0 and summary["supervised_tokens"] > 0 and summary["final_loss"] is not None
