@@ -236,8 +236,9 @@ def load_splits(
 
     wants_eval = training_args.eval_strategy != "no"
     if script_args.dataset_streaming:
-        raise ValueError("--dataset_streaming is not supported yet: AtlasSFTTrainer counts the supervised tokens "
-                         "up front. Load the dataset without streaming (or save a shard to disk).")
+        raise ValueError("--dataset_streaming: this recipe normalizes and annotates the trajectories before "
+                         "training, which needs them all. Drop the flag, or pass a stream of annotated rows to "
+                         "AtlasSFTTrainer from Python (it labels an IterableDataset as it streams).")
     if dataset_args is not None and dataset_args.datasets:
         splits = get_dataset(dataset_args)
         train = normalize_trajectories(splits[script_args.dataset_train_split])
