@@ -8,6 +8,7 @@ only its new tokens.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, Sequence
 
@@ -23,27 +24,24 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _preallocated_cache(past: list[tuple[Any, Any]] | None, capacity: int) -> Any:
-    """A `DynamicCache` whose layers append into buffers of `capacity` positions, in place.
-
-    transformers' dynamic layers grow by concatenation, copying the whole cache at every decoded
-    token: with a batch of long conversations that copy was half the cost of a rollout turn.
-    """
-    from transformers import DynamicCache
+@functools.cache
+def _preallocated_layer_class() -> type:
+    """A transformers `DynamicLayer` that appends into a buffer allocated once (defined on first use,
+    so importing this module does not import transformers)."""
     from transformers.cache_utils import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
-        def __init__(self, keys: Any = None, values: Any = None) -> None:
+        def __init__(self, capacity: int, keys: Any = None, values: Any = None) -> None:
             super().__init__()
-            self._length = 0
+            self.capacity, self._length = capacity, 0
             if keys is not None:
                 self._allocate(keys, values)
                 self.update(keys, values)
 
         def _allocate(self, keys: Any, values: Any) -> None:
             self.device = keys.device
-            self._keys = keys.new_empty((*keys.shape[:2], capacity, keys.shape[3]))
-            self._values = values.new_empty((*values.shape[:2], capacity, values.shape[3]))
+            self._keys = keys.new_empty((*keys.shape[:2], self.capacity, keys.shape[3]))
+            self._values = values.new_empty((*values.shape[:2], self.capacity, values.shape[3]))
             self.is_initialized = True
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -59,10 +57,22 @@ def _preallocated_cache(past: list[tuple[Any, Any]] | None, capacity: int) -> An
         def get_seq_length(self) -> int:
             return self._length
 
+    return PreallocatedLayer
+
+
+def _preallocated_cache(past: list[tuple[Any, Any]] | None, capacity: int) -> Any:
+    """A `DynamicCache` whose layers append into buffers of `capacity` positions, in place.
+
+    transformers' dynamic layers grow by concatenation, copying the whole cache at every decoded
+    token: with a batch of long conversations that copy was half the cost of a rollout turn.
+    """
+    from transformers import DynamicCache
+
+    layer = _preallocated_layer_class()
     cache = DynamicCache()
-    cache.layers = [PreallocatedLayer(k, v) for k, v in past] if past else []
+    cache.layers = [layer(capacity, k, v) for k, v in past] if past else []
     if not past:
-        cache.layer_class_to_replicate = PreallocatedLayer
+        cache.layer_class_to_replicate = functools.partial(layer, capacity)
     return cache
 
 
