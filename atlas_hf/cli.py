@@ -115,10 +115,11 @@ def train_parser() -> Any:
 
 
 def train(dataset: Any, config: Any, model: Any = None, tokenizer: Any = None, peft_config: Any = None,
-          eval_loss: bool = False) -> tuple[Any, dict[str, Any]]:
+          eval_loss: bool = False, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train `model` (default: the embedded SmolLM2) on an annotated dataset with `AtlasSFTTrainer`; save it.
 
     Returns the trainer and, with `eval_loss`, the loss on the supervised tokens before and after.
+    `quiet` drops the Trainer's per-step log lines (the demo prints its own summary).
     """
     from atlas_hf.models import load_default_model, load_default_tokenizer
     from atlas_hf.trainer import AtlasSFTTrainer
@@ -128,6 +129,11 @@ def train(dataset: Any, config: Any, model: Any = None, tokenizer: Any = None, p
     trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset,
                               eval_dataset=dataset if eval_loss else None, processing_class=tokenizer,
                               peft_config=peft_config)
+    if quiet:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     losses: dict[str, Any] = {}
     if eval_loss:
         losses["before"] = trainer.evaluate()["eval_loss"]
@@ -245,7 +251,7 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     config, model_args = train_parser().parse_args_and_config(
         args=["--output_dir", adapter_dir, "--max_steps", str(max_steps), "--use_cpu", "true", "--bf16", "false",
               "--disable_tqdm", "true"])
-    trainer, losses = train(annotated, config, peft_config=get_peft_config(model_args), eval_loss=True)
+    trainer, losses = train(annotated, config, peft_config=get_peft_config(model_args), eval_loss=True, quiet=True)
     summary = trainer.atlas_summary()
     print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
     card = {"oracle": getattr(annotator.oracle, "identity", oracle_name), "max_ratio": 0.3}
