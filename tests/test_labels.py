@@ -192,7 +192,7 @@ def test_pretokenizing_map_is_cached_and_num_proc_safe(smol_tokenizer, real_rows
 
 def test_bad_rows_name_the_row_and_field(smol_tokenizer):
     labeller = CriticalStepTokenizer(smol_tokenizer)
-    with pytest.raises(ValueError, match=r"Row 3: field 'critical_steps' has \[5\]"):
+    with pytest.raises(ValueError, match=r"Row 3, field `critical_steps`: step 5 is out of range"):
         labeller.label_row({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                             "critical_steps": [5]}, 3)
     with pytest.raises(ValueError, match=r"Row 7: field 'critical_steps' is missing"):

@@ -287,7 +287,7 @@ BAD_ROWS = {
     4: (_row(), "`messages`", "empty"),
     5: (_row({"role": "user", "content": None}, A), "`messages[0].content`", "null"),
     6: (_row(U, {"role": "assistant", "content": None}), "`messages[1].content`", "tool_calls"),
-    7: (_row(U, {"content": "a"}), "`messages[1]`", "role_field"),
+    7: (_row(U, {"content": "a"}), "`messages[1].role`", "role_field"),
     8: (_row(U, {"role": "assistant", "content": "a", "loss": "yes"}), "`messages[1].loss`", "true, false"),
 }
 
