@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest reply (default: %(default)s)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--output", help="write the results as JSON here")
-    p.add_argument("--records", help="write one JSON line per episode here")
+    p.add_argument("--records", help="append one JSON line per episode here; a re-run plays only the episodes missing from it")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("demo", help="sample -> annotate -> train -> publish, on the embedded default")

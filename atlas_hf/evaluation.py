@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -124,10 +125,7 @@ class EvaluationReport:
     def write_records(self, path: str | Path) -> Path:
         """Write one JSON line per episode to `path`; returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as f:
-            for record in self.records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        _write_jsonl(path, self.records)
         return path
 
     def format_table(self) -> str:
@@ -212,6 +210,7 @@ def evaluate_agent(
     batch_size: int = 16,
     max_new_tokens: int = 64,
     records_path: str | Path | None = None,
+    resume: bool = True,
     progress: bool = True,
 ) -> EvaluationReport:
     """Run an agent for `episodes` episodes in each environment; success rates with intervals.
@@ -227,7 +226,12 @@ def evaluate_agent(
         batch_size (`int`): Episodes stepped in lockstep (rows per policy call). Episodes run in waves
             of `batch_size`: a wave's episodes are at the same turn, so a padded batch wastes little.
         max_new_tokens (`int`): The longest reply generated for a transformers model.
-        records_path (`str` or `Path`, *optional*): Write one JSON line per episode there.
+        records_path (`str` or `Path`, *optional*): Append one JSON line per episode there as soon as it
+            ends, so an interrupted evaluation loses at most the episodes in flight.
+        resume (`bool`): With `records_path`, episodes already recorded there (same environment and
+            seed) are not played again: a killed run re-run with the same arguments plays only what is
+            missing, and a larger `episodes` plays only the new seeds. Use one file per agent.
+            `resume=False` plays every episode and starts the file afresh.
         progress (`bool`): Show a progress bar of finished episodes.
 
     Returns:
@@ -235,8 +239,9 @@ def evaluate_agent(
 
     Raises:
         `EnvironmentNotFoundError`: An environment name is not registered.
-        `ValueError`: `episodes`, `batch_size` or `max_turns` is not positive, or the policy returns a
-            different number of replies than it was given conversations.
+        `ValueError`: `episodes`, `batch_size` or `max_turns` is not positive, the policy returns a
+            different number of replies than it was given conversations, or `records_path` holds
+            episodes played with another `max_turns`.
     """
     from tqdm.auto import tqdm
 
@@ -246,13 +251,17 @@ def evaluate_agent(
     for value, what in ((episodes, "episodes"), (batch_size, "batch_size"), (max_turns, "max_turns")):
         if value <= 0:
             raise ValueError(f"{what} must be positive, got {value!r}.")
-    policy = as_policy(agent, tokenizer, max_new_tokens)
     pools: dict[str, list[Any]] = {name: [make_env(name)] for name in names}  # checks every name up front
-    queue = [(name, seed + i) for name in names for i in range(episodes)]
+    wanted = [(name, seed + i) for name in names for i in range(episodes)]
+    kept = _resumable_records(records_path, max_turns) if records_path is not None and resume else []
+    done = {(r["env"], int(r["seed"])): r for r in kept}
+    finished: list[dict[str, Any]] = [done[key] for key in wanted if key in done]
+    queue = [key for key in wanted if key not in done]
     queue.reverse()
     live: list[dict[str, Any]] = []
-    finished: list[dict[str, Any]] = []
-    bar = tqdm(total=len(queue), desc="Evaluating", unit="episode", disable=not progress)
+    sink = _RecordSink(records_path, kept) if records_path is not None else None
+    policy = as_policy(agent, tokenizer, max_new_tokens)
+    bar = tqdm(total=len(wanted), initial=len(finished), desc="Evaluating", unit="episode", disable=not progress)
 
     def start() -> None:
         if live:  # waves: new episodes start together, so a batch's conversations have similar lengths
@@ -262,42 +271,109 @@ def evaluate_agent(
             env = pools[name].pop() if pools[name] else make_env(name)
             live.append({"env_obj": env, "record": {
                 "env": name, "seed": episode_seed, "success": False, "reward": 0.0, "turns": 0,
-                "invalid_actions": 0, "actions": [],
+                "max_turns": max_turns, "invalid_actions": 0, "actions": [],
                 "messages": [{"role": "user", "content": env.reset(episode_seed)}],
             }})
 
     start()
-    while live:
-        replies = policy([episode["record"]["messages"] for episode in live])
-        if len(replies) != len(live):
-            raise ValueError(f"The policy returned {len(replies)} replies for {len(live)} conversations.")
-        still = []
-        for episode, reply in zip(live, replies):
-            record, env = episode["record"], episode["env_obj"]
-            result = env.step(reply)
-            record["messages"].append({"role": "assistant", "content": reply})
-            record["turns"] += 1
-            record["invalid_actions"] += int(bool(result.info.get("invalid_action")))
-            record["actions"].append(result.info.get("action", reply))
-            record["reward"] = float(result.reward)
-            record["success"] = bool(result.info.get("success", result.reward > 0))
-            if result.done or record["turns"] >= max_turns:
-                if not result.done:
-                    record["success"] = False
-                finished.append(record)
-                pools[record["env"]].append(env)
-                bar.update(1)
-                bar.set_postfix(success=f"{sum(r['success'] for r in finished)}/{len(finished)}", refresh=False)
-            else:
-                record["messages"].append({"role": "user", "content": result.observation})
-                still.append(episode)
-        live[:] = still
-        start()
-    bar.close()
+    try:
+        while live:
+            replies = policy([episode["record"]["messages"] for episode in live])
+            if len(replies) != len(live):
+                raise ValueError(f"The policy returned {len(replies)} replies for {len(live)} conversations.")
+            still = []
+            for episode, reply in zip(live, replies):
+                record, env = episode["record"], episode["env_obj"]
+                result = env.step(reply)
+                record["messages"].append({"role": "assistant", "content": reply})
+                record["turns"] += 1
+                record["invalid_actions"] += int(bool(result.info.get("invalid_action")))
+                record["actions"].append(result.info.get("action", reply))
+                record["reward"] = float(result.reward)
+                record["success"] = bool(result.info.get("success", result.reward > 0))
+                if result.done or record["turns"] >= max_turns:
+                    if not result.done:
+                        record["success"] = False
+                    finished.append(record)
+                    if sink is not None:
+                        sink.append(record)
+                    pools[record["env"]].append(env)
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(r['success'] for r in finished)}/{len(finished)}", refresh=False)
+                else:
+                    record["messages"].append({"role": "user", "content": result.observation})
+                    still.append(episode)
+            live[:] = still
+            start()
+    finally:
+        bar.close()
+        if sink is not None:
+            sink.close()
     finished.sort(key=lambda r: (names.index(r["env"]), r["seed"]))
     config = {"seed": seed, "episodes": episodes, "max_turns": max_turns, "batch_size": batch_size,
               "policy": type(policy).__name__}
     report = EvaluationReport.from_records(finished, config)
-    if records_path is not None:
-        report.write_records(records_path)
+    if records_path is not None:  # sorted, with any other episodes the file held kept after them
+        played = {(r["env"], r["seed"]) for r in finished}
+        _write_jsonl(Path(records_path), finished + [r for r in kept if (r["env"], int(r["seed"])) not in played])
     return report
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The episode records of a JSONL file written by `evaluate_agent` ([] if it does not exist).
+
+    A last line cut short (the process was killed while writing it) is dropped: that episode is
+    played again on resume.
+
+    Raises:
+        `ValueError`: A line other than the last is not a JSON record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON episode record; remove the file or fix the line.") from None
+    return records
+
+
+def _resumable_records(path: str | Path, max_turns: int) -> list[dict[str, Any]]:
+    records = read_records(path)
+    other = sorted({r["max_turns"] for r in records if r.get("max_turns", max_turns) != max_turns})
+    if other:
+        raise ValueError(
+            f"{path} holds episodes played with max_turns={other[0]}, not {max_turns}: pass another "
+            "records_path, or resume=False to play every episode again."
+        )
+    return records
+
+
+def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Replace `path` with `records` atomically (a kill leaves the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+
+
+class _RecordSink:
+    """Appends each finished episode to the records file at once (flushed), after the kept ones."""
+
+    def __init__(self, path: str | Path, kept: Sequence[dict[str, Any]]) -> None:
+        _write_jsonl(Path(path), kept)  # drops a line cut short by a kill before appending
+        self._file = Path(path).open("a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -145,3 +145,92 @@ def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokeniz
         assert result.metric_value == round(100 * saved["envs"][env]["success_rate"], 2)
         assert result.dataset_split == "seeds 1000000-1000002"
     assert "## Evaluation" in card.text and "| babyai/PickupLoc | 3 |" in card.text
+
+
+def seen_object_policy(conversations: list[list[dict]]) -> list[str]:
+    """A deterministic scripted agent: go to the first object in view, else turn left."""
+    import re
+
+    replies = []
+    for conversation in conversations:
+        seen = re.search(r"You see (\w+ \w+ \d+)", conversation[-1]["content"])
+        replies.append(f"Action: go to {seen.group(1)}" if seen else "Action: turn left")
+    return replies
+
+
+RESUMABLE_RUN = """
+import sys, time
+from test_evaluation import seen_object_policy
+from atlas_hf.evaluation import evaluate_agent
+
+def slow(conversations):
+    time.sleep(0.1)
+    return seen_object_policy(conversations)
+
+evaluate_agent(slow, "babyai/GoToLocal,babyai/PickupLoc", episodes=6, seed=40, max_turns=4, batch_size=2,
+               records_path=sys.argv[1], progress=False)
+"""
+
+
+def test_a_killed_evaluation_resumes_and_plays_only_the_missing_episodes(tmp_path: Path):
+    pytest.importorskip("minigrid")
+    import os
+    import signal
+    import time
+
+    from atlas_hf.evaluation import read_records
+
+    records = tmp_path / "episodes.jsonl"
+    script = tmp_path / "run.py"
+    script.write_text(RESUMABLE_RUN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, str(script), str(records)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(read_records(records)) < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with records.open("a") as f:
+        f.write('{"env": "babyai/GoToLocal", "se')  # a line cut short by the kill
+    kept = read_records(records)
+    assert 3 <= len(kept) < 12, process.stderr.read()
+
+    started: list[tuple[str, ...]] = []
+
+    def counting(conversations):
+        started.extend(c[0]["content"] for c in conversations if len(c) == 1)
+        return seen_object_policy(conversations)
+
+    resumed = evaluate_agent(counting, "babyai/GoToLocal,babyai/PickupLoc", episodes=6, seed=40, max_turns=4,
+                             batch_size=2, records_path=records, progress=False)
+    assert len(started) == 12 - len(kept)  # the recorded episodes were not played again
+    whole = evaluate_agent(seen_object_policy, "babyai/GoToLocal,babyai/PickupLoc", episodes=6, seed=40,
+                           max_turns=4, batch_size=2, records_path=tmp_path / "whole.jsonl", progress=False)
+    assert resumed.records == whole.records and read_records(records) == whole.records
+    assert resumed.to_dict()["envs"] == whole.to_dict()["envs"]
+
+
+def test_more_episodes_play_only_the_new_seeds_and_settings_must_match(tmp_path: Path):
+    pytest.importorskip("minigrid")
+    records = tmp_path / "episodes.jsonl"
+    first = evaluate_agent(seen_object_policy, "babyai/GoToLocal", episodes=3, seed=7, max_turns=3,
+                           records_path=records, progress=False)
+    calls: list[int] = []
+
+    def counting(conversations):
+        calls.extend(1 for c in conversations if len(c) == 1)
+        return seen_object_policy(conversations)
+
+    more = evaluate_agent(counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=3, records_path=records,
+                          progress=False)
+    assert len(calls) == 2 and more.records[:3] == first.records and [r["seed"] for r in more.records] == [7, 8, 9, 10, 11]
+    fewer = evaluate_agent(counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records,
+                           progress=False)
+    assert len(calls) == 2 and fewer.records == first.records[:2]
+    assert len(json.loads("[" + ",".join(records.read_text().splitlines()) + "]")) == 5  # nothing was dropped
+    with pytest.raises(ValueError, match="max_turns=3, not 4"):
+        evaluate_agent(counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=4, records_path=records,
+                       progress=False)
+    again = evaluate_agent(counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records,
+                           resume=False, progress=False)
+    assert len(calls) == 4 and again.records == first.records[:2]

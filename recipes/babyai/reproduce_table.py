@@ -142,12 +142,15 @@ def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
 
 
 def evaluate_row(base: str | None, adapter: str | None, levels: list[str], args: argparse.Namespace, path: Path) -> Any:
-    from atlas_hf.evaluation import EvaluationReport, evaluate_agent
+    from atlas_hf.evaluation import EvaluationReport, evaluate_agent, read_records
     from atlas_hf.models import load_model_and_tokenizer
 
-    records = path.with_suffix(".jsonl")
-    if records.is_file():
-        return EvaluationReport.from_records([json.loads(line) for line in records.read_text().splitlines()])
+    records = path.with_suffix(".jsonl")  # evaluate_agent resumes from it: only missing episodes are played
+    wanted = {(f"babyai/{lv}", args.eval_seed + i) for lv in levels for i in range(args.eval_episodes)}
+    done = [r for r in read_records(records) if (r["env"], r["seed"]) in wanted]
+    if len(done) == len(wanted):
+        order = [f"babyai/{lv}" for lv in levels]
+        return EvaluationReport.from_records(sorted(done, key=lambda r: (order.index(r["env"]), r["seed"])))
     model, tokenizer = load_model_and_tokenizer(base, adapter, dtype_of(args))
     if adapter is not None:
         model = model.merge_and_unload()  # same outputs, no adapter overhead in generation
