@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     # the trained agent, acting: rollouts in text environments (`atlas_hf.envs`), success with intervals
     "evaluate_agent": "atlas_hf.evaluation",
     "EvaluationReport": "atlas_hf.evaluation",
+    "read_records": "atlas_hf.evaluation",
     "TransformersPolicy": "atlas_hf.policy",
     "paired_difference": "atlas_hf.evaluation",
     "wilson_interval": "atlas_hf.evaluation",
@@ -87,7 +88,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
         TemplateError,
         TrajectoryError,
     )
-    from atlas_hf.evaluation import evaluate_agent, EvaluationReport, paired_difference, wilson_interval
+    from atlas_hf.evaluation import evaluate_agent, EvaluationReport, paired_difference, read_records, wilson_interval
     from atlas_hf.hub import publish, publish_adapter, publish_dataset
     from atlas_hf.labelling import label_dataset
     from atlas_hf.models import load_default_model, load_default_tokenizer, load_model_and_tokenizer

@@ -285,7 +285,8 @@ class CriticalStepAnnotator:
         progress: show a progress bar (trajectories, and tokens and cost if the oracle counts them).
 
     Adds the columns `critical_steps`, `critical_categories`, `critical_reasons`, `atlas_plan`,
-    `atlas_error` and `atlas_oracle` (the oracle's identity). Pass `with_indices=True` to `map`
+    `atlas_error` and `atlas_oracle` (the oracle's identity and the cap, `<identity>/max_ratio=0.3`, which
+    publishing reads back). Pass `with_indices=True` to `map`
     and errors name the dataset index of the row.
     """
 
@@ -387,7 +388,7 @@ class CriticalStepAnnotator:
                 f"{len(failed)} row(s) could not be annotated by {identity}: " + "; ".join(failed[:3])
                 + ". Pass strict=False to keep such rows marked in `atlas_error` instead."
             )
-        return self._columns([a for a in results if a is not None], identity)
+        return self._columns([a for a in results if a is not None], f"{identity}/max_ratio={self.max_ratio:g}")
 
     @staticmethod
     def _columns(results: list[Annotation], identity: str) -> dict[str, Any]:

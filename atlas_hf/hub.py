@@ -13,67 +13,32 @@ card, a log line or an exception message.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
-import re
 import shutil
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from huggingface_hub import (
-    CommitOperationAdd,
-    DatasetCard,
-    DatasetCardData,
-    EvalResult,
-    HfApi,
-    ModelCard,
-    get_token,
-)
+from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 from atlas_hf.annotate import annotation_statistics, dataset_splits
+from atlas_hf.cards import CITATION, FIGURE_PATH, adapter_card, dataset_card, eval_results, redact
 from atlas_hf.errors import HubPublishError
-from atlas_hf.oracles.base import CATEGORIES, Oracle
+from atlas_hf.figures import statistics_png
+from atlas_hf.oracles.base import Oracle
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from transformers import Trainer
 
-__all__ = ["HubPublishError", "adapter_card", "publish_adapter", "publish_dataset"]
+__all__ = ["CITATION", "HubPublishError", "adapter_card", "eval_results", "publish", "publish_adapter",
+           "publish_dataset"]
 
 logger = logging.getLogger(__name__)
 
-DATASET_TAGS = ("atlas", "agent", "critical-steps", "trl")
-ADAPTER_TAGS = ("atlas", "trl", "peft", "lora", "agent", "critical-steps")
-FIGURE_PATH = "assets/atlas_stats.png"
-_PAPER = "ATLaS: Agent Tuning via Learning Critical Steps (Chen et al., ACL Findings 2025)"
-CITATION = """@inproceedings{chen2025atlas,
-    title     = {{ATLaS: Agent Tuning via Learning Critical Steps}},
-    author    = {Zhixun Chen and Ming Li and Yuxuan Huang and Yali Du and Meng Fang and Tianyi Zhou},
-    booktitle = {Findings of the Association for Computational Linguistics: ACL 2025},
-    year      = 2025,
-    pages     = {25334--25349},
-    doi       = {10.18653/v1/2025.findings-acl.1299},
-}"""
-"""The paper's BibTeX entry, for model cards (and TRL's citation section)."""
-_SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
-_IDENTITY_FIELD = re.compile(r"(?:^|/)(model|prompt)=([^/\s,]+)")
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
 
 # --------------------------------------------------------------------------- errors and secrets
-
-
-def _scrub(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """`text` with the given secrets and anything shaped like an HF or Anthropic key removed."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _SECRET_RE.sub("[redacted]", text)
 
 
 _FIXES = {
@@ -97,7 +62,7 @@ def _explained(what: str, repo_id: str, token: str | None) -> Iterator[None]:
         status = err.response.status_code if err.response is not None else None
         fix = _FIXES.get(status or 0, "the Hub answered with a server error. Retry later; if it persists, "
                                        "check https://status.huggingface.co.")
-        detail = _scrub(str(err.server_message or "").strip(), [token, get_token()])
+        detail = redact(str(err.server_message or "").strip(), [token, get_token()])
         message = f"Could not {what} '{repo_id}' (HTTP {status}): {fix}"
         if detail:
             message += f" Server said: {detail}"
@@ -107,252 +72,11 @@ def _explained(what: str, repo_id: str, token: str | None) -> Iterator[None]:
     except ValueError as err:  # huggingface_hub reports a README rejected by the Hub's validator this way
         if "metadata" not in str(err).lower():
             raise
-        detail = _scrub(str(err), [token, get_token()])
+        detail = redact(str(err), [token, get_token()])
         raise HubPublishError(f"Could not {what} '{repo_id}': the Hub rejected the card metadata. {detail}") from None
 
 
-# --------------------------------------------------------------------------- dataset statistics
-
-
-def _provenance(
-    oracle: str | Oracle | None, prompt_version: str | None, max_ratio: float | None,
-    column_oracles: Mapping[str, int],
-) -> dict[str, str]:
-    """Oracle, model, prompt version and ratio cap, from the arguments or the `atlas_oracle` column
-    (whose identities, `AnthropicOracle/model=.../prompt=...`, name the model and prompt)."""
-    name = model = None
-    if isinstance(oracle, str):
-        name = oracle
-    elif oracle is not None:
-        name = getattr(oracle, "identity", None) or type(oracle).__name__
-        model = getattr(oracle, "model", None) or getattr(oracle, "model_name", None)
-        prompt_version = prompt_version or getattr(oracle, "prompt_version", None)
-    elif len(column_oracles) == 1:
-        name = next(iter(column_oracles))
-    elif column_oracles:
-        name = ", ".join(f"{v} ({column_oracles[v]} rows)" for v in sorted(column_oracles))
-    if name:
-        recorded = dict(_IDENTITY_FIELD.findall(str(name)))
-        model = model or recorded.get("model")
-        prompt_version = prompt_version or recorded.get("prompt")
-    return {
-        "Oracle": _scrub(str(name)) if name else "not recorded",
-        "Oracle model": _scrub(str(model)) if model else "not recorded",
-        "Prompt version": str(prompt_version) if prompt_version else "not recorded",
-        "Ratio cap": f"{max_ratio:.0%} of each trajectory's steps" if max_ratio is not None else "not recorded",
-    }
-
-
-def _size_category(rows: int) -> str:
-    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if rows < bound:
-            return label
-    return "n>1M"
-
-
-# --------------------------------------------------------------------------- the figure (a PNG, no plotting deps)
-
-_CATEGORY_COLORS = ((66, 133, 244), (52, 168, 83), (234, 67, 53), (251, 188, 5))
-_OTHER_COLOR = (128, 128, 128)
-_RATIO_COLOR = (103, 58, 183)
-_INK = (40, 40, 40)
-_AXIS = (170, 170, 170)
-_FIG_W, _FIG_H, _PLOT_H, _BASE_Y = 640, 320, 200, 260
-_RATIO_BINS = 10
-
-# A 3x5 pixel font: each glyph is five rows of three pixels.
-_GLYPHS = dict(zip(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.%/-()",
-    "010101111101101 110101110101110 011100100100011 110101101101110 111100110100111 111100110100100 "
-    "011100101101011 101101111101101 111010010010111 001001001101010 101110100110101 100100100100111 "
-    "101111111101101 110101101101101 010101101101010 110101110100100 010101101110011 110101110110101 "
-    "011100010001110 111010010010010 101101101101111 101101101101010 101101111111101 101101010101101 "
-    "101101010010010 111001010100111 111101101101111 010110010010111 110001010100111 110001010001110 "
-    "101101111001001 111100110001110 011100110101010 111001010010010 010101010101010 010101011001110 "
-    "000000000000010 101001010100101 001001010100100 000000111000000 010100100100010 010001001001010".split(),
-))
-
-
-def _draw_text(pixels: bytearray, x: int, y: int, text: str, scale: int = 2, color: tuple = _INK) -> None:
-    for char in text.upper():
-        glyph = _GLYPHS.get(char)
-        if glyph is not None:
-            for i, bit in enumerate(glyph):
-                if bit == "1":
-                    _fill(pixels, x + (i % 3) * scale, y + (i // 3) * scale, scale, scale, color)
-        x += 4 * scale
-
-
-def _text_width(text: str, scale: int = 2) -> int:
-    return len(text) * 4 * scale - scale
-
-
-def _fill(pixels: bytearray, x: int, y: int, w: int, h: int, color: tuple) -> None:
-    for row in range(max(y, 0), min(y + h, _FIG_H)):
-        start, end = row * _FIG_W + max(x, 0), row * _FIG_W + min(x + w, _FIG_W)
-        if end > start:
-            pixels[3 * start:3 * end] = bytes(color) * (end - start)
-
-
-def _bars(pixels: bytearray, x0: int, width: int, counts: Sequence[int], colors: Sequence[tuple],
-          labels: Sequence[str], title: str) -> None:
-    """One bar panel: bars scaled to the largest count, the count above each, labels below."""
-    _draw_text(pixels, x0 + (width - _text_width(title)) // 2, 12, title)
-    _fill(pixels, x0, _BASE_Y, width, 1, _AXIS)
-    slot = width // len(counts)
-    top = max(counts) or 1
-    for i, (count, color) in enumerate(zip(counts, colors)):
-        height = round(count / top * _PLOT_H)
-        bar_x = x0 + i * slot + slot // 6
-        bar_w = slot - 2 * (slot // 6)
-        _fill(pixels, bar_x, _BASE_Y - height, bar_w, height, color)
-        scale = 2 if _text_width(str(count)) <= slot else 1
-        _draw_text(pixels, bar_x + (bar_w - _text_width(str(count), scale)) // 2, _BASE_Y - height - 14,
-                   str(count), scale)
-        if labels[i]:
-            label_scale = 2 if _text_width(labels[i]) <= slot else 1
-            _draw_text(pixels, x0 + i * slot + (slot - _text_width(labels[i], label_scale)) // 2, _BASE_Y + 8,
-                       labels[i], label_scale)
-
-
-def _png(pixels: bytes, width: int, height: int) -> bytes:
-    """Encode 8-bit RGB pixels as a PNG (filter 0 on every row)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\0" + pixels[3 * width * y:3 * width * (y + 1)] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-
-
-def _statistics_figure(stats: Mapping[str, Any]) -> bytes:
-    """Left: critical steps per category. Right: histogram of each annotated row's critical ratio (10% bins)."""
-    pixels = bytearray(b"\xff" * (3 * _FIG_W * _FIG_H))
-    names = list(stats["categories"])
-    counts = [stats["categories"][c] for c in names]
-    colors = [_CATEGORY_COLORS[CATEGORIES.index(c)] if c in CATEGORIES else _OTHER_COLOR for c in names]
-    short = {"Plan Creation": "PLAN", "Critical Observation": "OBSERV", "Critical Action": "ACTION",
-             "Self Correction": "CORRECT"}
-    _bars(pixels, 16, 296, counts, colors, [short.get(c, "OTHER") for c in names], "CRITICAL STEPS BY CATEGORY")
-    bins = [0] * _RATIO_BINS
-    for ratio in stats["row_ratios"]:
-        bins[min(int(math.floor(ratio * _RATIO_BINS + 1e-9)), _RATIO_BINS - 1)] += 1
-    x0, width = 336, 288
-    _bars(pixels, x0, width, bins, [_RATIO_COLOR] * _RATIO_BINS, [""] * _RATIO_BINS, "CRITICAL RATIO PER ROW")
-    for value, text in ((0.0, "0%"), (0.5, "50%"), (1.0, "100%")):
-        _draw_text(pixels, x0 + round(value * width) - _text_width(text) // 2, _BASE_Y + 8, text)
-    _draw_text(pixels, x0 + (width - _text_width("ROWS PER 10% BIN", 1)) // 2, _BASE_Y + 34, "ROWS PER 10% BIN", 1)
-    return _png(bytes(pixels), _FIG_W, _FIG_H)
-
-
-# --------------------------------------------------------------------------- the dataset card
-
-
-def _dataset_card_text(
-    repo_id: str, meta: dict[str, Any], stats: Mapping[str, Any], provenance: Mapping[str, str],
-    source_datasets: Sequence[str] | None, columns: Sequence[str],
-) -> str:
-    pretty = meta["pretty_name"]
-    made = "\n".join(f"| {k} | {v} |" for k, v in provenance.items())
-    if source_datasets:
-        made += "\n| Source datasets | " + ", ".join(f"`{s}`" for s in source_datasets) + " |"
-    critical = stats["critical_steps"] or 1
-    per_category = "\n".join(
-        f"| {name} | {count} | {count / critical:.1%} |" for name, count in stats["categories"].items()
-    )
-    split_rows = ", ".join(f"{name}: {n}" for name, n in stats["rows_per_split"].items())
-    described = {
-        "messages": "the full trajectory as OpenAI-style chat messages (the model's input)",
-        "critical_steps": "0-based indices over the assistant turns that carry the loss",
-        "critical_categories": "the category of each critical step",
-        "critical_reasons": "the oracle's one-line reason for each critical step",
-        "atlas_plan": "the oracle's high-level plan of the trajectory",
-        "atlas_error": "why the row could not be annotated (empty when it was)",
-        "atlas_oracle": "which oracle annotated the row",
-    }
-    column_rows = "\n".join(f"| `{c}` | {described.get(c, '')} |" for c in columns)
-    card = f"""
-# {pretty}
-
-Agent trajectories annotated with their **critical steps**, for fine-tuning in the manner of
-*{_PAPER}*. Each row keeps the whole trajectory as context; only the critical assistant turns
-(about 30% of the steps) carry the loss when training with `atlas_hf`.
-
-## How it was made
-
-An oracle LLM read each trajectory, wrote a short high-level plan, then named its critical steps,
-each with one category: Plan Creation, Critical Observation, Critical Action or Self Correction.
-
-| | |
-|---|---|
-{made}
-
-## Statistics
-
-| | |
-|---|---|
-| Rows | {stats['rows']} ({split_rows}) |
-| Steps (assistant turns) | {stats['steps']} |
-| Critical steps | {stats['critical_steps']} |
-| Critical ratio (rows without an error) | {stats['critical_ratio']:.1%} |
-| Rows marked with an `atlas_error` | {stats['error_rows']} |
-
-| Category | Critical steps | Share |
-|---|---|---|
-{per_category}
-
-![Critical steps per category and the critical ratio of each row]({FIGURE_PATH})
-
-## Columns
-
-| Column | Meaning |
-|---|---|
-{column_rows}
-
-## Load and train
-
-```python
-from datasets import load_dataset
-from peft import LoraConfig
-from atlas_hf import AtlasSFTConfig, AtlasSFTTrainer
-
-dataset = load_dataset("{repo_id}", split="train")
-trainer = AtlasSFTTrainer(
-    model="HuggingFaceTB/SmolLM2-135M-Instruct",
-    train_dataset=dataset,
-    args=AtlasSFTConfig(output_dir="atlas-sft", step_selection="critical"),
-    peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
-)
-trainer.train()
-```
-
-The rows also work with stock TRL through `atlas_hf.CriticalStepDataCollator`.
-"""
-    return _scrub(card)
-
-
-def _dataset_metadata(
-    base: Mapping[str, Any], repo_id: str, license: str, language: str | Sequence[str],
-    source_datasets: Sequence[str] | None, rows: int,
-) -> dict[str, Any]:
-    """`base` (what `push_to_hub` wrote: dataset_info, configs) with the ATLaS fields set on top."""
-    meta = dict(base)
-    meta.update(
-        license=license,
-        language=[language] if isinstance(language, str) else list(language),
-        task_categories=["text-generation"],
-        size_categories=[_size_category(rows)],
-        pretty_name=meta.get("pretty_name") or f"ATLaS critical steps: {repo_id.split('/')[-1]}",
-        tags=list(dict.fromkeys([*(meta.get("tags") or []), *DATASET_TAGS])),
-    )
-    if source_datasets:
-        meta["source_datasets"] = list(source_datasets)
-    return meta
-
-
-def _render_card(card_class: type, meta: Mapping[str, Any], body: str) -> str:
-    data = card_class.card_data_class(**meta)
-    return f"---\n{data.to_yaml()}\n---\n{body}"
+# --------------------------------------------------------------------------- datasets
 
 
 def _write_local_dataset(splits: Mapping[str, Dataset], folder: Path) -> dict[str, Any]:
@@ -426,18 +150,20 @@ def publish_dataset(
     """
     splits = dataset_splits(dataset)
     stats = annotation_statistics(splits)
-    provenance = _provenance(oracle, prompt_version, max_ratio, stats["oracles"])
-    figure = _statistics_figure(stats)
+    figure = statistics_png(stats)
     columns = next(iter(splits.values())).column_names
+
+    def card(metadata: Mapping[str, Any], repo: str) -> DatasetCard:
+        return dataset_card(repo, metadata, stats, columns, oracle=oracle, prompt_version=prompt_version,
+                            max_ratio=max_ratio, source_datasets=source_datasets, license=license,
+                            language=language, figure=figure is not None)
 
     if local_dir is not None:
         folder = Path(local_dir)
-        base = _write_local_dataset(splits, folder)
-        meta = _dataset_metadata(base, repo_id, license, language, source_datasets, stats["rows"])
-        body = _dataset_card_text(repo_id, meta, stats, provenance, source_datasets, columns)
-        (folder / "README.md").write_text(_render_card(DatasetCard, meta, body), encoding="utf-8")
-        (folder / FIGURE_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (folder / FIGURE_PATH).write_bytes(figure)
+        card(_write_local_dataset(splits, folder), repo_id).save(folder / "README.md")
+        if figure is not None:
+            (folder / FIGURE_PATH).parent.mkdir(parents=True, exist_ok=True)
+            (folder / FIGURE_PATH).write_bytes(figure)
         logger.info("Wrote dataset %s with its card to %s", repo_id, folder)
         return str(folder)
 
@@ -450,12 +176,9 @@ def publish_dataset(
         pushed_card = DatasetCard.load(
             api.hf_hub_download(full_id, "README.md", repo_type="dataset", revision=pushed.oid, token=token)
         )
-    meta = _dataset_metadata(pushed_card.data.to_dict(), full_id, license, language, source_datasets, stats["rows"])
-    body = _dataset_card_text(full_id, meta, stats, provenance, source_datasets, columns)
-    operations = [
-        CommitOperationAdd("README.md", _render_card(DatasetCard, meta, body).encode()),
-        CommitOperationAdd(FIGURE_PATH, figure),
-    ]
+    operations = [CommitOperationAdd("README.md", str(card(pushed_card.data.to_dict(), full_id)).encode())]
+    if figure is not None:
+        operations.append(CommitOperationAdd(FIGURE_PATH, figure))
     with _explained("upload the dataset card to", full_id, token):
         api.create_commit(full_id, operations, commit_message="Add ATLaS dataset card", repo_type="dataset",
                           parent_commit=pushed.oid)
@@ -485,159 +208,6 @@ def _trainer_summary(trainer: Trainer) -> dict[str, Any]:
     if callable(atlas_summary):
         summary.update(atlas_summary())
     return {k: v for k, v in summary.items() if v is not None}
-
-
-_SUMMARY_LABELS = {
-    "step_selection": "Step selection",
-    "selection_ratio": "Selection ratio",
-    "epochs": "Epochs",
-    "optimizer_steps": "Optimizer steps",
-    "supervised_tokens": "Supervised tokens",
-    "final_loss": "Final training loss",
-    "learning_rate": "Learning rate",
-}
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def adapter_card(
-    adapter_dir: str | Path,
-    *,
-    base_model: str | None = None,
-    dataset_repo_id: str | None = None,
-    training_summary: Mapping[str, Any] | None = None,
-    repo_id: str | None = None,
-    evaluation: Any = None,
-    tags: Sequence[str] | None = None,
-) -> ModelCard:
-    """The model card of a PEFT adapter folder: PEFT's own metadata kept (`library_name: peft`,
-    `base_model`, read from `adapter_config.json` when not given), ATLaS tags, `datasets:`, and the
-    training summary. `AtlasSFTTrainer` uses it too, so both ways of publishing give the same card.
-
-    `evaluation` (an `EvaluationReport` or its `to_dict()`; default: the folder's `atlas_eval.json`,
-    written by `atlas-hf eval --adapter`) becomes the card's `model-index` and a results table.
-    `tags` are added to the card's own and the ATLaS ones."""
-    folder = Path(adapter_dir)
-    config_path = folder / "adapter_config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{folder} has no adapter_config.json, so it is not a PEFT adapter folder. Pass the folder that "
-            "`PeftModel.save_pretrained` (or `trainer.save_model`) wrote, or the trainer itself."
-        )
-    adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    base_model = base_model or adapter_config.get("base_model_name_or_path")
-    meta: dict[str, Any] = {}
-    if (folder / "README.md").is_file():
-        meta = ModelCard.load(folder / "README.md", ignore_metadata_errors=True).data.to_dict()
-    hub_base = base_model if base_model and _REPO_ID_RE.match(base_model) else None
-    if base_model and hub_base is None:
-        logger.warning("base_model %r is a local path, not a Hub model id, so the card's `base_model` is left "
-                       "out; pass base_model='org/name' to publish_adapter to set it.", Path(base_model).name)
-    meta.pop("base_model", None)
-    meta.update(
-        library_name="peft",
-        pipeline_tag="text-generation",
-        tags=list(dict.fromkeys([*(meta.get("tags") or []), *ADAPTER_TAGS, *(tags or [])])),
-    )
-    if hub_base:
-        meta["base_model"] = hub_base
-    if dataset_repo_id:
-        meta["datasets"] = [dataset_repo_id]
-    evaluation = _evaluation_dict(evaluation, folder)
-    name = repo_id or folder.name
-    if evaluation:
-        meta.pop("model-index", None)
-        meta["model_name"] = name
-        meta["eval_results"] = eval_results(evaluation)
-    summary = dict(training_summary or {})
-    rows = "\n".join(f"| {_SUMMARY_LABELS.get(k, k.replace('_', ' ').capitalize())} | {_format_value(v)} |"
-                     for k, v in summary.items()) or "| (no training summary was given) | |"
-    rank, alpha = adapter_config.get("r"), adapter_config.get("lora_alpha")
-    targets = adapter_config.get("target_modules")
-    targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
-    data_line = (f"[`{dataset_repo_id}`](https://huggingface.co/datasets/{dataset_repo_id})"
-                 if dataset_repo_id else "not recorded")
-    body = f"""
-# {name}
-
-A {adapter_config.get('peft_type', 'PEFT')} adapter for `{hub_base or 'the base model'}`, fine-tuned with
-`atlas_hf` in the manner of *{_PAPER}*: the whole trajectory is the input, and the loss falls only on
-the critical steps the oracle chose.
-
-- Base model: `{hub_base or 'not recorded'}`
-- Training data: {data_line}
-- LoRA rank {rank}, alpha {alpha}, target modules: {targets}
-
-## Training summary
-
-| | |
-|---|---|
-{rows}
-
-{_evaluation_section(evaluation)}## Use
-
-```python
-from transformers import AutoModelForCausalLM
-from peft import PeftModel
-
-base = AutoModelForCausalLM.from_pretrained("{hub_base or '<base model>'}")
-model = PeftModel.from_pretrained(base, "{name}")
-```
-
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
-    return ModelCard(_render_card(ModelCard, meta, _scrub(body)))
-
-
-def _evaluation_dict(evaluation: Any, folder: Path) -> dict[str, Any] | None:
-    from atlas_hf.evaluation import EVAL_RESULTS_FILE
-
-    if evaluation is None and (folder / EVAL_RESULTS_FILE).is_file():
-        evaluation = json.loads((folder / EVAL_RESULTS_FILE).read_text(encoding="utf-8"))
-    if evaluation is not None and hasattr(evaluation, "to_dict"):
-        evaluation = evaluation.to_dict()
-    return dict(evaluation) if evaluation else None
-
-
-def eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
-    """Rollout results (an `EvaluationReport.to_dict()`) as Hub `model-index` entries: one per environment,
-    metric `success_rate` in percent, split named by the evaluation's seeds."""
-    config = evaluation.get("config") or {}
-    first, episodes = config.get("seed", 0), config.get("episodes")
-    split = f"seeds {first}-{first + episodes - 1}" if episodes else f"seeds from {first}"
-    return [
-        EvalResult(task_type="reinforcement-learning", task_name="Agent rollouts", dataset_type=env,
-                   dataset_name=env, dataset_split=split, metric_type="success_rate",
-                   metric_name="Success rate (%)", metric_value=round(100 * float(result["success_rate"]), 2))
-        for env, result in evaluation["envs"].items()
-    ]
-
-
-def _evaluation_section(evaluation: Mapping[str, Any] | None) -> str:
-    if not evaluation:
-        return ""
-    rows = "\n".join(
-        f"| {env} | {r['episodes']} | {100 * r['success_rate']:.1f}% | "
-        f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}% | {r['mean_turns']:.1f} |"
-        for env, r in evaluation["envs"].items()
-    )
-    return f"""## Evaluation
-
-Greedy rollouts with `atlas_hf.evaluate_agent` (95% Wilson intervals):
-
-| environment | episodes | success | 95% CI | turns |
-|---|---|---|---|---|
-{rows}
-
-"""
 
 
 @contextlib.contextmanager
@@ -676,11 +246,12 @@ def publish_adapter(
     training_summary: Mapping[str, Any] | None = None,
     local_dir: str | Path | None = None,
     evaluation: Any = None,
+    license: str | None = None,
 ) -> str:
     """Publish a PEFT adapter (a folder, or a trainer's model) with its model card; return the repo URL.
 
-    The folder's top-level files go up in one commit with `huggingface_hub.upload_folder`, README.md
-    replaced by `adapter_card(...)`. Checkpoint folders are left out. With `local_dir`, the same files
+    The folder's top-level files and `adapter_card(...)` as README.md go up in one commit (checkpoint
+    folders are left out, the folder itself is not changed). With `local_dir`, the same files
     are written there instead and its path is returned. `evaluation` (an `EvaluationReport`, or by
     default the folder's `atlas_eval.json`) puts rollout success rates in the card's `model-index`.
 
@@ -694,9 +265,11 @@ def publish_adapter(
         base_model (`str`, *optional*): The base model's Hub id (default: the adapter config's).
         dataset_repo_id (`str`, *optional*): The training dataset's repo, linked from the card.
         training_summary (`Mapping`, *optional*): `trainer.atlas_summary()` (default: read from the
-            trainer, or the folder's `atlas_summary.json`).
+            trainer, or the folder's `atlas_summary.json` that `AtlasSFTTrainer.save_model` writes).
         local_dir (`str` or `Path`, *optional*): Write the repo's files here instead of uploading.
         evaluation (`EvaluationReport` or `dict`, *optional*): Rollout results for `model-index`.
+        license (`str`, *optional*): The card's license (default: the folder's card's, else the base
+            model's where known).
 
     Returns:
         `str`: The repo URL (or `local_dir`).
@@ -705,29 +278,23 @@ def publish_adapter(
         `FileNotFoundError`: The folder holds no adapter.
         `HubPublishError`: The Hub refused (what failed, and how to fix it; no secret in the message).
     """
-    with _adapter_folder(trainer_or_output_dir) as (folder, trainer_summary), \
-            tempfile.TemporaryDirectory(prefix="atlas-stage-") as tmp:
-        run_summary = {**trainer_summary, **(training_summary or {})}
-        stage = Path(tmp)
-        files = [p for p in folder.iterdir() if p.is_file() and p.name != "README.md"]
+    with _adapter_folder(trainer_or_output_dir) as (folder, trainer_summary):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != "README.md")  # no checkpoints
         if not any(p.name.startswith("adapter_model.") for p in files):
             raise FileNotFoundError(
                 f"{folder} has no adapter_model.safetensors (or .bin). Save the adapter with "
                 "`PeftModel.save_pretrained(folder)` or `trainer.save_model(folder)` before publishing."
             )
-        for path in files:
-            shutil.copy2(path, stage / path.name)
-        if (folder / "README.md").is_file():
-            shutil.copy2(folder / "README.md", stage / "README.md")
-        card = adapter_card(stage, base_model=base_model, dataset_repo_id=dataset_repo_id,
-                            training_summary=run_summary, repo_id=repo_id, evaluation=evaluation)
-        (stage / "README.md").write_text(str(card), encoding="utf-8")
-
+        run_summary = {**trainer_summary, **(training_summary or {})}
+        card = adapter_card(folder, base_model=base_model, dataset_repo_id=dataset_repo_id,
+                            training_summary=run_summary or None, repo_id=repo_id, evaluation=evaluation,
+                            license=license)
         if local_dir is not None:
             out = Path(local_dir)
             out.mkdir(parents=True, exist_ok=True)
-            for path in stage.iterdir():
+            for path in files:
                 shutil.copy2(path, out / path.name)
+            card.save(out / "README.md")
             logger.info("Wrote adapter %s with its card to %s", repo_id, out)
             return str(out)
 
@@ -735,9 +302,10 @@ def publish_adapter(
         with _explained("create the model repository", repo_id, token):
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         full_id = repo_url.repo_id or repo_id
+        operations = [CommitOperationAdd(path.name, str(path)) for path in files]
+        operations.append(CommitOperationAdd("README.md", str(card).encode()))
         with _explained("upload the adapter to", full_id, token):
-            api.upload_folder(repo_id=full_id, folder_path=stage,
-                              commit_message="Upload ATLaS adapter")
+            api.create_commit(full_id, operations, commit_message="Upload ATLaS adapter")
     url = f"{api.endpoint}/{full_id}"
     logger.info("Published adapter %s to %s", full_id, url)
     return url

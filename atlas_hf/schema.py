@@ -10,7 +10,8 @@ Every stage reads and writes `datasets` rows with these columns:
   one reason per step, and the plan the oracle wrote down first.
 - `atlas_error` (the annotator): `None`, or why no valid answer could be had for this row (such
   rows train on no step and are counted in `annotation_statistics`).
-- `atlas_oracle` (the annotator): the identity of the oracle that answered (model and prompt version).
+- `atlas_oracle` (the annotator): the identity of the oracle that answered (model and prompt version)
+  and the ratio cap it was given, as `<identity>/max_ratio=0.3`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Its configuration, `AtlasSFTConfig`, is in `atlas_hf.config`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -25,9 +26,9 @@ from datasets import Dataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from trl import SFTTrainer
 
+from atlas_hf.cards import CITATION
 from atlas_hf.collator import CriticalStepDataCollator
 from atlas_hf.config import AtlasSFTConfig
-from atlas_hf.hub import CITATION
 from atlas_hf.labelling import LabelStats, label_dataset
 from atlas_hf.lm_head import add_supervised_lm_head
 from atlas_hf.tokenization import IGNORE_INDEX
@@ -176,9 +177,12 @@ class AtlasSFTTrainer(SFTTrainer):
         if not is_peft_model(self.model) or not os.path.exists(os.path.join(folder, "adapter_config.json")):
             return False
         if self.is_world_process_zero():
-            from atlas_hf.hub import adapter_card
+            from atlas_hf.cards import SUMMARY_FILE, adapter_card
 
-            card = adapter_card(folder, dataset_repo_id=dataset_name, training_summary=self.atlas_summary(),
+            summary = self.atlas_summary()
+            with open(os.path.join(folder, SUMMARY_FILE), "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2)  # publishing the folder later shows the same summary
+            card = adapter_card(folder, dataset_repo_id=dataset_name, training_summary=summary,
                                 repo_id=model_name or self.hub_model_id, tags=[tags] if isinstance(tags, str) else tags)
             card.save(os.path.join(folder, "README.md"))
         return True

@@ -44,6 +44,14 @@ _KNOWN_TASKS = {
     "conversational", "token-classification", "text2text-generation", "reinforcement-learning",
 }
 _KNOWN_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "llama3.1", "other", "unknown"}
+_KNOWN_LIBRARIES = {"peft", "transformers", "datasets", "sentence-transformers", "trl"}
+_SIZE_CATEGORIES = {"unknown", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M",
+                    "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"}  # the Hub's list
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}(/[A-Za-z0-9][\w.\-]{0,95})?")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -297,6 +305,20 @@ class HubStandIn:
         for config in meta.get("configs") or []:
             if not isinstance(config, dict) or "config_name" not in config:
                 errors.append('"configs" entries need a "config_name"')
+        for size in _as_list(meta.get("size_categories")):
+            if size not in _SIZE_CATEGORIES:
+                errors.append(f'"size_categories" has an unknown value {size!r}')
+        library = meta.get("library_name")
+        if library is not None and library not in _KNOWN_LIBRARIES:
+            errors.append(f'"library_name" must be a known library, got {library!r}')
+        for name in _as_list(meta.get("base_model")) + _as_list(meta.get("datasets")):
+            if not isinstance(name, str) or not _REPO_ID.fullmatch(name):
+                errors.append(f'"base_model" and "datasets" must hold repo ids, got {name!r}')
+        for entry in meta.get("model-index") or []:
+            for result in entry.get("results") or []:
+                if not {"task", "dataset", "metrics"} <= set(result) or not all(
+                        "type" in m and "value" in m for m in result["metrics"]):
+                    errors.append('"model-index" results need a task, a dataset and metrics with a type and a value')
         if errors:
             return _json({"errors": [{"message": e} for e in errors]}, status=400)
         return _json({"errors": [], "warnings": []})

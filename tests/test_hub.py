@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
+import io
 import traceback
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -23,15 +22,8 @@ import huggingface_hub
 from datasets import Dataset, DatasetDict, load_dataset
 from huggingface_hub import DatasetCard, ModelCard, constants as hf_constants
 
-from atlas_hf.hub import (
-    _BASE_Y,
-    _CATEGORY_COLORS,
-    _RATIO_COLOR,
-    FIGURE_PATH,
-    HubPublishError,
-    publish_adapter,
-    publish_dataset,
-)
+from atlas_hf.cards import FIGURE_PATH, size_category
+from atlas_hf.hub import HubPublishError, publish_adapter, publish_dataset
 from atlas_hf.oracles.base import CATEGORIES
 from hub_standin import HubStandIn
 
@@ -114,31 +106,6 @@ def published(hub: HubStandIn, dataset: Dataset) -> str:
                            prompt_version="atlas-prompt-v1", source_datasets=["fireact/hotpotqa"])
 
 
-def _decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
-    """A minimal PNG reader (8-bit RGB, filter 0) that checks every chunk's CRC."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width = 8, b"", 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
-        if kind == b"IHDR":
-            width, height, depth, color_type = struct.unpack(">IIBB", body[:10])
-            assert (depth, color_type) == (8, 2)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = 3 * width + 1
-    rows = [raw[y * stride:(y + 1) * stride] for y in range(height)]
-    assert all(row[0] == 0 for row in rows)
-    return width, height, [row[1:] for row in rows]
-
-
-def _pixel(rows: list[bytes], x: int, y: int) -> tuple[int, int, int]:
-    return tuple(rows[y][3 * x:3 * x + 3])
-
-
 def test_dataset_goes_up_through_lfs_and_loads_back_identical(hub: HubStandIn, dataset: Dataset, published: str):
     assert published == f"{hub.url}/datasets/{DATASET_REPO}"
     assert hub.repos[("dataset", DATASET_REPO)].private
@@ -186,32 +153,57 @@ def test_dataset_card_metadata_and_statistics(hub: HubStandIn, dataset: Dataset,
 
 
 def test_figure_bars_match_the_counts(hub: HubStandIn, dataset: Dataset, published: str):
-    figure = hub.file("dataset", DATASET_REPO, FIGURE_PATH).content
-    width, height, rows = _decode_png(figure)
-    assert (width, height) == (640, 320)
-    records = dataset.to_list()
-    counts = Counter(c for r in records for c in r["critical_categories"])
-    heights = {name: sum(any(_pixel(rows, x, y) == color for x in range(0, 320)) for y in range(height))
-               for name, color in zip(CATEGORIES, _CATEGORY_COLORS)}
-    tallest = max(heights.values())
-    for name in CATEGORIES:
-        assert abs(heights[name] - counts[name] / max(counts.values()) * tallest) <= 1, (name, heights)
+    import matplotlib.image
 
-    # the ratio histogram: one bar per non-empty 10% bin, in order, heights proportional to the rows
+    from atlas_hf.annotate import annotation_statistics
+    from atlas_hf.figures import RATIO_BINS, statistics_figure
+
+    image = matplotlib.image.imread(io.BytesIO(hub.file("dataset", DATASET_REPO, FIGURE_PATH).content), format="png")
+    assert image.shape[:2] == (340, 800) and image.std() > 0  # a real drawing, read back by a PNG decoder
+
+    records = dataset.to_list()
+    by_category, by_ratio = statistics_figure(annotation_statistics(dataset)).axes
+    counts = Counter(c for r in records for c in r["critical_categories"])
+    labels = [t.get_text().replace("\n", " ") for t in by_category.get_xticklabels()]
+    assert {label: p.get_height() for label, p in zip(labels, by_category.patches)} == dict(counts)
+    # the ratio histogram, from the rows themselves: one bar per 10% bin
     ratios = [len(r["critical_steps"]) / sum(m["role"] == "assistant" for m in r["messages"])
               for r in records if r["atlas_error"] is None]
-    bins = Counter(min(int(ratio * 10 + 1e-9), 9) for ratio in ratios)
-    expected = [bins[b] for b in sorted(bins)]
-    runs, inside = [], False
-    for x in range(320, width):
-        hit = _pixel(rows, x, _BASE_Y - 1) == _RATIO_COLOR
-        if hit and not inside:
-            runs.append(x)
-        inside = hit
-    measured = [sum(_pixel(rows, x + 2, y) == _RATIO_COLOR for y in range(height)) for x in runs]
-    assert len(measured) == len(expected)
-    for got, want in zip(measured, expected):
-        assert abs(got - want / max(expected) * max(measured)) <= 1
+    bins = Counter(min(int(ratio * RATIO_BINS + 1e-9), RATIO_BINS - 1) for ratio in ratios)
+    assert [p.get_height() for p in by_ratio.patches] == [bins[b] for b in range(RATIO_BINS)]
+
+
+def test_size_categories_are_the_hubs():
+    names = json.loads((Path(datasets.__file__).parent / "utils/resources/size_categories.json").read_text())
+    cases = {0: "n<1K", 999: "n<1K", 1_000: "1K<n<10K", 999_999: "100K<n<1M", 1_000_000: "1M<n<10M",
+             2_500_000: "1M<n<10M", 10**13: "n>1T"}
+    for rows, expected in cases.items():
+        assert size_category(rows) == expected and expected in names
+
+
+def test_every_card_passes_the_hubs_metadata_validation(hub: HubStandIn, dataset: Dataset, published: str,
+                                                         adapter_dir: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="size_categories"):  # the stand-in applies the Hub's rules
+        DatasetCard("---\nsize_categories:\n- n>1M\n---\n# x\n").validate(repo_type="dataset")
+    DatasetCard.load(DATASET_REPO, repo_type="dataset").validate(repo_type="dataset")
+    evaluation = {"envs": {"babyai/GoToLocal": {"episodes": 10, "success_rate": 0.4, "ci95": [0.17, 0.69],
+                                                 "mean_turns": 3.0}}, "config": {"seed": 1000, "episodes": 10}}
+    publish_adapter(adapter_dir, f"{USER}/validated", evaluation=evaluation, license="mit")
+    card = ModelCard.load(f"{USER}/validated")
+    card.validate(repo_type="model")
+    assert card.data.license == "mit" and card.data.library_name == "peft" and card.data.base_model == f"{USER}/tiny-llama"
+    assert card.data.eval_results[0].metric_value == 40.0 and "| babyai/GoToLocal | 10 | 40.0% |" in card.text
+
+
+def test_a_random_baseline_card_says_no_oracle_read_the_rows(dataset: Dataset, tmp_path: Path):
+    from atlas_hf import CriticalStepAnnotator, RandomOracle
+
+    rows = dataset.remove_columns([c for c in dataset.column_names if c != "messages"])
+    annotated = rows.map(CriticalStepAnnotator(RandomOracle(seed=1), max_ratio=0.4, progress=False), batched=True)
+    publish_dataset(annotated, DATASET_REPO, local_dir=tmp_path)  # no max_ratio=: read from the rows
+    card = DatasetCard.load(tmp_path / "README.md")
+    assert "random baseline" in card.text and "An oracle LLM read" not in card.text
+    assert "| Ratio cap | 40% of each trajectory's steps |" in card.text and "| Oracle | baseline:random:seed=1 |" in card.text
 
 
 def test_local_dir_writes_the_hub_layout(hub: HubStandIn, dataset: Dataset, published: str, tmp_path: Path):
@@ -415,6 +407,11 @@ def test_trainer_push_to_hub_publishes_the_atlas_card(hub: HubStandIn, tmp_path:
     summary = trainer.atlas_summary()
     assert str(summary["supervised_tokens"]) in card.text and "critical" in card.text
     assert TOKEN not in card.content
+    # saved, then published from the folder later: the same training summary on the card
+    trainer.save_model(str(tmp_path / "saved"))
+    later = ModelCard.load(Path(publish_adapter(tmp_path / "saved", repo, local_dir=tmp_path / "later")) / "README.md")
+    assert f"| Supervised tokens | {summary['supervised_tokens']} |" in later.text
+    assert "| Step selection | critical |" in later.text and "no training summary" not in later.text
 
 
 @pytest.mark.parametrize("status", [401, 500])
