@@ -149,6 +149,41 @@ def test_drop_in_diff_is_the_three_lines_the_doc_shows():
     assert len([line for line in changed if line.startswith("+ ")]) == 3
 
 
+def apply_doc_diff(source: str, diff: str) -> str:
+    """`source` with each hunk of a doc's diff applied: the `-` lines must occur exactly once."""
+    for hunk in diff.split("@@\n"):
+        lines = hunk.splitlines()
+        old = "\n".join(line[1:] for line in lines if line.startswith("-"))
+        new = "\n".join(line[1:] for line in lines if line.startswith("+"))
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
+
+
+def test_trls_own_sft_script_with_the_documented_diff_trains_on_critical_steps(tiny_model_dir, data_dir, tmp_path):
+    import trl
+
+    diff = re.findall(r"```diff\n(.*?)```", DROP_IN.read_text(), flags=re.S)[1]
+    trl_script = Path(trl.__file__).parent / "scripts" / "sft.py"
+    patched = apply_doc_diff(trl_script.read_text(), diff)
+    assert len(patched.splitlines()) - len(trl_script.read_text().splitlines()) == 4  # +8 -4
+    script = tmp_path / "sft.py"
+    script.write_text(patched)
+    out = tmp_path / "out"
+    command = [
+        sys.executable, str(script), "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir),
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--use_peft", "--lora_r", "4", "--use_cpu",
+        "--report_to", "none", "--save_strategy", "no", "--output_dir", str(out), "--step_selection", "critical",
+    ]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "atlas_summary.json").read_text())
+    assert summary["step_selection"] == "critical" and summary["rows"] == len(ROWS)
+    assert 0 < summary["supervised_tokens"] < summary["total_tokens"]
+    assert "critical-steps" in (out / "README.md").read_text()
+
+
 @pytest.mark.parametrize("script", ["train_atlas.py", "train_atlas_collator.py"])
 def test_drop_in_script_runs_and_normalises_per_supervised_token(
     script, tiny_model_dir, data_dir, smol_tokenizer, tmp_path, monkeypatch
