@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
 logger = logging.getLogger("atlas_hf")

@@ -14,7 +14,8 @@ import pytest
 from atlas_hf.annotate import CriticalStepAnnotator
 from atlas_hf.trajectory import num_steps
 
-from atlas_hf.oracles.anthropic import PRICES, AnthropicOracle, request_cost_usd
+from atlas_hf.oracles.anthropic import AnthropicOracle
+from atlas_hf.oracles.pricing import PRICES, request_cost_usd
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
 from atlas_hf.oracles.prompt import (
     PROMPT_VERSION,
@@ -169,7 +170,7 @@ def test_transient_faults_are_retried(api: AnthropicStandIn, fault: str) -> None
 
 
 def test_a_huge_retry_after_is_cut_to_the_cap(api: AnthropicStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
-    from atlas_hf.oracles import anthropic as module
+    from atlas_hf.oracles import anthropic_client as module
 
     monkeypatch.setattr(module, "MAX_RETRY_AFTER", 0.3)  # documented: 60 s
     api.inject(Fault("429", retry_after=3600.0))

@@ -18,38 +18,19 @@ model) raise, since no row could succeed. The API key never appears in `repr`, l
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import anthropic
 
-MAX_RETRY_AFTER = 60.0
-"""The longest `retry-after` the clients wait before retrying; longer asks are cut to it."""
-
-
-class _CappedRetryAfter:
-    """Mixin for the SDK clients: the SDK's own retry schedule, with server-asked waits capped."""
-
-    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
-        wait = super()._calculate_retry_timeout(remaining_retries, options, response_headers)  # type: ignore[misc]
-        return min(wait, MAX_RETRY_AFTER)
-
-
-class _Anthropic(_CappedRetryAfter, anthropic.Anthropic):
-    pass
-
-
-class _AsyncAnthropic(_CappedRetryAfter, anthropic.AsyncAnthropic):
-    pass
-
+from atlas_hf.oracles.anthropic_client import CONFIG_ERRORS, _Anthropic, _AsyncAnthropic
 from atlas_hf.oracles.base import Annotation
+from atlas_hf.oracles.message_batches import MessageBatchesMixin
+from atlas_hf.oracles.pricing import PRICES, CostEstimate, ModelPrice, OracleUsage, price_for, request_cost_usd
 from atlas_hf.oracles.prompt import (
     ANSWER_TOOL,
     DEFAULT_MAX_CHARS_PER_OBSERVATION,
@@ -66,125 +47,10 @@ T = TypeVar("T")
 DEFAULT_MODEL = "claude-sonnet-4-6"
 """A current Sonnet (balanced price and judgement) known to the installed SDK, with a known price."""
 
-CACHE_WRITE_MULTIPLIER = 1.25  # 5-minute cache writes cost 1.25x the input price
-CACHE_READ_MULTIPLIER = 0.1  # cache reads cost 0.1x the input price
-BATCH_DISCOUNT = 0.5  # Message Batches cost half of every token price
 CACHE_WINDOW_S = 240.0  # treat the 5-minute cache as warm this long after the last success
 
 
-@dataclass(frozen=True)
-class ModelPrice:
-    """List prices of one model, in USD per million tokens."""
-
-    input_per_mtok: float
-    output_per_mtok: float
-
-
-PRICES: dict[str, ModelPrice] = {
-    "claude-sonnet-4-6": ModelPrice(3.0, 15.0),
-    "claude-sonnet-4-5": ModelPrice(3.0, 15.0),
-    "claude-haiku-4-5": ModelPrice(1.0, 5.0),
-    "claude-opus-4-6": ModelPrice(5.0, 25.0),
-    "claude-opus-4-5": ModelPrice(5.0, 25.0),
-}
-"""Known list prices. Dated ids (`claude-haiku-4-5-20251001`) use their alias's price; other
-models need `price=` (the oracle refuses to guess)."""
-
-
-def price_for(model: str) -> ModelPrice | None:
-    """The list price of `model` from `PRICES` (a dated id falls back to its alias), or None."""
-    if model in PRICES:
-        return PRICES[model]
-    stem, _, suffix = model.rpartition("-")
-    return PRICES.get(stem) if suffix.isdigit() and len(suffix) == 8 else None
-
-
-@dataclass
-class OracleUsage:
-    """Tokens and requests an oracle has used so far, and what they cost at list price."""
-
-    price: ModelPrice
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    requests: int = 0
-    batch_requests: int = 0
-    failed_requests: int = 0
-    _cost_usd: float = field(default=0.0, repr=False)
-
-    def add(self, usage: Any, batch: bool = False) -> None:
-        """Count one answered request's `usage` (an `anthropic.types.Usage`)."""
-        inp = usage.input_tokens or 0
-        out = usage.output_tokens or 0
-        write = getattr(usage, "cache_creation_input_tokens", None) or 0
-        read = getattr(usage, "cache_read_input_tokens", None) or 0
-        self.input_tokens += inp
-        self.output_tokens += out
-        self.cache_creation_input_tokens += write
-        self.cache_read_input_tokens += read
-        self.requests += 1
-        self.batch_requests += int(batch)
-        self._cost_usd += request_cost_usd(self.price, inp, out, write, read, batch)
-
-    def estimated_cost_usd(self) -> float:
-        """The list price of the counted usage (batch requests at half price)."""
-        return self._cost_usd
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counts and the estimated cost, for logs and summaries."""
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_creation_input_tokens": self.cache_creation_input_tokens,
-            "cache_read_input_tokens": self.cache_read_input_tokens,
-            "requests": self.requests,
-            "batch_requests": self.batch_requests,
-            "failed_requests": self.failed_requests,
-            "estimated_cost_usd": round(self._cost_usd, 6),
-        }
-
-
-def request_cost_usd(
-    price: ModelPrice, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0,
-    batch: bool = False,
-) -> float:
-    """The list price of one request's tokens, in USD."""
-    units = (
-        input_tokens * price.input_per_mtok
-        + cache_write * price.input_per_mtok * CACHE_WRITE_MULTIPLIER
-        + cache_read * price.input_per_mtok * CACHE_READ_MULTIPLIER
-        + output_tokens * price.output_per_mtok
-    )
-    return units / 1e6 * (BATCH_DISCOUNT if batch else 1.0)
-
-
-@dataclass
-class CostEstimate:
-    """A dry run's estimate for annotating some trajectories (no tokens generated)."""
-
-    trajectories: int
-    input_tokens: int
-    prefix_tokens: int
-    assumed_output_tokens: int
-    cost_usd: float
-    cost_usd_without_caching: float
-    cost_usd_batches: float
-
-    def __str__(self) -> str:
-        return (
-            f"{self.trajectories} trajectories: {self.input_tokens:,} input tokens "
-            f"({self.prefix_tokens:,} of them the cacheable prefix per request), "
-            f"~{self.assumed_output_tokens:,} output tokens assumed; estimated ${self.cost_usd:.2f} "
-            f"(${self.cost_usd_without_caching:.2f} without prompt caching, "
-            f"${self.cost_usd_batches:.2f} with Message Batches)"
-        )
-
-
-_CONFIG_ERRORS = (anthropic.AuthenticationError, anthropic.PermissionDeniedError, anthropic.NotFoundError)
-
-
-class AnthropicOracle:
+class AnthropicOracle(MessageBatchesMixin):
     """Claude as the ATLaS selector (implements `atlas_hf.oracles.base.Oracle`).
 
     Args:
@@ -428,7 +294,7 @@ class AnthropicOracle:
         try:
             async with semaphore:
                 message = await self._async_client.messages.create(**params)
-        except _CONFIG_ERRORS as err:
+        except CONFIG_ERRORS as err:
             raise self._config_error(err) from None
         except anthropic.APIResponseValidationError as err:
             self.usage.failed_requests += 1
@@ -491,155 +357,6 @@ class AnthropicOracle:
                     on_answer(i, answer)
             return answers
         return self._run(lambda: self._annotate_all(requests, on_answer))
-
-    # ---------------------------------------------------------------- message batches
-
-    @staticmethod
-    def custom_id(params: Mapping[str, Any]) -> str:
-        """A request's batch `custom_id`: a hash of everything the request sends."""
-        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:48]
-
-    def _state_path(self, custom_ids: Sequence[str]) -> Path:
-        key = hashlib.sha256("\n".join(sorted(custom_ids)).encode()).hexdigest()[:32]
-        return self.batch_state_dir / f"batch-{key}.json"
-
-    def _write_state(self, path: Path, state: Mapping[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
-
-    def _already_created(self, unique: Mapping[str, Any], since: float) -> Any:
-        """A batch this chunk's intent created though its id never came back (a kill or a dropped reply
-        inside the create call): created since the intent, with as many requests, and, once its results
-        can be read, exactly this chunk's custom_ids. None if there is no such batch."""
-        client = self._sync()
-        for batch in client.messages.batches.list(limit=100):
-            created = batch.created_at.timestamp()
-            if created < since - 5:  # newest first: the rest are older than the intent
-                break
-            counts = batch.request_counts
-            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-            if total != len(unique):
-                continue
-            if batch.processing_status == "ended":
-                try:
-                    ids = {line.custom_id for line in client.messages.batches.results(batch.id)}
-                except anthropic.NotFoundError:
-                    continue
-                if ids != set(unique):
-                    continue
-            return batch
-        return None
-
-    def _find_or_create_batch(self, unique: dict[str, dict[str, Any]]) -> Any:
-        """The chunk's batch: resumed by stored id, found again when a create call was cut short, or created.
-
-        The intent (request count and time) is on disk before the create call, and the create call is
-        never retried blindly, so a kill or a lost reply at any moment never pays for a batch twice.
-        """
-        client = self._sync()
-        path = self._state_path(list(unique))
-        state: dict[str, Any] = {}
-        if path.exists():
-            try:
-                state = json.loads(path.read_text())
-                if state.get("batch_id"):
-                    batch = client.messages.batches.retrieve(state["batch_id"])
-                    logger.info("Resuming Message Batch %s from %s.", state["batch_id"], path)
-                    return batch
-            except (ValueError, KeyError, anthropic.NotFoundError) as err:
-                logger.warning("Ignoring stored batch state %s (%s); creating a new batch.", path, type(err).__name__)
-                state = {}
-        if state.get("intent_at"):
-            found = self._already_created(unique, float(state["intent_at"]))
-            if found is not None:
-                logger.info("Found Message Batch %s, created by an interrupted run; resuming it.", found.id)
-                self._write_state(path, {**state, "batch_id": found.id})
-                return found
-        state = {"intent_at": time.time(), "model": self.model, "requests": len(unique)}
-        self._write_state(path, state)
-        try:
-            batch = client.with_options(max_retries=0).messages.batches.create(
-                requests=[{"custom_id": cid, "params": params} for cid, params in unique.items()]
-            )
-        except (anthropic.APIConnectionError, anthropic.InternalServerError):
-            # the batch may exist even though its reply was lost: look before creating another
-            batch = self._already_created(unique, float(state["intent_at"]))
-            if batch is None:
-                raise
-        self._write_state(path, {**state, "batch_id": batch.id})
-        return batch
-
-    def _batch_chunks(self, unique: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
-        """The requests split, in order, into batches under `max_batch_requests` and `max_batch_bytes`."""
-        chunks: list[dict[str, dict[str, Any]]] = [{}]
-        size = 0
-        for cid, params in unique.items():
-            n = len(json.dumps(params, ensure_ascii=False).encode()) + len(cid) + 32
-            if chunks[-1] and (len(chunks[-1]) >= self.max_batch_requests or size + n > self.max_batch_bytes):
-                chunks.append({})
-                size = 0
-            chunks[-1][cid] = params
-            size += n
-        return chunks
-
-    def _wait(self, batches: list[Any]) -> list[Any]:
-        """Poll the batches until every one has ended, with one progress bar over all their requests."""
-        from tqdm.auto import tqdm
-
-        client = self._sync()
-        counts = [b.request_counts for b in batches]
-        total = sum(c.processing + c.succeeded + c.errored + c.canceled + c.expired for c in counts)
-        desc = f"Message Batch {batches[0].id}" if len(batches) == 1 else f"{len(batches)} Message Batches"
-        with tqdm(total=total, desc=desc, unit="req") as bar:
-            while True:
-                bar.n = total - sum(b.request_counts.processing for b in batches)
-                bar.refresh()
-                if all(b.processing_status == "ended" for b in batches):
-                    return batches
-                time.sleep(self.batch_poll_interval)
-                batches = [b if b.processing_status == "ended" else client.messages.batches.retrieve(b.id)
-                           for b in batches]
-
-    def _batch_answers(self, chunk: dict[str, dict[str, Any]], batch: Any) -> dict[str, Annotation]:
-        """Each request's answer from an ended batch, matched by `custom_id`."""
-        try:
-            results = {line.custom_id: line.result for line in self._sync().messages.batches.results(batch.id)}
-        except anthropic.NotFoundError:  # results expired (29 days): forget the batch, a re-run submits anew
-            self._state_path(list(chunk)).unlink(missing_ok=True)
-            gone = f"the results of Message Batch {batch.id} are no longer available; run again to submit a new batch."
-            return {cid: Annotation(error=gone) for cid in chunk}
-        answers: dict[str, Annotation] = {}
-        for cid in chunk:
-            result = results.get(cid)
-            if result is None:
-                answers[cid] = Annotation(error=f"batch {batch.id} returned no result for request {cid}.")
-            elif result.type == "succeeded":
-                answers[cid] = self._parse_message(result.message, batch=True)
-            elif result.type == "errored":
-                error = result.error.error
-                answers[cid] = Annotation(error=self._redact(f"batch request errored ({error.type}): {error.message}"))
-            else:
-                answers[cid] = Annotation(error=f"batch request {result.type} before it was processed.")
-        if any(a.error for a in answers.values()):  # forget the batch, so a re-run asks its failed rows anew
-            self._state_path(list(chunk)).unlink(missing_ok=True)
-        return answers
-
-    def _annotate_batch(self, requests: list[dict[str, Any]]) -> list[Annotation]:
-        ids = [self.custom_id(p) for p in requests]
-        chunks = self._batch_chunks(dict(zip(ids, requests)))
-        answers: dict[str, Annotation] = {}
-        try:
-            batches = self._wait([self._find_or_create_batch(chunk) for chunk in chunks])  # all submitted first
-            for chunk, batch in zip(chunks, batches):
-                answers.update(self._batch_answers(chunk, batch))
-        except _CONFIG_ERRORS as err:
-            raise self._config_error(err) from None
-        except anthropic.APIError as err:
-            message = f"{self._describe(err)}; the batch state is kept in {self.batch_state_dir}, run again to resume."
-            return [answers.get(cid) or Annotation(error=message) for cid in ids]
-        return [answers[cid] for cid in ids]
 
     # ---------------------------------------------------------------- dry run
 
