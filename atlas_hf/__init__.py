@@ -46,7 +46,8 @@ _EXPORTS: dict[str, str] = {
     "select_steps": "atlas_hf.selection",
     "max_selected_steps": "atlas_hf.selection",
     # steps -> token labels, with the model's own chat template
-    "CriticalStepTokenizer": "atlas_hf.tokenization",
+    "CriticalStepLabeller": "atlas_hf.tokenization",
+    "CriticalStepTokenizer": "atlas_hf.tokenization",  # deprecated name of CriticalStepLabeller
     "label_trajectory": "atlas_hf.tokenization",
     "CriticalStepDataCollator": "atlas_hf.collator",
     "label_dataset": "atlas_hf.labelling",
@@ -100,7 +101,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.policy import TransformersPolicy
     from atlas_hf.sample import load_sample
     from atlas_hf.selection import max_selected_steps, select_steps
-    from atlas_hf.tokenization import CriticalStepTokenizer, label_trajectory
+    from atlas_hf.tokenization import CriticalStepLabeller, CriticalStepTokenizer, label_trajectory
     from atlas_hf.trainer import AtlasSFTTrainer
     from atlas_hf.trajectory import (
         load_rows,

@@ -9,14 +9,14 @@ import torch
 
 from atlas_hf.errors import TrajectoryError
 from atlas_hf.selection import StepSelection
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, TruncationSide, truncate_labelled
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, TruncationSide, truncate_labelled
 
 
 class CriticalStepDataCollator:
     """Batches trajectories whose loss covers only the selected (by default: critical) assistant turns.
 
     Rows may be raw (`messages` + `critical_steps`, optional `tools`: they are rendered with the
-    tokenizer's chat template and labelled here) or pre-tokenized by `CriticalStepTokenizer`
+    tokenizer's chat template and labelled here) or pre-tokenized by `CriticalStepLabeller`
     (`input_ids` + `labels`: they are only padded). The batch holds `input_ids`, `attention_mask`
     and `labels` (-100 on padding and on every unsupervised token); with `padding_free=True` the
     rows are concatenated into one sequence with `position_ids` and no attention mask, for
@@ -65,9 +65,9 @@ class CriticalStepDataCollator:
         self._selection = (step_selection, selection_ratio, selection_seed)
 
     @cached_property
-    def labeller(self) -> CriticalStepTokenizer:
+    def labeller(self) -> CriticalStepLabeller:
         """Labels raw rows; built on first use, so rows that come tokenized need no chat template."""
-        return CriticalStepTokenizer(self.tokenizer, self.max_length, *self._selection, self.truncation_side)
+        return CriticalStepLabeller(self.tokenizer, self.max_length, *self._selection, self.truncation_side)
 
     def _tokenized(self, feature: dict[str, Any], index: int) -> tuple[Sequence[int], Sequence[int]]:
         if "input_ids" in feature and feature["input_ids"] is not None:
@@ -78,12 +78,12 @@ class CriticalStepDataCollator:
                     "by SFTTrainer, which also dropped `critical_steps`. Pass the raw rows through: "
                     "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) "
                     "(on the command line: --remove_unused_columns False --dataset_kwargs "
-                    "'{\"skip_prepare_dataset\": true}'), or label the rows with CriticalStepTokenizer first."
+                    "'{\"skip_prepare_dataset\": true}'), or label the rows with CriticalStepLabeller first."
                 )
             if len(labels) != len(feature["input_ids"]):
                 raise TrajectoryError(
                     f"{index} of the batch", "labels", f"{len(labels)} labels for {len(feature['input_ids'])} "
-                    "input_ids; there must be one label per token.", "Label the rows with CriticalStepTokenizer.",
+                    "input_ids; there must be one label per token.", "Label the rows with CriticalStepLabeller.",
                 )
             return truncate_labelled(feature["input_ids"], labels, self.max_length, self.truncation_side)
         labelled = self.labeller.label_row(feature, f"{index} of the batch")  # a position in this batch

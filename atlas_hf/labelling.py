@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
 from atlas_hf.errors import TrajectoryError
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, truncate_labelled
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, truncate_labelled
 
 if TYPE_CHECKING:
     from atlas_hf.config import AtlasSFTConfig
@@ -30,7 +30,7 @@ class _TruncateTokenized:
         for index, ids, labels in zip(indices, batch["input_ids"], batch["labels"]):
             if len(ids) != len(labels):
                 raise TrajectoryError(index, "labels", f"{len(labels)} labels for {len(ids)} input_ids; there must be "
-                                      "one label per token.", "Label the rows with CriticalStepTokenizer.")
+                                      "one label per token.", "Label the rows with CriticalStepLabeller.")
         rows = [truncate_labelled(ids, labels, self.max_length, self.truncation_side)  # type: ignore[arg-type]
                 for ids, labels in zip(batch["input_ids"], batch["labels"])]
         return {
@@ -59,14 +59,14 @@ class LabelStats:
 def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: str = "train") -> tuple[Dataset, LabelStats]:
     """Tokenize and label `dataset` as `AtlasSFTTrainer` trains on it: `input_ids` and `labels` only.
 
-    Raw rows (`messages` + `critical_steps`, optional `tools`) go through `CriticalStepTokenizer`
+    Raw rows (`messages` + `critical_steps`, optional `tools`) go through `CriticalStepLabeller`
     with the config's step selection; rows that come tokenized (`input_ids` + `labels`) are only
     cut to `max_length`. Rows with no supervised token are dropped (`skip_unsupervised_rows`).
     The work is a cached `datasets.map`, so a second call with the same inputs is free. An
     `IterableDataset` is labelled as it streams: its `LabelStats` fill up as rows are read.
 
     Args:
-        dataset (`datasets.Dataset`): Annotated rows, or rows labelled by `CriticalStepTokenizer`.
+        dataset (`datasets.Dataset`): Annotated rows, or rows labelled by `CriticalStepLabeller`.
         tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer, with a chat template.
         args (`AtlasSFTConfig`): Where `step_selection`, `selection_ratio`, `selection_seed`,
             `max_length`, `truncation_side`, `skip_unsupervised_rows` and `dataset_num_proc` come from.
@@ -92,7 +92,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
         if "labels" not in columns:
             raise ValueError(
                 f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
-                "'critical_steps') or rows tokenized by atlas_hf.CriticalStepTokenizer."
+                "'critical_steps') or rows tokenized by atlas_hf.CriticalStepLabeller."
             )
         labelled = dataset.map(
             _TruncateTokenized(args.max_length, args.truncation_side),
@@ -107,7 +107,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
                 f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                 "atlas_hf.normalize_trajectories and annotate it with critical steps first."
             )
-        labeller = CriticalStepTokenizer(
+        labeller = CriticalStepLabeller(
             tokenizer,
             max_length=args.max_length,
             step_selection=args.step_selection,  # type: ignore[arg-type]
@@ -182,13 +182,13 @@ def _label_stream(dataset: IterableDataset, tokenizer: Any, args: AtlasSFTConfig
     if "input_ids" in columns:
         if "labels" not in columns:
             raise ValueError(f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
-                             "'critical_steps') or rows tokenized by atlas_hf.CriticalStepTokenizer.")
+                             "'critical_steps') or rows tokenized by atlas_hf.CriticalStepLabeller.")
         label: Any = _TruncateTokenized(args.max_length, args.truncation_side)
     elif "messages" not in columns:
         raise ValueError(f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                          "atlas_hf.normalize_trajectories and annotate it with critical steps first.")
     else:
-        label = CriticalStepTokenizer(tokenizer, max_length=args.max_length, step_selection=args.step_selection,
+        label = CriticalStepLabeller(tokenizer, max_length=args.max_length, step_selection=args.step_selection,
                                       selection_ratio=args.selection_ratio, selection_seed=args.selection_seed,
                                       truncation_side=args.truncation_side)
     stats = LabelStats()

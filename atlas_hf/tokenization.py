@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import re
+import warnings
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -329,7 +330,7 @@ def _labels_from_spans(
     return LabelledTrajectory(list(input_ids), list(labels), truncated)
 
 
-class CriticalStepTokenizer:
+class CriticalStepLabeller:
     """A `datasets.map(batched=True)` function: trajectories in, `input_ids` and `labels` out.
 
     Rows need `messages` and, for `step_selection="critical"`, `critical_steps`; a `tools` column
@@ -337,7 +338,7 @@ class CriticalStepTokenizer:
     `num_truncated_steps`. Picklable and deterministic, so `map` caches it and `num_proc` works.
 
     Example:
-        >>> tokenized = dataset.map(CriticalStepTokenizer(tokenizer, max_length=4096), batched=True)
+        >>> tokenized = dataset.map(CriticalStepLabeller(tokenizer, max_length=4096), batched=True)
     """
 
     def __init__(
@@ -350,7 +351,7 @@ class CriticalStepTokenizer:
         truncation_side: TruncationSide = "left",
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
-            raise TypeError("CriticalStepTokenizer needs a fast tokenizer (offset mappings); load it with use_fast=True.")
+            raise TypeError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
         _template_of(tokenizer)
         _check_truncation_side(truncation_side)
         self.tokenizer = tokenizer
@@ -408,3 +409,13 @@ class CriticalStepTokenizer:
             "num_supervised": [row.num_supervised for row in labelled],
             "num_truncated_steps": [row.num_truncated_steps for row in labelled],
         }
+
+
+class CriticalStepTokenizer(CriticalStepLabeller):
+    """Deprecated: the old name of `CriticalStepLabeller` (it labels; it is not a tokenizer). Removed in 0.5."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("CriticalStepTokenizer is renamed CriticalStepLabeller; the old name goes in atlas_hf 0.5.",
+                      FutureWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
+

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_data.py [--repeats 5]
 
-1. rows/s of atlas_hf's pre-tokenizing map (`CriticalStepTokenizer`) vs TRL's own
+1. rows/s of atlas_hf's pre-tokenizing map (`CriticalStepLabeller`) vs TRL's own
    `SFTTrainer._prepare_dataset` (full-trajectory SFT, the same template) vs the raw tokenizer on
    the already rendered text (the limit: no rendering, no labels);
 2. batches/s of `CriticalStepDataCollator` on pre-tokenized rows vs TRL's
@@ -36,7 +36,7 @@ def main() -> None:
 
     from atlas_hf.collator import CriticalStepDataCollator
     from atlas_hf.models import load_default_tokenizer
-    from atlas_hf.tokenization import CriticalStepTokenizer, prepare_messages
+    from atlas_hf.tokenization import CriticalStepLabeller, prepare_messages
 
     datasets.disable_progress_bars()
     logging.getLogger("atlas_hf").setLevel(logging.ERROR)
@@ -49,7 +49,7 @@ def main() -> None:
     dataset = datasets.Dataset.from_list(rows)
     n = len(dataset)
 
-    labeller = CriticalStepTokenizer(tokenizer)
+    labeller = CriticalStepLabeller(tokenizer)
     atlas_s = median_time(lambda: dataset.map(labeller, batched=True, load_from_cache_file=False), args.repeats)
 
     tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,

@@ -91,9 +91,9 @@ def build_sample(args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any
 
 def naive_rows(tokenizer: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The naive way's rows (whole trajectory, same labels) and the token counts for the theoretical limit."""
-    from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer
+    from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller
 
-    labeller = CriticalStepTokenizer(tokenizer, max_length=None, step_selection="critical")
+    labeller = CriticalStepLabeller(tokenizer, max_length=None, step_selection="critical")
     out, upto_last, total, supervised = [], 0, 0, 0
     for i, row in enumerate(rows):
         cut = labeller.label_row(row, i)

@@ -13,7 +13,7 @@ import pytest
 from atlas_hf import (
     CriticalStepAnnotator,
     CriticalStepDataCollator,
-    CriticalStepTokenizer,
+    CriticalStepLabeller,
     RandomOracle,
     TrajectoryError,
     normalize_trajectories,
@@ -89,13 +89,13 @@ def test_normalize_trajectories(case, messages, steps, field):
 def test_labeller_and_collator(case, messages, steps, field, smol_tokenizer):
     row = {"messages": messages, "critical_steps": steps}
     if field is None:
-        labelled = CriticalStepTokenizer(smol_tokenizer).label_row(row, 4)
+        labelled = CriticalStepLabeller(smol_tokenizer).label_row(row, 4)
         supervised = [t for t, label in zip(labelled.input_ids, labelled.labels) if label != -100]
         assert "I look around." in smol_tokenizer.decode(supervised)
         assert CriticalStepDataCollator(smol_tokenizer)([row])["labels"].ne(-100).sum() == len(supervised)
         return
     with pytest.raises(TrajectoryError, match=named(field, "4")):
-        CriticalStepTokenizer(smol_tokenizer).label_row(row, 4)
+        CriticalStepLabeller(smol_tokenizer).label_row(row, 4)
     with pytest.raises(TrajectoryError, match=named(field, "1 of the batch")):
         CriticalStepDataCollator(smol_tokenizer)([{"messages": GOOD, "critical_steps": [0]}, row])
 

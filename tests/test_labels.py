@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 
 from atlas_hf.collator import CriticalStepDataCollator
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepTokenizer, label_trajectory, tool_calls_as_text
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, label_trajectory, tool_calls_as_text
 
 from conftest import END_OF_TURN, read_fireact, read_tau_bench
 
@@ -73,7 +73,7 @@ def real_rows():
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_labels_are_the_critical_turns_text_on_real_data(chat_tokenizers, real_rows, name):
     tokenizer = chat_tokenizers[name]
-    labeller = CriticalStepTokenizer(tokenizer)
+    labeller = CriticalStepLabeller(tokenizer)
     for row in real_rows:
         out = labeller.label_row(row)
         turns = [m for m in row["messages"] if m["role"] == "assistant"]
@@ -90,7 +90,7 @@ def test_input_is_the_template_rendering(chat_tokenizers, real_rows, name):
     """The tokens are exactly the template's rendering of the trajectory, up to the last critical turn."""
     tokenizer = chat_tokenizers[name]
     row = real_rows[-1]
-    out = CriticalStepTokenizer(tokenizer, step_selection="all").label_row(row)
+    out = CriticalStepLabeller(tokenizer, step_selection="all").label_row(row)
     from atlas_hf.tokenization import prepare_messages
 
     rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, row["messages"]), tokenize=False)
@@ -145,7 +145,7 @@ def test_collator_raw_rows_match_pretokenized_and_pad(chat_tokenizers, real_rows
     rows = real_rows[:3] + real_rows[-3:]
     collator = CriticalStepDataCollator(tokenizer, padding_side=padding_side, pad_to_multiple_of=8)
     batch = collator(rows)
-    labeller = CriticalStepTokenizer(tokenizer)
+    labeller = CriticalStepLabeller(tokenizer)
     assert batch["input_ids"].shape[1] % 8 == 0
     for i, row in enumerate(rows):
         ref = labeller.label_row(row)
@@ -163,7 +163,7 @@ def test_collator_raw_rows_match_pretokenized_and_pad(chat_tokenizers, real_rows
 def test_collator_padding_free(smol_tokenizer, real_rows):
     rows = real_rows[:4]
     batch = CriticalStepDataCollator(smol_tokenizer, padding_free=True)(rows)
-    labeller = CriticalStepTokenizer(smol_tokenizer)
+    labeller = CriticalStepLabeller(smol_tokenizer)
     refs = [labeller.label_row(r) for r in rows]
     assert "attention_mask" not in batch
     assert batch["input_ids"][0].tolist() == sum((r.input_ids for r in refs), [])
@@ -179,19 +179,19 @@ def test_pretokenizing_map_is_cached_and_num_proc_safe(smol_tokenizer, real_rows
     path = tmp_path / "ds"
     ds.save_to_disk(str(path))
     ds = Dataset.load_from_disk(str(path))
-    fn = CriticalStepTokenizer(smol_tokenizer, max_length=4096)
+    fn = CriticalStepLabeller(smol_tokenizer, max_length=4096)
     one = ds.map(fn, batched=True, num_proc=2)
-    two = ds.map(CriticalStepTokenizer(smol_tokenizer, max_length=4096), batched=True)
+    two = ds.map(CriticalStepLabeller(smol_tokenizer, max_length=4096), batched=True)
     assert one["input_ids"] == two["input_ids"] and one["labels"] == two["labels"]
     assert one.cache_files and one.cache_files[0]["filename"] != ds.cache_files[0]["filename"]
-    three = ds.map(CriticalStepTokenizer(smol_tokenizer, max_length=4096), batched=True)
+    three = ds.map(CriticalStepLabeller(smol_tokenizer, max_length=4096), batched=True)
     assert three.cache_files == two.cache_files  # same fingerprint: the cache is reused
     for row, ref in zip(rows, one):
-        assert CriticalStepTokenizer(smol_tokenizer).label_row(row).labels == ref["labels"]
+        assert CriticalStepLabeller(smol_tokenizer).label_row(row).labels == ref["labels"]
 
 
 def test_bad_rows_name_the_row_and_field(smol_tokenizer):
-    labeller = CriticalStepTokenizer(smol_tokenizer)
+    labeller = CriticalStepLabeller(smol_tokenizer)
     with pytest.raises(ValueError, match=r"Row 3, field `critical_steps`: step 5 is out of range"):
         labeller.label_row({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                             "critical_steps": [5]}, 3)
@@ -225,7 +225,7 @@ def test_labels_on_the_embedded_sample(chat_tokenizers, name):
 
     tokenizer = chat_tokenizers[name]
     sample = load_sample()
-    labelled = CriticalStepTokenizer(tokenizer).label_rows(list(sample))
+    labelled = CriticalStepLabeller(tokenizer).label_rows(list(sample))
     assert any(row["tools"] for row in sample)
     for row, out in zip(sample, labelled):
         turns = [m for m in row["messages"] if m["role"] == "assistant"]
@@ -249,15 +249,15 @@ def test_pretokenized_rows_need_no_chat_template_and_are_cut_like_raw_ones(smol_
 
     plain = copy.deepcopy(smol_tokenizer)
     plain.chat_template = None
-    labelled = CriticalStepTokenizer(smol_tokenizer, max_length=64).label_row(real_rows[0])
-    full = CriticalStepTokenizer(smol_tokenizer).label_row(real_rows[0])
+    labelled = CriticalStepLabeller(smol_tokenizer, max_length=64).label_row(real_rows[0])
+    full = CriticalStepLabeller(smol_tokenizer).label_row(real_rows[0])
     batch = CriticalStepDataCollator(plain, max_length=64)([{"input_ids": full.input_ids, "labels": full.labels}])
     assert batch["input_ids"][0].tolist() == labelled.input_ids and batch["labels"][0].tolist() == labelled.labels
 
 
 def test_bad_arguments_name_what_was_wrong(smol_tokenizer):
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    for make in (lambda: CriticalStepTokenizer(smol_tokenizer, truncation_side="Left"),
+    for make in (lambda: CriticalStepLabeller(smol_tokenizer, truncation_side="Left"),
                  lambda: CriticalStepDataCollator(smol_tokenizer, truncation_side="Left"),
                  lambda: label_trajectory(smol_tokenizer, messages, [0], truncation_side="Left")):
         with pytest.raises(ValueError, match="truncation_side must be 'left' or 'right'"):

@@ -71,3 +71,12 @@ def test_oracle_registry_builds_by_name_and_takes_plugins():
         from atlas_hf.oracles import registry
 
         registry._REGISTRY.pop("test-everything", None)
+
+
+def test_the_old_labeller_name_warns_and_labels_the_same(smol_tokenizer):
+    from atlas_hf import CriticalStepLabeller, CriticalStepTokenizer, load_sample
+
+    rows = load_sample().select(range(3))
+    with pytest.warns(FutureWarning, match="renamed CriticalStepLabeller"):
+        old = CriticalStepTokenizer(smol_tokenizer, max_length=512)
+    assert old(rows.to_dict()) == CriticalStepLabeller(smol_tokenizer, max_length=512)(rows.to_dict())

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from atlas_hf.collator import CriticalStepDataCollator
-from atlas_hf.tokenization import CriticalStepTokenizer
+from atlas_hf.tokenization import CriticalStepLabeller
 
 from conftest import read_fireact
 
@@ -47,7 +47,7 @@ def config(tmp_path, **kwargs) -> SFTConfig:
 
 
 def expected_labels(tokenizer, data: list[dict]) -> list[list[int]]:
-    return [row.labels for row in CriticalStepTokenizer(tokenizer).label_rows(data)]
+    return [row.labels for row in CriticalStepLabeller(tokenizer).label_rows(data)]
 
 
 def batch_rows(batch: dict[str, torch.Tensor]) -> list[list[int]]:
@@ -75,7 +75,7 @@ def test_raw_rows_with_skip_prepare_dataset(smol_tokenizer, tmp_path):
 
 def test_pretokenized_rows_with_trls_default_collator(smol_tokenizer, tmp_path):
     data = rows()
-    tokenized = Dataset.from_list(data).map(CriticalStepTokenizer(smol_tokenizer), batched=True,
+    tokenized = Dataset.from_list(data).map(CriticalStepLabeller(smol_tokenizer), batched=True,
                                             remove_columns=["messages", "critical_steps"])
     trainer = SFTTrainer(
         model=tiny_model(len(smol_tokenizer)),
