@@ -69,8 +69,13 @@ _EXPORTS: dict[str, str] = {
     "publish_adapter": "atlas_hf.hub",
     "publish": "atlas_hf.hub",
     # what can go wrong, in one module
+    "AtlasError": "atlas_hf.errors",
+    "InvalidInputError": "atlas_hf.errors",
     "AnnotationError": "atlas_hf.errors",
+    "OracleError": "atlas_hf.errors",
     "TemplateError": "atlas_hf.errors",
+    "AtlasFileNotFoundError": "atlas_hf.errors",
+    "ColumnNotFoundError": "atlas_hf.errors",
     "HubPublishError": "atlas_hf.errors",
     "EnvironmentNotFoundError": "atlas_hf.errors",
 }
@@ -84,8 +89,13 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.config import AtlasSFTConfig
     from atlas_hf.errors import (
         AnnotationError,
+        AtlasError,
+        AtlasFileNotFoundError,
+        ColumnNotFoundError,
         EnvironmentNotFoundError,
         HubPublishError,
+        InvalidInputError,
+        OracleError,
         TemplateError,
         TrajectoryError,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atlas_hf.annotate import canonical_messages
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import CATEGORIES
 
 
@@ -94,7 +95,7 @@ def _rows(data: Any, name: str) -> list[dict[str, Any]]:
     wanted = ("critical_steps", "critical_categories", "atlas_error", "messages")
     if hasattr(data, "column_names"):  # a datasets.Dataset: read whole columns, not row by row
         if "critical_steps" not in data.column_names:
-            raise ValueError(
+            raise InvalidInputError(
                 f"The {name} dataset has no `critical_steps` column (columns: {data.column_names}); "
                 "annotate it first (atlas-hf annotate, or CriticalStepAnnotator)."
             )
@@ -103,7 +104,7 @@ def _rows(data: Any, name: str) -> list[dict[str, Any]]:
     rows = list(data)
     for i, row in enumerate(rows):
         if "critical_steps" not in row:
-            raise ValueError(f"Row {i} of the {name} annotation has no `critical_steps` (keys: {sorted(row)}).")
+            raise InvalidInputError(f"Row {i} of the {name} annotation has no `critical_steps` (keys: {sorted(row)}).")
     return rows
 
 
@@ -113,7 +114,7 @@ def _marks(row: dict[str, Any], index: int, name: str) -> dict[int, str | None]:
     if categories is None:
         categories = [None] * len(steps)
     if len(categories) != len(steps):
-        raise ValueError(f"Row {index} of the {name} annotation has {len(steps)} critical_steps but "
+        raise InvalidInputError(f"Row {index} of the {name} annotation has {len(steps)} critical_steps but "
                          f"{len(categories)} critical_categories; they must run parallel.")
     return dict(zip(steps, categories))
 
@@ -127,7 +128,7 @@ def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
     """
     pred_rows, ref_rows = _rows(predicted, "predicted"), _rows(reference, "reference")
     if len(pred_rows) != len(ref_rows):
-        raise ValueError(f"predicted has {len(pred_rows)} rows but reference has {len(ref_rows)}; "
+        raise InvalidInputError(f"predicted has {len(pred_rows)} rows but reference has {len(ref_rows)}; "
                          "compare annotations of the same trajectories, in the same order.")
     steps = PRF()
     per_category = {c: PRF() for c in CATEGORIES}
@@ -135,7 +136,7 @@ def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
     for i, (p_row, r_row) in enumerate(zip(pred_rows, ref_rows)):
         if "messages" in p_row and "messages" in r_row:
             if canonical_messages(p_row["messages"]) != canonical_messages(r_row["messages"]):
-                raise ValueError(f"Row {i} holds different trajectories in predicted and reference; "
+                raise InvalidInputError(f"Row {i} holds different trajectories in predicted and reference; "
                                  "the two must list the same trajectories in the same order.")
         if p_row.get("atlas_error"):
             errors += 1

@@ -38,10 +38,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from atlas_hf.errors import AnnotationError, TrajectoryError
+from atlas_hf.errors import AnnotationError, ColumnNotFoundError, InvalidInputError, OracleError, TrajectoryError
 from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
-from atlas_hf.schema import check_messages
-from atlas_hf.trajectory import num_steps
+from atlas_hf.schema import check_messages, num_steps
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -93,7 +92,7 @@ class AnnotationCache:
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
             if entry["key"] != key:
-                raise ValueError(f"it holds key {entry['key']!r}")
+                raise InvalidInputError(f"it holds key {entry['key']!r}")
             a = entry["annotation"]
             annotation = Annotation(
                 steps=list(a["steps"]), categories=list(a["categories"]), reasons=list(a["reasons"]),
@@ -101,7 +100,7 @@ class AnnotationCache:
             )
             error = validate_annotation(annotation, steps, max_ratio)
             if error:
-                raise ValueError(error)
+                raise InvalidInputError(error)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -163,7 +162,7 @@ def annotation_statistics(dataset: Dataset | DatasetDict | Mapping[str, Dataset]
     for name, split in splits.items():
         missing = {"messages", "critical_steps"} - set(split.column_names)
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Split '{name}' has no {sorted(missing)} column(s); expected annotated rows "
                 "(`messages` and `critical_steps`, as `atlas_hf.annotate` writes them). Annotate the dataset first."
             )
@@ -300,12 +299,12 @@ class CriticalStepAnnotator:
         progress: bool = True,
     ) -> None:
         if not isinstance(oracle, Oracle):
-            raise TypeError(
+            raise InvalidInputError(
                 "oracle must implement atlas_hf.oracles.base.Oracle (identity, annotate), "
                 f"got {type(oracle).__name__}."
             )
         if not 0.0 < max_ratio <= 1.0:
-            raise ValueError(f"max_ratio must be in (0, 1], got {max_ratio!r}.")
+            raise InvalidInputError(f"max_ratio must be in (0, 1], got {max_ratio!r}.")
         self.oracle = oracle
         # an oracle that always chooses at one ratio (the all-steps baseline) says so
         self.max_ratio = float(getattr(oracle, "fixed_ratio", None) or max_ratio)
@@ -334,7 +333,7 @@ class CriticalStepAnnotator:
     def __call__(self, batch: dict[str, list[Any]], indices: list[int] | None = None) -> dict[str, list[Any]]:
         """Annotate one batch of rows; returns the new columns."""
         if self.messages_field not in batch:
-            raise KeyError(
+            raise ColumnNotFoundError(
                 f"The rows have no {self.messages_field!r} column (columns: {sorted(batch)}). Pass "
                 "messages_field= or normalize the dataset first (atlas_hf.trajectory.normalize_trajectories)."
             )
@@ -463,7 +462,7 @@ class CriticalStepAnnotator:
                                            feedback=feedback if attempt else None,
                                            **({"on_answer": record} if streams else {}))
             if len(answers) != len(pending):
-                raise RuntimeError(
+                raise OracleError(
                     f"Oracle {identity} returned {len(answers)} annotations for {len(pending)} trajectories; "
                     "an oracle must answer each trajectory once, in order."
                 )

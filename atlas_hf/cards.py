@@ -19,6 +19,8 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from atlas_hf.errors import AtlasFileNotFoundError
+
 __all__ = ["CITATION", "adapter_card", "dataset_card", "eval_results", "redact", "size_category"]
 
 logger = logging.getLogger(__name__)
@@ -261,7 +263,7 @@ def adapter_card(
     folder = Path(adapter_dir)
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(
+        raise AtlasFileNotFoundError(
             f"{folder} has no adapter_config.json, so it is not a PEFT adapter folder. Pass the folder that "
             "`PeftModel.save_pretrained` (or `trainer.save_model`) wrote, or the trainer itself."
         )

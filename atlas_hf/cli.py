@@ -113,6 +113,17 @@ def train_parser() -> Any:
     return parser
 
 
+def parse_train_args(argv: list[str]) -> tuple[Any, Any]:
+    """`(AtlasSFTConfig, ModelConfig)` from `atlas-hf train` flags; an unknown or invalid flag is an
+    `InvalidInputError` (one line on the command line), as `trl sft` refuses it."""
+    from atlas_hf.errors import InvalidInputError
+
+    try:
+        return train_parser().parse_args_and_config(args=argv)
+    except ValueError as err:
+        raise InvalidInputError(f"atlas-hf train: {err} (see `atlas-hf train --help`).") from err
+
+
 def train(dataset: Any, config: Any, model: Any = None, tokenizer: Any = None, peft_config: Any = None,
           eval_loss: bool = False, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train `model` (default: the embedded SmolLM2) on an annotated dataset with `AtlasSFTTrainer`; save it.
@@ -154,8 +165,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               if getattr(args, flag, None) is not None]
     if args.cpu:
         legacy.append("--use_cpu=true")
-    config, model_args = train_parser().parse_args_and_config(
-        args=["--output_dir", args.output_dir, *legacy, *args.trl_args])
+    config, model_args = parse_train_args(["--output_dir", args.output_dir, *legacy, *args.trl_args])
     problem = _output_folder_problem(config.output_dir, "--output_dir")
     if problem:
         print(f"error: {problem}.", file=sys.stderr)
@@ -247,9 +257,9 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     adapter_dir = os.path.join(output_dir, "adapter")
     from trl import get_peft_config
 
-    config, model_args = train_parser().parse_args_and_config(
-        args=["--output_dir", adapter_dir, "--max_steps", str(max_steps), "--use_cpu", "true", "--bf16", "false",
-              "--disable_tqdm", "true"])
+    config, model_args = parse_train_args(
+        ["--output_dir", adapter_dir, "--max_steps", str(max_steps), "--use_cpu", "true", "--bf16", "false",
+         "--disable_tqdm", "true"])
     trainer, losses = train(annotated, config, peft_config=get_peft_config(model_args), eval_loss=True, quiet=True)
     summary = trainer.atlas_summary()
     print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
@@ -392,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from atlas_hf.errors import EnvironmentNotFoundError
+    from atlas_hf.errors import AtlasError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -405,8 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: annotations so far are in the cache; run the same command again to resume.", file=sys.stderr)
         return 130
-    # bad input, a missing file, an unreachable service: one line (the traceback with -v); bugs keep theirs
-    except (ValueError, OSError, EnvironmentNotFoundError, RuntimeError) as error:
+    # what atlas_hf reports on purpose, a missing file, an unreachable service: one line (the traceback
+    # with -v); anything else is a bug and keeps its traceback
+    except (AtlasError, OSError) as error:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -7,7 +7,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from atlas_hf.errors import TrajectoryError
+from atlas_hf.errors import InvalidInputError, TrajectoryError
 from atlas_hf.selection import StepSelection
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, TruncationSide, truncate_labelled
 
@@ -49,12 +49,12 @@ class CriticalStepDataCollator:
         truncation_side: TruncationSide = "left",
     ) -> None:
         if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
+            raise InvalidInputError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_token_id is None:
-            raise ValueError("The tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token.")
+            raise InvalidInputError("The tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token.")
         if truncation_side not in ("left", "right"):
-            raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
+            raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
         self.tokenizer = tokenizer
         self.pad_token_id = int(pad_token_id)
         self.max_length = max_length
@@ -73,7 +73,7 @@ class CriticalStepDataCollator:
         if "input_ids" in feature and feature["input_ids"] is not None:
             labels = feature.get("labels")
             if labels is None:
-                raise ValueError(
+                raise InvalidInputError(
                     f"Row {index} of the batch has 'input_ids' but no 'labels' (nor 'messages'): it was tokenized "
                     "by SFTTrainer, which also dropped `critical_steps`. Pass the raw rows through: "
                     "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}) "

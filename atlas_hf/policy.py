@@ -12,6 +12,8 @@ import functools
 import inspect
 from typing import Any, Callable, Sequence
 
+from atlas_hf.errors import InvalidInputError
+
 Conversation = list[dict[str, Any]]
 Policy = Callable[[list[Conversation]], list[str]]
 
@@ -255,11 +257,11 @@ def as_policy(agent: Any, tokenizer: Any = None, max_new_tokens: int = 64) -> Po
 
             name = getattr(agent, "name_or_path", None)
             if not name:
-                raise TypeError("evaluate_agent got a model without `tokenizer=`; pass the model's tokenizer.")
+                raise InvalidInputError("evaluate_agent got a model without `tokenizer=`; pass the model's tokenizer.")
             tokenizer = AutoTokenizer.from_pretrained(name)
         return TransformersPolicy(agent, tokenizer, max_new_tokens)
     if callable(agent):
         return agent
-    raise TypeError(
+    raise InvalidInputError(
         f"agent must be a transformers model or a callable policy(conversations) -> replies, got {type(agent).__name__}."
     )

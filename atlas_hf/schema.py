@@ -34,6 +34,7 @@ ANNOTATION_COLUMNS: tuple[str, ...] = (CRITICAL_STEPS, CRITICAL_CATEGORIES, CRIT
 
 CANONICAL_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 _TEXT_PARTS = ("text", "input_text", "output_text")
+_OPTIONAL_KEYS_DROPPED_WHEN_EMPTY = ("tool_calls",)
 _NORMALIZE = "Normalize the rows with atlas_hf.normalize_trajectories first."
 
 
@@ -173,3 +174,29 @@ def check_critical_steps(value: Any, num_steps: int, row: Any = None) -> list[in
     if len(set(steps)) != len(steps):
         raise TrajectoryError(row, CRITICAL_STEPS, f"{steps} lists a step twice.", fix)
     return steps
+
+
+def clean_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `message` without None-valued optional keys (and without an empty `tool_calls`).
+
+    `content` is kept even when None (an assistant turn that only calls tools). Use it on turns
+    read from struct-typed Arrow columns before rendering a chat template.
+    """
+    cleaned = {}
+    for key, value in message.items():
+        if key != "content" and value is None:
+            continue
+        if key in _OPTIONAL_KEYS_DROPPED_WHEN_EMPTY and not value:
+            continue
+        cleaned[key] = value
+    return cleaned
+
+
+def assistant_indices(messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Positions in `messages` of the assistant turns: the steps, in order."""
+    return [i for i, message in enumerate(messages) if message.get("role") == "assistant"]
+
+
+def num_steps(messages: Sequence[Mapping[str, Any]]) -> int:
+    """The number of steps (assistant turns) of a trajectory."""
+    return len(assistant_indices(messages))

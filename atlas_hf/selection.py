@@ -8,6 +8,8 @@ import math
 import random
 from typing import Any, Literal, Sequence, get_args
 
+from atlas_hf.errors import InvalidInputError
+
 StepSelection = Literal["critical", "all", "random", "non_critical"]
 STEP_SELECTIONS: tuple[str, ...] = get_args(StepSelection)
 
@@ -19,7 +21,7 @@ def max_selected_steps(num_steps: int, ratio: float) -> int:
     (3, 1, 0)
     """
     if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}.")
+        raise InvalidInputError(f"ratio must be in (0, 1], got {ratio!r}.")
     if num_steps <= 0:
         return 0
     return max(1, min(num_steps, math.floor(num_steps * ratio + 1e-9)))
@@ -50,7 +52,7 @@ def select_steps(
     if selection == "all":
         return list(range(num_steps))
     if selection not in STEP_SELECTIONS:
-        raise ValueError(f"step_selection must be one of {STEP_SELECTIONS}, got {selection!r}.")
+        raise InvalidInputError(f"step_selection must be one of {STEP_SELECTIONS}, got {selection!r}.")
     rng = rng or random.Random(0)
     k = max_selected_steps(num_steps, ratio)
     pool = list(range(num_steps))

@@ -19,10 +19,9 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from atlas_hf.errors import TemplateError
-from atlas_hf.schema import check_critical_steps, check_messages
+from atlas_hf.errors import InvalidInputError, TemplateError
+from atlas_hf.schema import assistant_indices, check_critical_steps, check_messages, clean_message, num_steps
 from atlas_hf.selection import StepSelection, row_seed, select_steps
-from atlas_hf.trajectory import assistant_indices, clean_message, num_steps
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ def assistant_turn_spans(
     turns = assistant_indices(messages)
     bad = [s for s in steps if not 0 <= s < len(turns)]
     if bad:
-        raise ValueError(f"steps {bad} are out of range for a trajectory of {len(turns)} assistant steps "
+        raise InvalidInputError(f"steps {bad} are out of range for a trajectory of {len(turns)} assistant steps "
                          f"(0..{len(turns) - 1}).")
     positions = [turns[s] for s in sorted(steps)]
     spans = _fenced_spans(tokenizer, messages, positions, tools, full)
@@ -285,7 +284,7 @@ def label_trajectory(
 
 def _check_truncation_side(truncation_side: str) -> None:
     if truncation_side not in ("left", "right"):
-        raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
+        raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
 
 
 def truncate_labelled(
@@ -351,7 +350,7 @@ class CriticalStepLabeller:
         truncation_side: TruncationSide = "left",
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
-            raise TypeError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
+            raise InvalidInputError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
         _template_of(tokenizer)
         _check_truncation_side(truncation_side)
         self.tokenizer = tokenizer
@@ -378,7 +377,7 @@ class CriticalStepLabeller:
         messages = check_messages(row.get("messages"), index)
         critical = row.get("critical_steps")
         if critical is None and self.step_selection in ("critical", "non_critical"):
-            raise ValueError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
+            raise InvalidInputError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
                              "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")
         critical = check_critical_steps(critical, num_steps(messages), index)
         steps = self.selected_steps(messages, critical)

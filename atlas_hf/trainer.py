@@ -29,6 +29,7 @@ from trl import SFTTrainer
 from atlas_hf.cards import CITATION
 from atlas_hf.collator import CriticalStepDataCollator
 from atlas_hf.config import AtlasSFTConfig
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.labelling import LabelStats, label_dataset
 from atlas_hf.lm_head import add_supervised_lm_head
 from atlas_hf.tokenization import IGNORE_INDEX
@@ -74,17 +75,17 @@ class AtlasSFTTrainer(SFTTrainer):
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
             args = AtlasSFTConfig(f"{name.split('/')[-1]}-ATLaS")
         elif not isinstance(args, AtlasSFTConfig):
-            raise TypeError(
+            raise InvalidInputError(
                 f"AtlasSFTTrainer needs an AtlasSFTConfig, got {type(args).__name__}; build one with the same "
                 "arguments plus the step selection (AtlasSFTConfig(..., step_selection='critical'))."
             )
         if train_dataset is None:
-            raise ValueError("`train_dataset` is required: a dataset with `messages` and `critical_steps`.")
+            raise InvalidInputError("`train_dataset` is required: a dataset with `messages` and `critical_steps`.")
         if processing_class is None:
             model_id = model if isinstance(model, str) else model.config._name_or_path
             processing_class = AutoTokenizer.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
         if not isinstance(processing_class, PreTrainedTokenizerBase):
-            raise TypeError(
+            raise InvalidInputError(
                 "AtlasSFTTrainer trains on text trajectories and needs a tokenizer as `processing_class`, got "
                 f"{type(processing_class).__name__}."
             )

@@ -22,8 +22,8 @@ from typing import Any, Literal, Mapping, Sequence
 import datasets
 from datasets import Dataset, Features, Json, List, Value
 
-from atlas_hf.errors import TrajectoryError
-from atlas_hf.schema import check_critical_steps, text_of_parts
+from atlas_hf.errors import AtlasFileNotFoundError, InvalidInputError, TrajectoryError
+from atlas_hf.schema import check_critical_steps, clean_message, num_steps, text_of_parts
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ MESSAGES_COLUMN = "messages"
 CRITICAL_STEPS_COLUMN = "critical_steps"
 _ERROR_COLUMN = "__atlas_trajectory_error__"
 _SAMPLE_ROWS = 64
-_OPTIONAL_KEYS_DROPPED_WHEN_EMPTY = ("tool_calls",)
 
 Schema = Literal["auto", "openai", "sharegpt"]
 _SCHEMA_KEYS: dict[str, tuple[str, str]] = {"openai": ("role", "content"), "sharegpt": ("from", "value")}
@@ -79,35 +78,6 @@ class NormalizationReport:
             return f"read all {self.num_rows} rows."
         first = "; ".join(reason for _, reason in sorted(self.skipped.items())[:3])
         return f"skipped {self.num_skipped} of {self.num_rows} rows that could not be read. First: {first}"
-
-
-# --------------------------------------------------------------------------- helpers on messages
-
-
-def clean_message(message: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `message` without None-valued optional keys (and without an empty `tool_calls`).
-
-    `content` is kept even when None (an assistant turn that only calls tools). Use it on turns
-    read from struct-typed Arrow columns before rendering a chat template.
-    """
-    cleaned = {}
-    for key, value in message.items():
-        if key != "content" and value is None:
-            continue
-        if key in _OPTIONAL_KEYS_DROPPED_WHEN_EMPTY and not value:
-            continue
-        cleaned[key] = value
-    return cleaned
-
-
-def assistant_indices(messages: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Positions in `messages` of the assistant turns: the steps, in order."""
-    return [i for i, message in enumerate(messages) if message.get("role") == "assistant"]
-
-
-def num_steps(messages: Sequence[Mapping[str, Any]]) -> int:
-    """The number of steps (assistant turns) of a trajectory."""
-    return len(assistant_indices(messages))
 
 
 # --------------------------------------------------------------------------- one row
@@ -352,7 +322,7 @@ def _resolve_messages_field(dataset: Dataset, role_field: str | None, content_fi
     if len(candidates) == 1:
         return candidates[0]
     what = f"several columns look like chats: {candidates}" if candidates else "no column holds chat turns"
-    raise ValueError(
+    raise InvalidInputError(
         f"Cannot tell which column holds the trajectories: {what} (columns: {columns}). "
         "Pass messages_field=... naming it (and role_field= / content_field= if its turns use other keys)."
     )
@@ -368,10 +338,10 @@ def _resolve(
     loss_field: str | None,
 ) -> _RowReader:
     if schema not in ("auto", *_SCHEMA_KEYS):
-        raise ValueError(f"schema must be 'auto', 'openai' or 'sharegpt', got {schema!r}.")
+        raise InvalidInputError(f"schema must be 'auto', 'openai' or 'sharegpt', got {schema!r}.")
     field_name = messages_field or _resolve_messages_field(dataset, role_field, content_field)
     if field_name not in dataset.column_names:
-        raise ValueError(
+        raise InvalidInputError(
             f"messages_field={field_name!r} is not a column of the dataset (columns: {dataset.column_names})."
         )
     turns = _sample_turns(dataset, field_name)
@@ -384,7 +354,7 @@ def _resolve(
     roles = dict(DEFAULT_ROLE_MAP)
     for source, target in (role_map or {}).items():
         if target not in ROLES:
-            raise ValueError(f"role_map maps {source!r} to {target!r}; targets must be among {list(ROLES)}.")
+            raise InvalidInputError(f"role_map maps {source!r} to {target!r}; targets must be among {list(ROLES)}.")
         roles[source] = target
     return _RowReader(
         messages_field=field_name,
@@ -411,7 +381,7 @@ def normalize_trajectories_with_report(
 ) -> tuple[Dataset, NormalizationReport]:
     """`normalize_trajectories`, also returning a `NormalizationReport` of the rows skipped."""
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     if not isinstance(dataset, Dataset):
         rows = [dict(row) for row in dataset]
         try:
@@ -494,13 +464,13 @@ def _check_json_file(path: Path) -> None:
     """A JSON or JSON-lines file that `datasets` can read, or an error naming the file and the line."""
     data = path.read_bytes()
     if not data.strip():
-        raise ValueError(f"{path} is empty: it holds no trajectories.")
+        raise InvalidInputError(f"{path} is empty: it holds no trajectories.")
     lines = data.split(b"\n")
     for number, raw in enumerate(lines, start=1):
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#x} at column "
+            raise InvalidInputError(f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#x} at column "
                              f"{error.start + 1}). Re-encode the file as UTF-8.") from None
     text = data.decode("utf-8")
     try:
@@ -513,7 +483,7 @@ def _check_json_file(path: Path) -> None:
                 try:
                     rows.append(json.loads(line))
                 except ValueError as error:
-                    raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). "
+                    raise InvalidInputError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). "
                                      "Expected one JSON list of rows, or one JSON row per line.") from None
     _raise_unencodable([row for row in rows if isinstance(row, Mapping)])  # JSON may escape lone surrogates
 
@@ -545,13 +515,13 @@ def load_trajectories(path_or_repo: str | Path, split: str = "train", name: str 
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix not in _DATA_SUFFIXES:
-            raise ValueError(f"Cannot read {path}: expected a .json, .jsonl or .parquet file.")
+            raise InvalidInputError(f"Cannot read {path}: expected a .json, .jsonl or .parquet file.")
         if _DATA_SUFFIXES[suffix] == "json":
             _check_json_file(path)
         dataset = datasets.load_dataset(_DATA_SUFFIXES[suffix], data_files=str(path), split=split)
     elif not path.exists() and (path.suffix.lower() in _DATA_SUFFIXES or str(path_or_repo).startswith((".", "/", "~"))
                                 or str(path_or_repo).count("/") > 1):
-        raise FileNotFoundError(f"{path_or_repo}: no such file or folder (and not a Hub dataset id).")
+        raise AtlasFileNotFoundError(f"{path_or_repo}: no such file or folder (and not a Hub dataset id).")
     else:
         dataset = datasets.load_dataset(str(path_or_repo), name=name, split=split)
     return normalize_trajectories(dataset, **normalize_kwargs)
@@ -584,7 +554,7 @@ def load_rows(source: str | None = None, split: str = "train", name: str | None 
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
-                raise ValueError(f"{source} has the splits {sorted(loaded)}, not {split!r}.")
+                raise InvalidInputError(f"{source} has the splits {sorted(loaded)}, not {split!r}.")
             loaded = loaded[split]
         return loaded
     return load_trajectories(source, split=split, name=name)

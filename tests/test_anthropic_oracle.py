@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from atlas_hf.annotate import CriticalStepAnnotator
-from atlas_hf.trajectory import num_steps
+from atlas_hf.schema import num_steps
 
 from atlas_hf.oracles.anthropic import AnthropicOracle
 from atlas_hf.oracles.pricing import PRICES, request_cost_usd

@@ -12,7 +12,8 @@ from atlas_hf import models
 from atlas_hf.oracles.base import CATEGORIES, Annotation, validate_annotation
 from atlas_hf.sample import SAMPLE_FILE, load_sample
 from atlas_hf.selection import max_selected_steps
-from atlas_hf.trajectory import assistant_indices, normalize_trajectories, num_steps
+from atlas_hf.schema import assistant_indices, num_steps
+from atlas_hf.trajectory import normalize_trajectories
 
 SMOL_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from atlas_hf.envs.base import StepResult, TextEnv, list_envs, make_env, register_env
+from atlas_hf.errors import InvalidInputError
 
 __all__ = ["StepResult", "TextEnv", "expert_trajectories", "list_envs", "make_env", "register_env"]
 
@@ -65,9 +66,9 @@ def expert_trajectories(env_name: str, episodes: int, seed: int = 0, max_turns: 
     make_env(env_name)  # unknown names fail here, with the registered ones listed
     family, _, level = env_name.partition("/")
     if family != "babyai":
-        raise ValueError(f"No expert is known for {env_name!r}; experts exist for the babyai/* environments.")
+        raise InvalidInputError(f"No expert is known for {env_name!r}; experts exist for the babyai/* environments.")
     if episodes <= 0:
-        raise ValueError(f"episodes must be positive, got {episodes!r}.")
+        raise InvalidInputError(f"episodes must be positive, got {episodes!r}.")
     from atlas_hf.envs.babyai import expert_episode
 
     rows = [expert_episode(level, seed + i, max_turns=max_turns) for i in range(episodes)]

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any, Callable
 
 from atlas_hf.envs.base import StepResult
+from atlas_hf.errors import InvalidInputError
 
 LEVELS: dict[str, str] = {
     # levels of one room (the agent sees most of it): the held-in and held-out levels of the recipe
@@ -118,7 +119,7 @@ class BabyAITextEnv:
     def step(self, action_text: str) -> StepResult:
         """Play one reply; bad or impossible actions get an observation saying so (never an exception)."""
         if self._done:
-            raise RuntimeError(f"{self.name}: the episode is over; call reset(seed) first.")
+            raise InvalidInputError(f"{self.name}: the episode is over; call reset(seed) first.")
         action = parse_action(action_text)
         reward, done, invalid, feedback = self._act(action)
         self._done = done

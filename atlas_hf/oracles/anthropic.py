@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import anthropic
 
+from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf.oracles.anthropic_client import CONFIG_ERRORS, _Anthropic, _AsyncAnthropic
 from atlas_hf.oracles.base import Annotation
 from atlas_hf.oracles.message_batches import MessageBatchesMixin
@@ -97,15 +98,15 @@ class AnthropicOracle(MessageBatchesMixin):
         max_batch_bytes: int = 200_000_000,
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}.")
+            raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency}.")
         if not 1 <= max_batch_requests <= 100_000 or max_batch_bytes < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"max_batch_requests must be in [1, 100000] and max_batch_bytes positive, got "
                 f"{max_batch_requests} and {max_batch_bytes}."
             )
         resolved = price or price_for(model)
         if resolved is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"no list price is known for model {model!r}: pass price=ModelPrice(input_per_mtok=..., "
                 f"output_per_mtok=...) (known: {sorted(PRICES)})."
             )
@@ -172,7 +173,7 @@ class AnthropicOracle(MessageBatchesMixin):
     def _key(self) -> str:
         key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key:
-            raise ValueError("no Anthropic API key: set ANTHROPIC_API_KEY or pass AnthropicOracle(api_key=...).")
+            raise InvalidInputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass AnthropicOracle(api_key=...).")
         return key
 
     def _client_kwargs(self) -> dict[str, Any]:
@@ -263,8 +264,8 @@ class AnthropicOracle(MessageBatchesMixin):
             text += f" (after {self.max_retries} retries; request not answered)"
         return self._redact(text)
 
-    def _config_error(self, err: BaseException) -> RuntimeError:
-        return RuntimeError(
+    def _config_error(self, err: BaseException) -> OracleError:
+        return OracleError(
             f"{self._describe(err)}. This is a configuration problem (key, permissions or model "
             f"{self.model!r}), so no trajectory can succeed: fix it and run again."
         )
@@ -275,7 +276,7 @@ class AnthropicOracle(MessageBatchesMixin):
         where = f" (request {request})" if request else ""
         try:
             if message.usage is None:
-                raise ValueError("the reply has no usage")
+                raise InvalidInputError("the reply has no usage")
             self.usage.add(message.usage, batch=batch)
             blocks = [b for b in message.content if getattr(b, "type", None) == "tool_use" and b.name == TOOL_NAME]
         except (AttributeError, TypeError, ValueError) as err:
@@ -348,7 +349,7 @@ class AnthropicOracle(MessageBatchesMixin):
             return []
         feedback = list(feedback) if feedback is not None else [None] * len(trajectories)
         if len(feedback) != len(trajectories):
-            raise ValueError(f"feedback has {len(feedback)} entries for {len(trajectories)} trajectories.")
+            raise InvalidInputError(f"feedback has {len(feedback)} entries for {len(trajectories)} trajectories.")
         requests = [self.request_params(t, max_ratio, f) for t, f in zip(trajectories, feedback)]
         if self.use_batches:
             answers = self._annotate_batch(requests)
@@ -381,7 +382,7 @@ class AnthropicOracle(MessageBatchesMixin):
         try:
             prefix, *counts = self._run(count_all)
         except anthropic.APIError as err:
-            raise RuntimeError(f"the dry run could not count tokens: {self._describe(err)}") from None
+            raise OracleError(f"the dry run could not count tokens: {self._describe(err)}") from None
         n, total = len(counts), sum(counts)
         output = n * self.assumed_output_tokens
         uncached = request_cost_usd(self.price, total, output)

@@ -10,10 +10,11 @@ import math
 import random
 from typing import Any, Sequence
 
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import Annotation
 from atlas_hf.oracles.local import CLIP_MARKER, LocalModelMixin, fit_turns, role_label, turn_text
 from atlas_hf.selection import max_selected_steps, row_seed
-from atlas_hf.trajectory import num_steps
+from atlas_hf.schema import num_steps
 
 BASELINE_CATEGORY = "Critical Action"
 
@@ -110,7 +111,7 @@ class PerplexityOracle(LocalModelMixin):
         device: str | None = None,
     ) -> None:
         if batch_size < 1 or max_length < 16:
-            raise ValueError(f"batch_size must be >= 1 and max_length >= 16, got {batch_size}, {max_length}.")
+            raise InvalidInputError(f"batch_size must be >= 1 and max_length >= 16, got {batch_size}, {max_length}.")
         self._init_model(model, tokenizer, device)
         self.batch_size, self.max_length = batch_size, max_length
 

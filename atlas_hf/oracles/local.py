@@ -26,9 +26,10 @@ import hashlib
 import json
 from typing import Any, Callable, Sequence
 
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import CATEGORIES, Annotation
 from atlas_hf.selection import max_selected_steps
-from atlas_hf.trajectory import num_steps
+from atlas_hf.schema import num_steps
 
 PROMPT_VERSION = "local-yes-no-v1"
 """Version of the judge's prompt; part of `LocalOracle.identity`, so it keys the cache."""
@@ -146,7 +147,7 @@ class LocalModelMixin:
 
     def _init_model(self, model: Any, tokenizer: Any, device: str | None) -> None:
         if model is not None and tokenizer is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{type(self).__name__} was given a model ({model_name(model)}) but no tokenizer: pass "
                 "`tokenizer=` (the model's own tokenizer), or neither to use the embedded SmolLM2."
             )
@@ -212,9 +213,9 @@ class LocalOracle(LocalModelMixin):
         device: str | None = None,
     ) -> None:
         if threshold is not None and not 0.0 <= threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
+            raise InvalidInputError(f"threshold must be in [0, 1), got {threshold!r}.")
         if max_length < 64 or batch_size < 1:
-            raise ValueError(f"max_length must be >= 64 and batch_size >= 1, got {max_length}, {batch_size}.")
+            raise InvalidInputError(f"max_length must be >= 64 and batch_size >= 1, got {max_length}, {batch_size}.")
         self._init_model(model, tokenizer, device)
         self.threshold, self.max_length, self.batch_size = threshold, max_length, batch_size
 
@@ -302,7 +303,7 @@ class LocalOracle(LocalModelMixin):
         while shared < min(len(yes), len(no)) and yes[shared] == no[shared]:
             shared += 1
         if shared == min(len(yes), len(no)):
-            raise ValueError(
+            raise InvalidInputError(
                 f"The tokenizer of {self.model_name} encodes ' yes' and ' no' alike ({yes}, {no}); "
                 "LocalOracle needs a tokenizer that tells them apart."
             )
@@ -326,7 +327,7 @@ class LocalOracle(LocalModelMixin):
             is_step.append(message.get("role") == "assistant")
         budget = self.max_length - len(header) - len(footer) - budget_for_questions
         if budget < 8 * len(turns):
-            raise ValueError(
+            raise InvalidInputError(
                 f"max_length={self.max_length} leaves {budget} tokens for the {len(turns)} turns of the "
                 f"trajectory once the judge's instructions "
                 f"({len(header) + len(footer) + budget_for_questions} tokens with {self.model_name}'s "

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from atlas_hf.oracles.base import CATEGORIES, Annotation
 from atlas_hf.selection import max_selected_steps
-from atlas_hf.trajectory import num_steps
+from atlas_hf.schema import num_steps
 
 PROMPT_VERSION = "atlas-selector-v1"
 """Stored with every annotation and part of the cache key: bump it whenever the prompt changes."""

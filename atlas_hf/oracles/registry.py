@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from atlas_hf.errors import InvalidInputError
+
 OracleFactory = Callable[..., Any]
 
 
@@ -80,7 +82,7 @@ def register_oracle(name: str, factory: OracleFactory, *, overwrite: bool = Fals
         `ValueError`: `name` is taken and `overwrite` is not set.
     """
     if name in _REGISTRY and not overwrite:
-        raise ValueError(f"An oracle named {name!r} is already registered; pass overwrite=True to replace it.")
+        raise InvalidInputError(f"An oracle named {name!r} is already registered; pass overwrite=True to replace it.")
     _REGISTRY[name] = factory
 
 
@@ -112,7 +114,7 @@ def build_oracle(name: str, *, model: str | None = None, seed: int = 0, **option
     """
     factory = _REGISTRY.get(name)
     if factory is None:
-        raise ValueError(f"Unknown oracle {name!r}; choose one of {', '.join(_REGISTRY)} (or register_oracle it).")
+        raise InvalidInputError(f"Unknown oracle {name!r}; choose one of {', '.join(_REGISTRY)} (or register_oracle it).")
     return factory(model=model, seed=seed, **options)
 
 
