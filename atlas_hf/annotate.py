@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from atlas_hf.errors import AnnotationError, ColumnNotFoundError, InvalidInputError, OracleError, TrajectoryError
-from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
+from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, usage_fields, validate_annotation
 from atlas_hf.schema import check_messages, num_steps
 
 if TYPE_CHECKING:
@@ -484,7 +484,7 @@ class CriticalStepAnnotator:
 
             self._bar = tqdm(desc="Annotating critical steps", unit="traj", total=self.total, dynamic_ncols=True)
         postfix = {"cached": self.stats.cached, "sent": self.stats.sent, "errors": self.stats.errors}
-        postfix.update(usage_postfix(getattr(self.oracle, "usage", None)))
+        postfix.update(usage_fields(self.oracle))
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(n)
 
@@ -501,25 +501,10 @@ class CriticalStepAnnotator:
             f"Annotated {s.rows} trajectories with {self.oracle.identity} (max_ratio={self.max_ratio}): "
             f"{s.cached} from the cache, {s.sent} sent to the oracle, {s.retried} retried, {s.errors} errors."
         ]
-        usage = usage_postfix(getattr(self.oracle, "usage", None))
+        usage = usage_fields(self.oracle)
         if usage:
             lines.append("Usage: " + ", ".join(f"{k} {v}" for k, v in usage.items()))
         lines += [f"  error: {e}" for e in self.errors]
         if s.errors > len(self.errors):
             lines.append(f"  ... and {s.errors - len(self.errors)} more (see the atlas_error column).")
         return "\n".join(lines)
-
-
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-
-
-def usage_postfix(usage: Any) -> dict[str, str]:
-    """`{"tokens": ..., "cost": ...}` from an oracle's `usage`: an `OracleUsage` (its `as_dict()`) or a
-    dict with Anthropic's token fields and `estimated_cost_usd`; {} for an oracle that counts nothing."""
-    if usage is None:
-        return {}
-    fields = usage if isinstance(usage, dict) else usage.as_dict()
-    out = {"tokens": f"{sum(int(fields.get(name) or 0) for name in _TOKEN_FIELDS):,}"}
-    if fields.get("estimated_cost_usd") is not None:
-        out["cost"] = f"${fields['estimated_cost_usd']:.4f}"
-    return out

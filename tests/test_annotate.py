@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import pytest
@@ -12,7 +13,9 @@ from datasets import Dataset, load_from_disk
 from datasets.fingerprint import Hasher
 
 from atlas_hf.agreement import oracle_agreement
-from atlas_hf.annotate import AnnotationError, CriticalStepAnnotator, cache_key, usage_postfix
+from atlas_hf.annotate import AnnotationError, CriticalStepAnnotator, cache_key
+from atlas_hf.oracles.base import usage_fields
+from atlas_hf.oracles.pricing import ModelPrice, OracleUsage
 from atlas_hf.oracles.base import CATEGORIES, Annotation, validate_annotation
 from atlas_hf.oracles.baselines import AllStepsOracle, RandomOracle
 from atlas_hf.selection import max_selected_steps
@@ -282,9 +285,12 @@ def test_progress_bar_summary_and_usage(tmp_path: Path, capsys: pytest.CaptureFi
     assert "Annotating critical steps" in capsys.readouterr().err
     assert annotator.summary().startswith("Annotated 3 trajectories with scripted:first (max_ratio=0.3): "
                                           "0 from the cache, 3 sent to the oracle, 0 retried, 0 errors.")
-    assert usage_postfix({"input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 50,
-                          "estimated_cost_usd": 0.0123}) == {"tokens": "1,250", "cost": "$0.0123"}
-    assert usage_postfix(None) == {}
+    usage = OracleUsage(ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0))
+    usage.add(SimpleNamespace(input_tokens=1000, output_tokens=200, cache_read_input_tokens=50,
+                              cache_creation_input_tokens=0))
+    cost = (1000 * 3.0 + 50 * 3.0 * 0.1 + 200 * 15.0) / 1e6
+    assert usage_fields(SimpleNamespace(usage=usage)) == {"tokens": "1,250", "cost": f"${cost:.4f}"}
+    assert usage_fields(annotator.oracle) == {}  # an oracle that counts nothing
 
 
 def test_bad_configuration_is_refused(tmp_path: Path) -> None:

@@ -46,7 +46,9 @@ class Oracle(Protocol):
     `identity` names the oracle, its model and its prompt version; it keys the annotation cache,
     so two oracles that could answer differently must never share one. An oracle that always
     chooses at one ratio whatever cap it is given (the all-steps baseline) sets a `fixed_ratio`
-    attribute; the annotator then records that ratio instead of the cap.
+    attribute; the annotator then records that ratio instead of the cap. An oracle that counts what
+    it uses has a `usage` whose `progress_fields()` gives the few fields a progress bar shows
+    (`{"tokens": "1,250", "cost": "$0.0123"}`); see `usage_fields`.
     """
 
     @property
@@ -96,3 +98,19 @@ def validate_annotation(annotation: Annotation, num_steps: int, max_ratio: float
     if len(steps) > cap:
         return f"{len(steps)} steps were chosen but at most {cap} of {num_steps} may be (ratio {max_ratio})."
     return None
+
+
+def usage_fields(oracle: Any) -> dict[str, str]:
+    """What `oracle` reports of its own usage, for progress bars and summaries: its
+    `usage.progress_fields()`, or `{}` for an oracle that counts nothing.
+
+    Args:
+        oracle (`Oracle`): Any oracle.
+
+    Returns:
+        `dict[str, str]`: Field name to display text.
+    """
+    usage = getattr(oracle, "usage", None)
+    fields = getattr(usage, "progress_fields", None)
+    return dict(fields()) if callable(fields) else {}
+

@@ -69,6 +69,11 @@ class OracleUsage:
         """The list price of the counted usage (batch requests at half price)."""
         return self._cost_usd
 
+    def progress_fields(self) -> dict[str, str]:
+        """`{"tokens": ..., "cost": ...}` for progress bars: every token counted, and the cost so far."""
+        tokens = self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+        return {"tokens": f"{tokens:,}", "cost": f"${self._cost_usd:.4f}"}
+
     def as_dict(self) -> dict[str, Any]:
         """The counts and the estimated cost, for logs and summaries."""
         return {
