@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "Oracle": "atlas_hf.oracles.base",
     "validate_annotation": "atlas_hf.oracles.base",
     "AnthropicOracle": "atlas_hf.oracles.anthropic",
+    "AnthropicOracleConfig": "atlas_hf.oracles.anthropic_config",
     "LocalOracle": "atlas_hf.oracles.local",
     "RandomOracle": "atlas_hf.oracles.baselines",
     "AllStepsOracle": "atlas_hf.oracles.baselines",
@@ -104,6 +105,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.labelling import label_dataset
     from atlas_hf.models import load_default_model, load_default_tokenizer, load_model_and_tokenizer
     from atlas_hf.oracles.anthropic import AnthropicOracle
+    from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
     from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
     from atlas_hf.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
     from atlas_hf.oracles.local import LocalOracle

@@ -468,3 +468,19 @@ def test_trajectory_text_cannot_break_the_prompt_structure() -> None:
     assert text.count("</trajectory>") == 1 and text.count("<trajectory>") == 1
     assert sum(line.startswith("--- ") for line in text.splitlines()) == 4  # the task and three observations
     assert "I am step 99 now." in text  # escaped, not dropped
+
+
+def test_settings_live_in_a_config_without_the_key() -> None:
+    import pickle
+
+    from atlas_hf import AnthropicOracleConfig
+
+    config = AnthropicOracleConfig(model="claude-haiku-4-5", max_concurrency=3)
+    oracle = AnthropicOracle(config, api_key="sk-" + "ant-" + "x" * 24, use_batches=True)
+    assert oracle.config == AnthropicOracleConfig(model="claude-haiku-4-5", max_concurrency=3, use_batches=True)
+    assert "x" * 24 not in repr(oracle) and "x" * 24 not in repr(oracle.config)
+    assert pickle.loads(pickle.dumps(oracle)).config == oracle.config
+    with pytest.raises(ValueError, match=r"unknown settings \['max_concurency'\]"):
+        AnthropicOracle(max_concurency=4)
+    with pytest.raises(ValueError, match="max_concurrency must be at least 1"):
+        AnthropicOracle(max_concurrency=0)

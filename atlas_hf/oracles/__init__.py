@@ -1,7 +1,8 @@
 """Oracles that choose the critical steps of trajectories: Claude, local models, the paper's baselines.
 
 One module per oracle: `base` (the protocol and the answer), `prompt` (the selector prompt),
-`anthropic`, `local`, `baselines`; `registry` builds them by name (`build_oracle("local")`).
+`anthropic` (with `anthropic_config`, `anthropic_client`, `message_batches` and `pricing`), `local`,
+`baselines`; `registry` builds them by name (`build_oracle("local")`).
 Names are imported on first use, so `atlas_hf.oracles.RandomOracle` loads neither the Anthropic
 SDK nor torch.
 """
@@ -18,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "validate_annotation": "atlas_hf.oracles.base",
     "PROMPT_VERSION": "atlas_hf.oracles.prompt",
     "AnthropicOracle": "atlas_hf.oracles.anthropic",
+    "AnthropicOracleConfig": "atlas_hf.oracles.anthropic_config",
+    "ModelPrice": "atlas_hf.oracles.pricing",
     "LocalOracle": "atlas_hf.oracles.local",
     "AllStepsOracle": "atlas_hf.oracles.baselines",
     "PerplexityOracle": "atlas_hf.oracles.baselines",
@@ -32,9 +35,11 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from atlas_hf.oracles.anthropic import AnthropicOracle
+    from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
     from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
     from atlas_hf.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
     from atlas_hf.oracles.local import LocalOracle
+    from atlas_hf.oracles.pricing import ModelPrice
     from atlas_hf.oracles.prompt import PROMPT_VERSION
     from atlas_hf.oracles.registry import build_oracle, default_oracle_name, list_oracles, register_oracle
 

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import anthropic
@@ -31,10 +31,10 @@ from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf.oracles.anthropic_client import CONFIG_ERRORS, _Anthropic, _AsyncAnthropic
 from atlas_hf.oracles.base import Annotation
 from atlas_hf.oracles.message_batches import MessageBatchesMixin
-from atlas_hf.oracles.pricing import PRICES, CostEstimate, ModelPrice, OracleUsage, price_for, request_cost_usd
+from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
+from atlas_hf.oracles.pricing import CostEstimate, ModelPrice, OracleUsage, request_cost_usd
 from atlas_hf.oracles.prompt import (
     ANSWER_TOOL,
-    DEFAULT_MAX_CHARS_PER_OBSERVATION,
     PROMPT_VERSION,
     SYSTEM_PROMPT,
     TOOL_NAME,
@@ -45,9 +45,6 @@ from atlas_hf.oracles.prompt import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MODEL = "claude-sonnet-4-6"
-"""A current Sonnet (balanced price and judgement) known to the installed SDK, with a known price."""
-
 CACHE_WINDOW_S = 240.0  # treat the 5-minute cache as warm this long after the last success
 
 
@@ -55,90 +52,46 @@ class AnthropicOracle(MessageBatchesMixin):
     """Claude as the ATLaS selector (implements `atlas_hf.oracles.base.Oracle`).
 
     Args:
-        model: the Claude model; `DEFAULT_MODEL` by default.
-        api_key: the key; `ANTHROPIC_API_KEY` when None. Never shown in `repr` or errors.
-        base_url: the API's address (a proxy, a stand-in); the SDK's default when None.
-        max_concurrency: requests in flight at once within one `annotate` call.
-        max_retries: the SDK's retries per request (429, 529, 5xx, timeouts, dropped connections).
-        timeout: seconds before one attempt times out (then it is retried).
-        use_batches: send each `annotate` call as Message Batches (half price, slower; map with a
-            large `batch_size`, or `batch_size=None` for the whole dataset at once, so every
-            request is submitted before any is awaited).
-        batch_state_dir: where batch ids are stored so an interrupted run resumes its batches;
-            `~/.cache/atlas_hf/anthropic_batches` when None.
-        max_batch_requests, max_batch_bytes: the most requests, and the most bytes of request
-            JSON, in one Message Batch (the API allows 100,000 requests and 256 MB); more go out
-            as several batches.
-        max_tokens: the answer's token budget.
-        max_chars_per_observation: observations longer than this are clipped in the middle.
-        batch_poll_interval: seconds between polls of a running batch.
-        price: the model's list price, required for a model not in `PRICES`.
-        warm_cache: when the prompt cache is cold, send one request alone first so the others
-            read the cached prefix instead of all writing it at once.
-        assumed_output_tokens: output tokens per trajectory assumed by `estimate_cost`.
+        config (`AnthropicOracleConfig`, *optional*): Every setting (model, concurrency, retries,
+            Message Batches, price); the defaults when None.
+        api_key (`str`, *optional*): The key; `ANTHROPIC_API_KEY` when None. Never shown in `repr`,
+            logs or errors, and not part of the config.
+        **settings: Fields of `AnthropicOracleConfig` set on top of `config`
+            (`AnthropicOracle(model="claude-haiku-4-5", use_batches=True)`).
+
+    Raises:
+        `InvalidInputError`: An unknown or invalid setting.
     """
 
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        max_concurrency: int = 16,
-        max_retries: int = 8,
-        timeout: float = 120.0,
-        use_batches: bool = False,
-        batch_state_dir: str | os.PathLike[str] | None = None,
-        max_tokens: int = 2048,
-        max_chars_per_observation: int = DEFAULT_MAX_CHARS_PER_OBSERVATION,
-        batch_poll_interval: float = 30.0,
-        price: ModelPrice | None = None,
-        warm_cache: bool = True,
-        assumed_output_tokens: int = 400,
-        max_batch_requests: int = 100_000,
-        max_batch_bytes: int = 200_000_000,
-    ) -> None:
-        if max_concurrency < 1:
-            raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency}.")
-        if not 1 <= max_batch_requests <= 100_000 or max_batch_bytes < 1:
-            raise InvalidInputError(
-                f"max_batch_requests must be in [1, 100000] and max_batch_bytes positive, got "
-                f"{max_batch_requests} and {max_batch_bytes}."
-            )
-        resolved = price or price_for(model)
-        if resolved is None:
-            raise InvalidInputError(
-                f"no list price is known for model {model!r}: pass price=ModelPrice(input_per_mtok=..., "
-                f"output_per_mtok=...) (known: {sorted(PRICES)})."
-            )
-        self.model = model
+    def __init__(self, config: AnthropicOracleConfig | None = None, *, api_key: str | None = None,
+                 **settings: Any) -> None:
+        config = config or AnthropicOracleConfig()
+        if settings:
+            known = {f.name for f in fields(AnthropicOracleConfig)}
+            unknown = sorted(set(settings) - known)
+            if unknown:
+                raise InvalidInputError(f"AnthropicOracle got unknown settings {unknown}; the settings are the "
+                                        f"fields of AnthropicOracleConfig: {sorted(known)}.")
+            config = replace(config, **settings)
+        self.config = config
         self._api_key = api_key
-        self.base_url = base_url
-        self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.use_batches = use_batches
-        self.batch_state_dir = Path(batch_state_dir or Path.home() / ".cache" / "atlas_hf" / "anthropic_batches")
-        self.max_tokens = max_tokens
-        self.max_chars_per_observation = max_chars_per_observation
-        self.batch_poll_interval = batch_poll_interval
-        self.price = resolved
-        self.warm_cache = warm_cache
-        self.assumed_output_tokens = assumed_output_tokens
-        self.max_batch_requests = max_batch_requests
-        self.max_batch_bytes = max_batch_bytes
         self._init_runtime()
 
     prompt_version = PROMPT_VERSION
     """Version of the selector prompt (stored in `identity`, so it keys the cache)."""
 
-    _CONFIG_FIELDS = (
-        "model", "_api_key", "base_url", "max_concurrency", "max_retries", "timeout", "use_batches",
-        "batch_state_dir", "max_tokens", "max_chars_per_observation", "batch_poll_interval", "price",
-        "warm_cache", "assumed_output_tokens", "max_batch_requests", "max_batch_bytes",
-    )
+    @property
+    def model(self) -> str:
+        """The Claude model (`config.model`)."""
+        return self.config.model
+
+    @property
+    def price(self) -> ModelPrice:
+        """The model's list price: `config.price`, else the model's from `PRICES`."""
+        return self.config.list_price
 
     def _init_runtime(self) -> None:
-        self.usage = OracleUsage(self.price)
+        self.usage = OracleUsage(self.config.list_price)
         self._sync_client: anthropic.Anthropic | None = None
         self._async_client: anthropic.AsyncAnthropic | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,26 +99,23 @@ class AnthropicOracle(MessageBatchesMixin):
         self._cache_warm_until = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        # Configuration only: clients, the event loop and the usage counters stay behind, so
-        # the pickle is small, works across processes and fingerprints the same on every run.
-        return {name: self.__dict__[name] for name in self._CONFIG_FIELDS}
+        # The config (and a key passed explicitly) only: clients, the event loop and the usage counters
+        # stay behind, so the pickle is small, works across processes and fingerprints the same every run.
+        return {"config": self.config, "_api_key": self._api_key}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_runtime()
 
     def __repr__(self) -> str:
-        return (
-            f"AnthropicOracle(model={self.model!r}, base_url={self.base_url!r}, "
-            f"max_concurrency={self.max_concurrency}, use_batches={self.use_batches})"
-        )
+        return f"AnthropicOracle({self.config!r})"
 
     @property
     def identity(self) -> str:
         """The class, model, prompt version and clipping: what decides the answers."""
         return (
             f"AnthropicOracle/model={self.model}/prompt={PROMPT_VERSION}"
-            f"/max_chars={self.max_chars_per_observation}"
+            f"/max_chars={self.config.max_chars_per_observation}"
         )
 
     # ---------------------------------------------------------------- clients
@@ -177,9 +127,10 @@ class AnthropicOracle(MessageBatchesMixin):
         return key
 
     def _client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"api_key": self._key(), "max_retries": self.max_retries, "timeout": self.timeout}
-        if self.base_url:
-            kwargs["base_url"] = self.base_url
+        kwargs: dict[str, Any] = {"api_key": self._key(), "max_retries": self.config.max_retries,
+                                  "timeout": self.config.timeout}
+        if self.config.base_url:
+            kwargs["base_url"] = self.config.base_url
         return kwargs
 
     def _check_process(self) -> None:
@@ -226,14 +177,14 @@ class AnthropicOracle(MessageBatchesMixin):
         """The Messages API parameters of one trajectory's request."""
         return {
             "model": self.model,
-            "max_tokens": self.max_tokens,
+            "max_tokens": self.config.max_tokens,
             "system": [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}],
             "tools": [ANSWER_TOOL],
             "tool_choice": {"type": "tool", "name": TOOL_NAME},
             "messages": [
                 {
                     "role": "user",
-                    "content": build_user_message(messages, max_ratio, feedback, self.max_chars_per_observation),
+                    "content": build_user_message(messages, max_ratio, feedback, self.config.max_chars_per_observation),
                 }
             ],
         }
@@ -252,7 +203,7 @@ class AnthropicOracle(MessageBatchesMixin):
             if getattr(err, "request_id", None):
                 text += f" [request {err.request_id}]"
         elif isinstance(err, anthropic.APITimeoutError):
-            text = f"Anthropic API request timed out after {self.timeout}s"
+            text = f"Anthropic API request timed out after {self.config.timeout}s"
         elif isinstance(err, anthropic.APIConnectionError):
             text = f"Anthropic API connection failed: {err}"
         else:
@@ -261,7 +212,7 @@ class AnthropicOracle(MessageBatchesMixin):
             isinstance(err, anthropic.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
         )
         if retryable:
-            text += f" (after {self.max_retries} retries; request not answered)"
+            text += f" (after {self.config.max_retries} retries; request not answered)"
         return self._redact(text)
 
     def _config_error(self, err: BaseException) -> OracleError:
@@ -283,7 +234,7 @@ class AnthropicOracle(MessageBatchesMixin):
             self.usage.failed_requests += 1
             return Annotation(error=f"malformed reply from the Anthropic API{where}: {err}.")
         if message.stop_reason == "max_tokens":
-            return Annotation(error=f"the answer was cut off at max_tokens={self.max_tokens}{where}: raise max_tokens.")
+            return Annotation(error=f"the answer was cut off at max_tokens={self.config.max_tokens}{where}: raise max_tokens.")
         if message.stop_reason != "tool_use" or not blocks:
             return Annotation(
                 error=f"the model did not answer with {TOOL_NAME} (stop_reason={message.stop_reason}){where}."
@@ -312,7 +263,7 @@ class AnthropicOracle(MessageBatchesMixin):
     async def _annotate_all(
         self, requests: list[dict[str, Any]], on_answer: Callable[[int, Annotation], None] | None = None
     ) -> list[Annotation]:
-        semaphore = asyncio.Semaphore(self.max_concurrency)
+        semaphore = asyncio.Semaphore(self.config.max_concurrency)
 
         async def one(index: int, params: dict[str, Any]) -> Annotation:
             answer = await self._annotate_one(params, semaphore)
@@ -322,7 +273,7 @@ class AnthropicOracle(MessageBatchesMixin):
 
         results: list[Annotation] = []
         rest = list(enumerate(requests))
-        if self.warm_cache and len(requests) > 1 and time.monotonic() > self._cache_warm_until:
+        if self.config.warm_cache and len(requests) > 1 and time.monotonic() > self._cache_warm_until:
             results.append(await one(*rest[0]))
             rest = rest[1:]
         tasks = [asyncio.ensure_future(one(i, p)) for i, p in rest]
@@ -351,7 +302,7 @@ class AnthropicOracle(MessageBatchesMixin):
         if len(feedback) != len(trajectories):
             raise InvalidInputError(f"feedback has {len(feedback)} entries for {len(trajectories)} trajectories.")
         requests = [self.request_params(t, max_ratio, f) for t, f in zip(trajectories, feedback)]
-        if self.use_batches:
+        if self.config.use_batches:
             answers = self._annotate_batch(requests)
             for i, answer in enumerate(answers):
                 if on_answer is not None:
@@ -371,7 +322,7 @@ class AnthropicOracle(MessageBatchesMixin):
                 return (await self._async_client.messages.count_tokens(**fields)).input_tokens
 
         async def count_all() -> list[int]:
-            semaphore = asyncio.Semaphore(self.max_concurrency)
+            semaphore = asyncio.Semaphore(self.config.max_concurrency)
             prefix_probe = self.request_params([], max_ratio)
             prefix_probe["messages"] = [{"role": "user", "content": "."}]
             return await asyncio.gather(
@@ -384,12 +335,12 @@ class AnthropicOracle(MessageBatchesMixin):
         except anthropic.APIError as err:
             raise OracleError(f"the dry run could not count tokens: {self._describe(err)}") from None
         n, total = len(counts), sum(counts)
-        output = n * self.assumed_output_tokens
-        uncached = request_cost_usd(self.price, total, output)
+        output = n * self.config.assumed_output_tokens
+        uncached = request_cost_usd(self.config.list_price, total, output)
         cached = uncached
         if n:
             cached = request_cost_usd(
-                self.price, total - n * prefix, output, cache_write=prefix, cache_read=(n - 1) * prefix
+                self.config.list_price, total - n * prefix, output, cache_write=prefix, cache_read=(n - 1) * prefix
             )
         return CostEstimate(
             trajectories=n,
@@ -398,5 +349,5 @@ class AnthropicOracle(MessageBatchesMixin):
             assumed_output_tokens=output,
             cost_usd=cached,
             cost_usd_without_caching=uncached,
-            cost_usd_batches=request_cost_usd(self.price, total, output, batch=True),
+            cost_usd_batches=request_cost_usd(self.config.list_price, total, output, batch=True),
         )

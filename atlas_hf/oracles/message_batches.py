@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import anthropic
 
 from atlas_hf.oracles.anthropic_client import CONFIG_ERRORS
+from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
 from atlas_hf.oracles.base import Annotation
 
 logger = logging.getLogger(__name__)
@@ -26,14 +27,11 @@ logger = logging.getLogger(__name__)
 class MessageBatchesMixin:
     """The Message Batches path of `AnthropicOracle` (`use_batches=True`).
 
-    Uses the oracle's `_sync()` client, `model`, `batch_state_dir`, `max_batch_requests`,
-    `max_batch_bytes`, `batch_poll_interval`, `_parse_message`, `_redact`, `_describe` and `_config_error`.
+    Uses the oracle's `_sync()` client, `config`, `model`, `_parse_message`, `_redact`, `_describe` and
+    `_config_error`.
     """
 
-    batch_state_dir: Path
-    max_batch_requests: int
-    max_batch_bytes: int
-    batch_poll_interval: float
+    config: AnthropicOracleConfig
     model: str
 
 
@@ -44,7 +42,7 @@ class MessageBatchesMixin:
 
     def _state_path(self, custom_ids: Sequence[str]) -> Path:
         key = hashlib.sha256("\n".join(sorted(custom_ids)).encode()).hexdigest()[:32]
-        return self.batch_state_dir / f"batch-{key}.json"
+        return self.config.batch_folder / f"batch-{key}.json"
 
     def _write_state(self, path: Path, state: Mapping[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +118,7 @@ class MessageBatchesMixin:
         size = 0
         for cid, params in unique.items():
             n = len(json.dumps(params, ensure_ascii=False).encode()) + len(cid) + 32
-            if chunks[-1] and (len(chunks[-1]) >= self.max_batch_requests or size + n > self.max_batch_bytes):
+            if chunks[-1] and (len(chunks[-1]) >= self.config.max_batch_requests or size + n > self.config.max_batch_bytes):
                 chunks.append({})
                 size = 0
             chunks[-1][cid] = params
@@ -141,7 +139,7 @@ class MessageBatchesMixin:
                 bar.refresh()
                 if all(b.processing_status == "ended" for b in batches):
                     return batches
-                time.sleep(self.batch_poll_interval)
+                time.sleep(self.config.batch_poll_interval)
                 batches = [b if b.processing_status == "ended" else client.messages.batches.retrieve(b.id)
                            for b in batches]
 
@@ -180,6 +178,6 @@ class MessageBatchesMixin:
         except CONFIG_ERRORS as err:
             raise self._config_error(err) from None
         except anthropic.APIError as err:
-            message = f"{self._describe(err)}; the batch state is kept in {self.batch_state_dir}, run again to resume."
+            message = f"{self._describe(err)}; the batch state is kept in {self.config.batch_folder}, run again to resume."
             return [answers.get(cid) or Annotation(error=message) for cid in ids]
         return [answers[cid] for cid in ids]
