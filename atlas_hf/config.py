@@ -34,7 +34,9 @@ class AtlasSFTConfig(SFTConfig):
         truncation_side (`str`, *optional*, defaults to `"left"`):
             Rows are always cut after their last supervised token. A row still longer than `max_length`
             loses its oldest tokens (`"left"`, so the last selected turn keeps its labels) or its newest
-            (`"right"`). The selected steps that lose labelled tokens are counted and logged.
+            (`"right"`). The selected steps that lose labelled tokens are counted and logged. It replaces
+            TRL's `truncation_mode`, whose default (`"keep_start"`) is not applied: `"keep_end"` is the
+            same as `"left"`, and `truncation_mode="keep_end"` with `truncation_side="right"` is refused.
         skip_unsupervised_rows (`bool`, *optional*, defaults to `True`):
             Drop rows with no supervised token (nothing selected, or everything truncated away): they
             would cost a forward and backward pass for a zero loss. Their number is logged.
@@ -85,6 +87,11 @@ class AtlasSFTConfig(SFTConfig):
             raise InvalidInputError(f"selection_ratio must be in (0, 1], got {self.selection_ratio!r}.")
         if self.truncation_side not in ("left", "right"):
             raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
+        if self.truncation_mode == "keep_end" and self.truncation_side == "right":
+            raise InvalidInputError(
+                "truncation_mode='keep_end' keeps the end of a long row, truncation_side='right' cuts it: "
+                "AtlasSFTTrainer cuts by truncation_side ('left' keeps the end, 'right' keeps the start); set that one."
+            )
         if self.packing:
             raise InvalidInputError(
                 "packing=True is not supported by AtlasSFTTrainer: rows are cut after their last supervised "

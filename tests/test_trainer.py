@@ -233,6 +233,9 @@ def test_config_validation_and_padding_free_support(tmp_path):
     with pytest.raises(ValueError, match="selection_ratio"):
         config(tmp_path, selection_ratio=0.0)
     assert config(tmp_path).dataset_kwargs["skip_prepare_dataset"] is True
+    assert config(tmp_path, truncation_mode="keep_end").truncation_side == "left"  # TRL's name for the same cut
+    with pytest.raises(ValueError, match="truncation_mode='keep_end'.*truncation_side='right'"):
+        config(tmp_path, truncation_mode="keep_end", truncation_side="right")
 
 
 def test_the_config_never_prints_the_hub_token(tmp_path):
