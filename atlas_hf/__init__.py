@@ -21,8 +21,8 @@ _EXPORTS: dict[str, str] = {
     "normalize_trajectories": "atlas_hf.trajectory",
     "normalize_trajectories_with_report": "atlas_hf.trajectory",
     "NormalizationReport": "atlas_hf.trajectory",
-    "load_trajectories": "atlas_hf.trajectory",
-    "load_rows": "atlas_hf.trajectory",
+    "load_trajectories": "atlas_hf.loading",
+    "load_rows": "atlas_hf.loading",
     "TrajectoryError": "atlas_hf.errors",
     "load_sample": "atlas_hf.sample",
     # messages -> critical steps, chosen by an oracle (Claude, a local model, or a baseline)
@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "list_oracles": "atlas_hf.oracles.registry",
     "CriticalStepAnnotator": "atlas_hf.annotate",
     "annotate_dataset": "atlas_hf.annotate",
-    "annotation_statistics": "atlas_hf.annotate",
+    "annotation_statistics": "atlas_hf.annotation_stats",
     "oracle_agreement": "atlas_hf.agreement",
     # which steps carry loss: ATLaS's critical steps, or the paper's baselines
     "select_steps": "atlas_hf.selection",
@@ -85,7 +85,8 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on first use
     from atlas_hf.agreement import oracle_agreement
-    from atlas_hf.annotate import annotate_dataset, annotation_statistics, CriticalStepAnnotator
+    from atlas_hf.annotate import annotate_dataset, CriticalStepAnnotator
+    from atlas_hf.annotation_stats import annotation_statistics
     from atlas_hf.collator import CriticalStepDataCollator
     from atlas_hf.config import AtlasSFTConfig
     from atlas_hf.errors import (
@@ -103,6 +104,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.evaluation import evaluate_agent, EvaluationReport, paired_difference, read_records, wilson_interval
     from atlas_hf.hub import publish, publish_adapter, publish_dataset
     from atlas_hf.labelling import label_dataset
+    from atlas_hf.loading import load_rows, load_trajectories
     from atlas_hf.models import load_default_model, load_default_tokenizer, load_model_and_tokenizer
     from atlas_hf.oracles.anthropic import AnthropicOracle
     from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
@@ -116,8 +118,6 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.tokenization import CriticalStepLabeller, CriticalStepTokenizer, label_trajectory
     from atlas_hf.trainer import AtlasSFTTrainer
     from atlas_hf.trajectory import (
-        load_rows,
-        load_trajectories,
         NormalizationReport,
         normalize_trajectories,
         normalize_trajectories_with_report,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from atlas_hf.annotate import canonical_messages
+from atlas_hf.annotation_cache import canonical_messages
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import CATEGORIES
 

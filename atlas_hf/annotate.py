@@ -24,108 +24,27 @@ this process (with `num_proc > 1` the work happens in the worker processes);
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import os
 import threading
-import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from atlas_hf.annotation_cache import AnnotationCache, cache_key, canonical_messages
 from atlas_hf.errors import AnnotationError, ColumnNotFoundError, InvalidInputError, OracleError, TrajectoryError
-from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, usage_fields, validate_annotation
+from atlas_hf.oracles.base import Annotation, Oracle, usage_fields, validate_annotation
 from atlas_hf.schema import check_messages, num_steps
 
 if TYPE_CHECKING:
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-"""Version of the cache entry layout; part of every key."""
-
 _MAX_LISTED_ERRORS = 10
-
-
-def canonical_messages(messages: Any) -> Any:
-    """`messages` with every None-valued dict field dropped, recursively.
-
-    `datasets` stores a list of dicts as structs, filling the keys a turn lacks with None; dropping
-    them makes the same trajectory look the same whether it came from a file or a dataset.
-    """
-    if isinstance(messages, dict):
-        return {k: canonical_messages(v) for k, v in messages.items() if v is not None}
-    if isinstance(messages, (list, tuple)):
-        return [canonical_messages(v) for v in messages]
-    return messages
-
-
-def cache_key(messages: Sequence[dict[str, Any]], oracle_identity: str, max_ratio: float) -> str:
-    """sha256 of the canonical trajectory, the oracle's identity and the ratio."""
-    payload = json.dumps(
-        {"format": CACHE_FORMAT, "messages": canonical_messages(list(messages)), "oracle": oracle_identity,
-         "max_ratio": max_ratio},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-class AnnotationCache:
-    """One JSON file per valid answer under `root`, in folders named by the key's first two characters."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def path(self, key: str) -> Path:
-        """Where the entry of `key` lives."""
-        return self.root / key[:2] / f"{key}.json"
-
-    def get(self, key: str, steps: int, max_ratio: float) -> Annotation | None:
-        """The cached answer for `key`, or None when missing, unreadable or no longer valid."""
-        path = self.path(key)
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if entry["key"] != key:
-                raise InvalidInputError(f"it holds key {entry['key']!r}")
-            a = entry["annotation"]
-            annotation = Annotation(
-                steps=list(a["steps"]), categories=list(a["categories"]), reasons=list(a["reasons"]),
-                plan=str(a["plan"]),
-            )
-            error = validate_annotation(annotation, steps, max_ratio)
-            if error:
-                raise InvalidInputError(error)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("Ignoring the corrupt cache entry %s (%s); the row is asked again.", path, exc)
-            return None
-        return annotation
-
-    def put(self, key: str, annotation: Annotation, oracle_identity: str) -> None:
-        """Write the entry atomically (a temporary file renamed into place)."""
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {
-            "key": key,
-            "oracle": oracle_identity,
-            "annotation": {
-                "steps": annotation.steps, "categories": annotation.categories,
-                "reasons": annotation.reasons, "plan": annotation.plan,
-            },
-        }
-        tmp = path.parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -142,75 +61,6 @@ class AnnotationStats:
     """Rows asked a second time after an invalid answer."""
     errors: int = 0
     """Rows left with `atlas_error` set."""
-
-
-def dataset_splits(dataset: Dataset | DatasetDict | Mapping[str, Dataset]) -> dict[str, Dataset]:
-    """`{split: Dataset}` for a `Dataset` (its split, else "train"), a `DatasetDict` or a mapping."""
-    if isinstance(dataset, Mapping):
-        return dict(dataset)
-    return {str(dataset.split) if dataset.split is not None else "train": dataset}
-
-
-def annotation_statistics(dataset: Dataset | DatasetDict | Mapping[str, Dataset]) -> dict[str, Any]:
-    """What an annotated dataset holds: rows, steps (assistant turns), critical steps and their categories,
-    the critical ratio of the annotated rows, each row's ratio, the rows with an `atlas_error` and the oracles.
-
-    Counted from the rows themselves, so it is right however they were made (`num_proc`, the
-    `datasets` cache, several runs).
-    """
-    splits = dataset_splits(dataset)
-    for name, split in splits.items():
-        missing = {"messages", "critical_steps"} - set(split.column_names)
-        if missing:
-            raise InvalidInputError(
-                f"Split '{name}' has no {sorted(missing)} column(s); expected annotated rows "
-                "(`messages` and `critical_steps`, as `atlas_hf.annotate` writes them). Annotate the dataset first."
-            )
-    rows = steps = annotated_steps = critical = errors = 0
-    categories: Counter[str] = Counter()
-    ratios: list[float] = []
-    oracles: Counter[str] = Counter()
-    for split in splits.values():
-        columns = [c for c in ("messages", "critical_steps", "critical_categories", "atlas_error", "atlas_oracle")
-                   if c in split.column_names]
-        for batch in split.select_columns(columns).iter(batch_size=1000):
-            n = len(batch["messages"])
-            for i in range(n):
-                row_steps = num_steps(batch["messages"][i] or [])
-                num_critical = len(batch["critical_steps"][i] or [])
-                steps += row_steps
-                critical += num_critical
-                categories.update(batch.get("critical_categories", [[]] * n)[i] or [])
-                if batch.get("atlas_error", [None] * n)[i]:
-                    errors += 1  # not annotated: left out of the ratios
-                elif row_steps:
-                    annotated_steps += row_steps
-                    ratios.append(num_critical / row_steps)
-                oracle = batch.get("atlas_oracle", [None] * n)[i]
-                if oracle:
-                    oracles[str(oracle)] += 1
-            rows += n
-    return {
-        "rows": rows,
-        "rows_per_split": {name: len(split) for name, split in splits.items()},
-        "steps": steps,
-        "critical_steps": critical,
-        "critical_ratio": critical / annotated_steps if annotated_steps else 0.0,
-        "categories": {c: categories.get(c, 0) for c in (*CATEGORIES, *sorted(set(categories) - set(CATEGORIES)))},
-        "row_ratios": ratios,
-        "error_rows": errors,
-        "oracles": dict(oracles),
-    }
-
-
-def format_annotation_statistics(stats: Mapping[str, Any]) -> str:
-    """One line of `annotation_statistics`, for a terminal."""
-    categories = ", ".join(f"{name} {count}" for name, count in stats["categories"].items() if count)
-    return (
-        f"{stats['rows']} trajectories, {stats['steps']} steps, {stats['critical_steps']} critical "
-        f"({stats['critical_ratio']:.0%} of the annotated rows' steps; {categories or 'no category'}), "
-        f"{stats['error_rows']} rows with an atlas_error"
-    )
 
 
 def annotate_dataset(

@@ -49,9 +49,10 @@ def _output_folder_problem(path: str | None, flag: str) -> str | None:
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
-    from atlas_hf.annotate import annotate_dataset, annotation_statistics, format_annotation_statistics
+    from atlas_hf.annotate import annotate_dataset
+    from atlas_hf.annotation_stats import annotation_statistics, format_annotation_statistics
     from atlas_hf.oracles.registry import build_oracle
-    from atlas_hf.trajectory import load_rows
+    from atlas_hf.loading import load_rows
 
     misuse = (
         args.use_batches and args.oracle != "anthropic" and "--use-batches is for --oracle anthropic",
@@ -159,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from trl import get_peft_config
 
     from atlas_hf.models import load_model_and_tokenizer
-    from atlas_hf.trajectory import load_rows
+    from atlas_hf.loading import load_rows
 
     legacy = [f"--{field}={getattr(args, flag)}" for flag, field in _LEGACY_TRAIN_FLAGS.items()
               if getattr(args, flag, None) is not None]
@@ -197,7 +198,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                       "locally with --local-dir.", file=sys.stderr)
                 return EXIT_USAGE
     from atlas_hf.hub import publish
-    from atlas_hf.trajectory import load_rows
+    from atlas_hf.loading import load_rows
 
     dataset = load_rows(args.dataset) if args.dataset else None
     where = publish(dataset=dataset, adapter=args.adapter, dataset_repo=args.dataset_repo or DEMO_DATASET_REPO,
@@ -210,7 +211,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 def _cmd_eval_oracle(args: argparse.Namespace) -> int:
     from atlas_hf.agreement import oracle_agreement
-    from atlas_hf.trajectory import load_rows
+    from atlas_hf.loading import load_rows
 
     report = oracle_agreement(load_rows(args.predicted), load_rows(args.reference))
     print(report.format())
@@ -237,7 +238,8 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     import transformers
 
     from atlas_hf.agreement import oracle_agreement
-    from atlas_hf.annotate import annotate_dataset, annotation_statistics
+    from atlas_hf.annotate import annotate_dataset
+    from atlas_hf.annotation_stats import annotation_statistics
     from atlas_hf.hub import publish
     from atlas_hf.oracles.registry import build_oracle, default_oracle_name
     from atlas_hf.sample import load_sample

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from atlas_hf.annotate import annotation_statistics, dataset_splits
+from atlas_hf.annotation_stats import annotation_statistics, dataset_splits
 from atlas_hf.cards import CITATION, FIGURE_PATH, adapter_card, dataset_card, eval_results, redact
 from atlas_hf.errors import AtlasFileNotFoundError, HubPublishError, InvalidInputError
 from atlas_hf.figures import statistics_png

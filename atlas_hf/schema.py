@@ -48,6 +48,31 @@ def _check_text(text: str, row: Any, field: str) -> None:
         ) from None
 
 
+def check_encodable(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Every string in `rows`, however nested, can be written as UTF-8 (JSON may escape lone surrogates).
+
+    Args:
+        rows (`Sequence[Mapping]`): Rows as read from a file or a list.
+
+    Raises:
+        `TrajectoryError`: A string holds a lone surrogate; the row and the path to the field are named.
+    """
+
+    def walk(value: Any, row: int, path: str) -> None:
+        if isinstance(value, str):
+            _check_text(value, row, path)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, row, f"{path}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, row, f"{path}[{i}]")
+
+    for index, row in enumerate(rows):
+        for column, value in row.items():
+            walk(value, index, column)
+
+
 def text_of_parts(parts: Sequence[Any], row: Any, field: str) -> str:
     """The text of OpenAI-style content parts (`[{"type": "text", "text": ...}]`), joined.
 

@@ -49,11 +49,12 @@ from datasets import Dataset
 import trl
 from trl import DatasetMixtureConfig, ModelConfig, TrlParser, get_dataset, get_peft_config, get_quantization_config
 
-from atlas_hf.annotate import annotate_dataset, annotation_statistics, format_annotation_statistics
+from atlas_hf.annotate import annotate_dataset
+from atlas_hf.annotation_stats import annotation_statistics, format_annotation_statistics
 from atlas_hf.oracles import build_oracle, list_oracles
 from atlas_hf.hub import publish
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
-from atlas_hf.trajectory import load_rows
+from atlas_hf.loading import load_rows
 
 logger = logging.getLogger("atlas_hf.recipes.sft_atlas")
 

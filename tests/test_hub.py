@@ -155,7 +155,7 @@ def test_dataset_card_metadata_and_statistics(hub: HubStandIn, dataset: Dataset,
 def test_figure_bars_match_the_counts(hub: HubStandIn, dataset: Dataset, published: str):
     import matplotlib.image
 
-    from atlas_hf.annotate import annotation_statistics
+    from atlas_hf.annotation_stats import annotation_statistics
     from atlas_hf.figures import RATIO_BINS, statistics_figure
 
     image = matplotlib.image.imread(io.BytesIO(hub.file("dataset", DATASET_REPO, FIGURE_PATH).content), format="png")
@@ -239,8 +239,8 @@ def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
     """An AgentInstruct-style dataset on the Hub reads through `load_trajectories` and `atlas-hf`'s loader."""
     from huggingface_hub import HfApi
 
-    from atlas_hf.trajectory import load_rows
-    from atlas_hf.trajectory import load_trajectories
+    from atlas_hf.loading import load_rows
+    from atlas_hf.loading import load_trajectories
 
     rows = [{"id": f"t{i}", "conversations": [
         {"from": "human", "value": f"Task {i}", "loss": None},

@@ -11,7 +11,8 @@ from datasets.fingerprint import Hasher
 
 from atlas_hf.errors import TrajectoryError
 from atlas_hf.schema import assistant_indices, clean_message, num_steps
-from atlas_hf.trajectory import load_trajectories, normalize_trajectories, normalize_trajectories_with_report
+from atlas_hf.loading import load_trajectories
+from atlas_hf.trajectory import normalize_trajectories, normalize_trajectories_with_report
 from conftest import FIREACT, TAU_BENCH, read_fireact, read_tau_bench
 
 # --------------------------------------------------------------------------- real data, schema="auto"
