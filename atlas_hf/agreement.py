@@ -15,6 +15,7 @@ from typing import Any
 from atlas_hf.annotation_cache import canonical_messages
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import CATEGORIES
+from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_STEPS, ERROR, MESSAGES
 
 
 @dataclass
@@ -92,9 +93,9 @@ class AgreementReport:
 
 def _rows(data: Any, name: str) -> list[dict[str, Any]]:
     """Rows as dicts with only the columns agreement needs."""
-    wanted = ("critical_steps", "critical_categories", "atlas_error", "messages")
+    wanted = (CRITICAL_STEPS, CRITICAL_CATEGORIES, ERROR, MESSAGES)
     if hasattr(data, "column_names"):  # a datasets.Dataset: read whole columns, not row by row
-        if "critical_steps" not in data.column_names:
+        if CRITICAL_STEPS not in data.column_names:
             raise InvalidInputError(
                 f"The {name} dataset has no `critical_steps` column (columns: {data.column_names}); "
                 "annotate it first (atlas-hf annotate, or CriticalStepAnnotator)."
@@ -103,14 +104,14 @@ def _rows(data: Any, name: str) -> list[dict[str, Any]]:
         return [{c: v[i] for c, v in cols.items()} for i in range(len(data))]
     rows = list(data)
     for i, row in enumerate(rows):
-        if "critical_steps" not in row:
+        if CRITICAL_STEPS not in row:
             raise InvalidInputError(f"Row {i} of the {name} annotation has no `critical_steps` (keys: {sorted(row)}).")
     return rows
 
 
 def _marks(row: dict[str, Any], index: int, name: str) -> dict[int, str | None]:
-    steps = [int(s) for s in row.get("critical_steps") or []]
-    categories = row.get("critical_categories")
+    steps = [int(s) for s in row.get(CRITICAL_STEPS) or []]
+    categories = row.get(CRITICAL_CATEGORIES)
     if categories is None:
         categories = [None] * len(steps)
     if len(categories) != len(steps):
@@ -134,11 +135,11 @@ def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
     per_category = {c: PRF() for c in CATEGORIES}
     same, errors = 0, 0
     for i, (p_row, r_row) in enumerate(zip(pred_rows, ref_rows)):
-        if "messages" in p_row and "messages" in r_row:
-            if canonical_messages(p_row["messages"]) != canonical_messages(r_row["messages"]):
+        if MESSAGES in p_row and MESSAGES in r_row:
+            if canonical_messages(p_row[MESSAGES]) != canonical_messages(r_row[MESSAGES]):
                 raise InvalidInputError(f"Row {i} holds different trajectories in predicted and reference; "
                                  "the two must list the same trajectories in the same order.")
-        if p_row.get("atlas_error"):
+        if p_row.get(ERROR):
             errors += 1
             pred: dict[int, str | None] = {}
         else:

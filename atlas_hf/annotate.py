@@ -37,7 +37,15 @@ import numpy as np
 from atlas_hf.annotation_cache import AnnotationCache, cache_key, canonical_messages
 from atlas_hf.errors import AnnotationError, ColumnNotFoundError, InvalidInputError, OracleError, TrajectoryError
 from atlas_hf.oracles.base import Annotation, Oracle, usage_fields, validate_annotation
-from atlas_hf.schema import check_messages, num_steps
+from atlas_hf.schema import (
+    CRITICAL_CATEGORIES,
+    CRITICAL_REASONS,
+    CRITICAL_STEPS,
+    ERROR,
+    ORACLE,
+    check_messages,
+    num_steps,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -252,12 +260,12 @@ class CriticalStepAnnotator:
         for annotation in results:
             for name, value in annotation.to_columns().items():
                 columns.setdefault(name, []).append(value)
-        columns["atlas_error"] = [e or "" for e in columns["atlas_error"]]
-        typed = (("critical_steps", np.int64), ("critical_categories", str), ("critical_reasons", str))
+        columns[ERROR] = [e or "" for e in columns[ERROR]]
+        typed = ((CRITICAL_STEPS, np.int64), (CRITICAL_CATEGORIES, str), (CRITICAL_REASONS, str))
         for name, dtype in typed:
             if not any(columns[name]):
                 columns[name] = np.zeros((len(results), 0), dtype=dtype)
-        columns["atlas_oracle"] = [identity] * len(results)
+        columns[ORACLE] = [identity] * len(results)
         return columns
 
     def _ask(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import CATEGORIES
-from atlas_hf.schema import num_steps
+from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_STEPS, ERROR, MESSAGES, ORACLE, num_steps
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -29,7 +29,7 @@ def annotation_statistics(dataset: Dataset | DatasetDict | Mapping[str, Dataset]
     """
     splits = dataset_splits(dataset)
     for name, split in splits.items():
-        missing = {"messages", "critical_steps"} - set(split.column_names)
+        missing = {MESSAGES, CRITICAL_STEPS} - set(split.column_names)
         if missing:
             raise InvalidInputError(
                 f"Split '{name}' has no {sorted(missing)} column(s); expected annotated rows "
@@ -40,22 +40,22 @@ def annotation_statistics(dataset: Dataset | DatasetDict | Mapping[str, Dataset]
     ratios: list[float] = []
     oracles: Counter[str] = Counter()
     for split in splits.values():
-        columns = [c for c in ("messages", "critical_steps", "critical_categories", "atlas_error", "atlas_oracle")
+        columns = [c for c in (MESSAGES, CRITICAL_STEPS, CRITICAL_CATEGORIES, ERROR, ORACLE)
                    if c in split.column_names]
         for batch in split.select_columns(columns).iter(batch_size=1000):
-            n = len(batch["messages"])
+            n = len(batch[MESSAGES])
             for i in range(n):
-                row_steps = num_steps(batch["messages"][i] or [])
-                num_critical = len(batch["critical_steps"][i] or [])
+                row_steps = num_steps(batch[MESSAGES][i] or [])
+                num_critical = len(batch[CRITICAL_STEPS][i] or [])
                 steps += row_steps
                 critical += num_critical
-                categories.update(batch.get("critical_categories", [[]] * n)[i] or [])
-                if batch.get("atlas_error", [None] * n)[i]:
+                categories.update(batch.get(CRITICAL_CATEGORIES, [[]] * n)[i] or [])
+                if batch.get(ERROR, [None] * n)[i]:
                     errors += 1  # not annotated: left out of the ratios
                 elif row_steps:
                     annotated_steps += row_steps
                     ratios.append(num_critical / row_steps)
-                oracle = batch.get("atlas_oracle", [None] * n)[i]
+                oracle = batch.get(ORACLE, [None] * n)[i]
                 if oracle:
                     oracles[str(oracle)] += 1
             rows += n

@@ -20,6 +20,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from atlas_hf.errors import AtlasFileNotFoundError
+from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_REASONS, CRITICAL_STEPS, ERROR, MESSAGES, ORACLE, PLAN
 
 __all__ = ["CITATION", "adapter_card", "dataset_card", "eval_results", "redact", "size_category"]
 
@@ -57,13 +58,13 @@ _HOW_MADE = (  # identity prefix -> how the steps were chosen; an LLM oracle is 
 _LLM_MADE = ("An oracle LLM read each trajectory, wrote a short high-level plan, then named its critical steps, "
              "each with one category: Plan Creation, Critical Observation, Critical Action or Self Correction.")
 _COLUMNS = {
-    "messages": "the full trajectory as OpenAI-style chat messages (the model's input)",
-    "critical_steps": "0-based indices over the assistant turns that carry the loss",
-    "critical_categories": "the category of each critical step",
-    "critical_reasons": "the oracle's one-line reason for each critical step",
-    "atlas_plan": "the oracle's high-level plan of the trajectory",
-    "atlas_error": "why the row could not be annotated (empty when it was)",
-    "atlas_oracle": "which oracle annotated the row, and the ratio cap it was given",
+    MESSAGES: "the full trajectory as OpenAI-style chat messages (the model's input)",
+    CRITICAL_STEPS: "0-based indices over the assistant turns that carry the loss",
+    CRITICAL_CATEGORIES: "the category of each critical step",
+    CRITICAL_REASONS: "the oracle's one-line reason for each critical step",
+    PLAN: "the oracle's high-level plan of the trajectory",
+    ERROR: "why the row could not be annotated (empty when it was)",
+    ORACLE: "which oracle annotated the row, and the ratio cap it was given",
 }
 _BASE_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}  # the embedded default model's
 _SUMMARY_LABELS = {
@@ -298,9 +299,10 @@ def adapter_card(
         meta["eval_results"] = eval_results(evaluation)
     summary = dict(training_summary) if training_summary else read_training_summary(folder)
     targets = adapter_config.get("target_modules")
+    peft_type = adapter_config.get("peft_type", "PEFT")
     card = ModelCard.from_template(
         ModelCardData(**meta), template_path=str(_TEMPLATES / "adapter_card.md"), name=name, paper=PAPER,
-        peft_type={"LORA": "LoRA"}.get(adapter_config.get("peft_type"), adapter_config.get("peft_type", "PEFT")), base_model=hub_base, dataset_repo_id=dataset_repo_id,
+        peft_type={"LORA": "LoRA"}.get(peft_type, peft_type), base_model=hub_base, dataset_repo_id=dataset_repo_id,
         endpoint=constants.ENDPOINT, rank=adapter_config.get("r"), alpha=adapter_config.get("lora_alpha"),
         targets=", ".join(sorted(targets)) if isinstance(targets, list) else targets, evaluation=evaluation,
         summary=[(_SUMMARY_LABELS.get(k, k.replace("_", " ").capitalize()), f"{v:.4g}" if isinstance(v, float) else v)

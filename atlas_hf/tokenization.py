@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from atlas_hf.errors import InvalidInputError, TemplateError
-from atlas_hf.schema import assistant_indices, check_critical_steps, check_messages, clean_message, num_steps
+from atlas_hf.schema import (
+    CRITICAL_STEPS,
+    assistant_indices,
+    check_critical_steps,
+    check_messages,
+    clean_message,
+    num_steps,
+)
 from atlas_hf.selection import StepSelection, row_seed, select_steps
 
 logger = logging.getLogger(__name__)
@@ -375,7 +382,7 @@ class CriticalStepLabeller:
             `TemplateError`: The chat template cannot render the row.
         """
         messages = check_messages(row.get("messages"), index)
-        critical = row.get("critical_steps")
+        critical = row.get(CRITICAL_STEPS)
         if critical is None and self.step_selection in ("critical", "non_critical"):
             raise InvalidInputError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
                              "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")

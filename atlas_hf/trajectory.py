@@ -22,7 +22,15 @@ import datasets
 from datasets import Dataset, Features, Json, List, Value
 
 from atlas_hf.errors import InvalidInputError, TrajectoryError
-from atlas_hf.schema import check_critical_steps, check_encodable, clean_message, num_steps, text_of_parts
+from atlas_hf.schema import (
+    CRITICAL_STEPS,
+    MESSAGES,
+    check_critical_steps,
+    check_encodable,
+    clean_message,
+    num_steps,
+    text_of_parts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +57,6 @@ the canonical roles. A `function_call` turn whose text is a JSON call `{"name", 
 list of them) becomes an assistant turn with `tool_calls`; the `observation` turns that follow it
 get that call's `tool_call_id` and `name`."""
 
-MESSAGES_COLUMN = "messages"
-CRITICAL_STEPS_COLUMN = "critical_steps"
 _ERROR_COLUMN = "__atlas_trajectory_error__"
 _SAMPLE_ROWS = 64
 
@@ -239,7 +245,7 @@ class _Normalize:
     def __call__(self, chats: list[Any], *columns: list[Any]) -> dict[str, list[Any]]:
         indices = columns[-1]
         given = columns[0] if self.check_steps else [None] * len(chats)
-        out: dict[str, list[Any]] = {MESSAGES_COLUMN: []}
+        out: dict[str, list[Any]] = {MESSAGES: []}
         steps: list[list[int]] = []
         errors: list[str | None] = []
         for chat, index, existing in zip(chats, indices, given):
@@ -252,11 +258,11 @@ class _Normalize:
                 if not self.skip_errors:
                     raise
                 messages, critical, error = [], [], str(exc)
-            out[MESSAGES_COLUMN].append(messages)
+            out[MESSAGES].append(messages)
             steps.append(critical)
             errors.append(error)
         if self.reader.loss_field is not None:
-            out[CRITICAL_STEPS_COLUMN] = steps
+            out[CRITICAL_STEPS] = steps
         if self.skip_errors:
             out[_ERROR_COLUMN] = errors
         return out
@@ -281,7 +287,7 @@ def _is_chat_feature(feature: Any) -> bool:
 
 def _resolve_messages_field(dataset: Dataset, role_field: str | None, content_field: str | None) -> str:
     columns = dataset.column_names
-    for preferred in (MESSAGES_COLUMN, "conversations"):
+    for preferred in (MESSAGES, "conversations"):
         if preferred in columns:
             return preferred
     # the turn keys to look for: the ones given, the schema's own for the ones not given
@@ -365,21 +371,21 @@ def normalize_trajectories_with_report(
             raise
     reader = _resolve(dataset, schema, messages_field, role_field, content_field, role_map, loss_field)
     features = Features({k: v for k, v in dataset.features.items() if k != reader.messages_field})
-    features[MESSAGES_COLUMN] = List(Json())
+    features[MESSAGES] = List(Json())
     if reader.loss_field is not None:
-        if CRITICAL_STEPS_COLUMN in features:
+        if CRITICAL_STEPS in features:
             logger.warning("Replacing `critical_steps` with the steps flagged by `%s`.", reader.loss_field)
-        features[CRITICAL_STEPS_COLUMN] = List(Value("int64"))
+        features[CRITICAL_STEPS] = List(Value("int64"))
     skip = on_error == "skip"
     if skip:
         features[_ERROR_COLUMN] = Value("string")
-    remove = [reader.messages_field] if reader.messages_field != MESSAGES_COLUMN else []
-    check_steps = reader.loss_field is None and CRITICAL_STEPS_COLUMN in dataset.column_names
+    remove = [reader.messages_field] if reader.messages_field != MESSAGES else []
+    check_steps = reader.loss_field is None and CRITICAL_STEPS in dataset.column_names
     normalized = dataset.map(
         _Normalize(reader, skip, check_steps),
         batched=True,
         with_indices=True,
-        input_columns=[reader.messages_field] + ([CRITICAL_STEPS_COLUMN] if check_steps else []),
+        input_columns=[reader.messages_field] + ([CRITICAL_STEPS] if check_steps else []),
         remove_columns=remove,
         features=features,
         num_proc=num_proc,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_REASONS, CRITICAL_STEPS, ERROR, PLAN
+
 CATEGORIES: tuple[str, ...] = (
     "Plan Creation",
     "Critical Observation",
@@ -31,11 +33,11 @@ class Annotation:
     def to_columns(self) -> dict[str, Any]:
         """The row columns of `atlas_hf.schema` (`critical_steps`, ..., `atlas_plan`, `atlas_error`)."""
         return {
-            "critical_steps": list(self.steps),
-            "critical_categories": list(self.categories),
-            "critical_reasons": list(self.reasons),
-            "atlas_plan": self.plan,
-            "atlas_error": self.error,
+            CRITICAL_STEPS: list(self.steps),
+            CRITICAL_CATEGORIES: list(self.categories),
+            CRITICAL_REASONS: list(self.reasons),
+            PLAN: self.plan,
+            ERROR: self.error,
         }
 
 
