@@ -70,3 +70,19 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
     mtimes = {p: p.stat().st_mtime for p in (out / "eval").iterdir()}
     assert recipe.main(argv)["rows"] == results["rows"]
     assert {p: p.stat().st_mtime for p in (out / "eval").iterdir()} == mtimes
+
+    # a second training seed and more episodes: only the new adapters and the new seeds' episodes run
+    more = argv[:argv.index("--eval-episodes")] + ["--eval-episodes", "4"] + argv[argv.index("--eval-episodes") + 2:]
+    before = [json.loads(line) for line in (out / "eval" / "all-seed0.jsonl").read_text().splitlines()]
+    results2 = recipe.main([*more, "--train-seeds", "0,1", "--rows", "base,all,critical"])
+    assert sorted(p.name for p in (out / "adapters").iterdir()) == [
+        "all-seed0", "all-seed1", "critical-seed0", "critical-seed1", "non_critical-seed0", "random-seed0"]
+    old = [json.loads(line) for line in (out / "eval" / "all-seed0.jsonl").read_text().splitlines()]
+    assert len(old) == 4 * len(levels) and all(r in old for r in before)  # the 3 played before, kept as they were
+    for row, entry in results2["rows"].items():
+        for split in ("held_in", "held_out"):
+            by_seed = entry[split]["by_training_seed"]
+            assert len(by_seed) == (1 if row == "base" else 2)
+            assert abs(entry[split]["success_rate"] - sum(by_seed) / len(by_seed)) < 1e-9
+        assert all(entry["levels"][name]["episodes"] == (4 if row == "base" else 8) for name in levels)
+    assert "by training seed" in (out / "table.md").read_text()

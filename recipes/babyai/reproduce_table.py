@@ -180,7 +180,8 @@ def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[
             envs = [f"babyai/{lv}" for lv in names]
             boots = [paired_difference(rep, None, envs) for rep in seeds]
             entry[split] = {"success_rate": sum(b["difference"] for b in boots) / len(boots),
-                            "ci95": [sum(b["ci95"][i] for b in boots) / len(boots) for i in (0, 1)]}
+                            "ci95": [sum(b["ci95"][i] for b in boots) / len(boots) for i in (0, 1)],
+                            "by_training_seed": [b["difference"] for b in boots]}
         table[row] = entry
     if "critical" in reports:
         for other in ("all", "random", "non_critical"):
@@ -192,6 +193,7 @@ def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[
                 table["critical"].setdefault("minus", {}).setdefault(other, {})[split] = {
                     "difference": sum(d["difference"] for d in diffs) / len(diffs),
                     "ci95": [sum(d["ci95"][i] for d in diffs) / len(diffs) for i in (0, 1)],
+                    "by_training_seed": [d["difference"] for d in diffs],
                 }
     return table
 
@@ -222,6 +224,17 @@ def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str], cei
             cells = [f"{100 * s['difference']:+.1f} ({100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f})"
                      for s in (splits["held_in"], splits["held_out"])]
             lines.append(f"| `{other}` | {cells[0]} | {cells[1]} |")
+    seeds = max(len(entry["held_in"]["by_training_seed"]) for entry in table.values())
+    if seeds > 1:  # training noise: each seed's own averages, beside the pooled ones above
+        lines += ["", "| by training seed | " + " | ".join(f"seed {i}: held-in / held-out" for i in range(seeds)) + " |",
+                  "|---|" + "---|" * seeds]
+        for row, entry in table.items():
+            pairs = list(zip(entry["held_in"]["by_training_seed"], entry["held_out"]["by_training_seed"]))
+            lines.append(f"| `{row}` | " + " | ".join(f"{100 * a:.1f} / {100 * b:.1f}" for a, b in pairs) + " |")
+        for other, splits in minus.items():
+            pairs = list(zip(splits["held_in"]["by_training_seed"], splits["held_out"]["by_training_seed"]))
+            lines.append(f"| critical minus `{other}` | "
+                         + " | ".join(f"{100 * a:+.1f} / {100 * b:+.1f}" for a, b in pairs) + " |")
     return "\n".join(lines) + "\n"
 
 
