@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "oracle_agreement": "atlas_hf.agreement",
     # which steps carry loss: ATLaS's critical steps, or the paper's baselines
     "select_steps": "atlas_hf.selection",
+    "LabellingOptions": "atlas_hf.selection",
     "max_selected_steps": "atlas_hf.selection",
     # steps -> token labels, with the model's own chat template
     "CriticalStepLabeller": "atlas_hf.tokenization",
@@ -114,7 +115,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.oracles.registry import build_oracle, list_oracles, register_oracle
     from atlas_hf.policy import TransformersPolicy
     from atlas_hf.sample import load_sample
-    from atlas_hf.selection import max_selected_steps, select_steps
+    from atlas_hf.selection import LabellingOptions, max_selected_steps, select_steps
     from atlas_hf.tokenization import CriticalStepLabeller, CriticalStepTokenizer, label_trajectory
     from atlas_hf.trainer import AtlasSFTTrainer
     from atlas_hf.trajectory import (

@@ -8,8 +8,8 @@ from typing import Any, Literal, Sequence
 import torch
 
 from atlas_hf.errors import InvalidInputError, TrajectoryError
-from atlas_hf.selection import StepSelection
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, TruncationSide, truncate_labelled
+from atlas_hf.selection import LabellingOptions, StepSelection, TruncationSide
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, truncate_labelled
 
 
 class CriticalStepDataCollator:
@@ -53,8 +53,7 @@ class CriticalStepDataCollator:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_token_id is None:
             raise InvalidInputError("The tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token.")
-        if truncation_side not in ("left", "right"):
-            raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
+        self.options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
         self.tokenizer = tokenizer
         self.pad_token_id = int(pad_token_id)
         self.max_length = max_length
@@ -62,12 +61,11 @@ class CriticalStepDataCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_free = padding_free
         self.truncation_side = truncation_side
-        self._selection = (step_selection, selection_ratio, selection_seed)
 
     @cached_property
     def labeller(self) -> CriticalStepLabeller:
         """Labels raw rows; built on first use, so rows that come tokenized need no chat template."""
-        return CriticalStepLabeller(self.tokenizer, self.max_length, *self._selection, self.truncation_side)
+        return CriticalStepLabeller.from_options(self.tokenizer, self.options)
 
     def _tokenized(self, feature: dict[str, Any], index: int) -> tuple[Sequence[int], Sequence[int]]:
         if "input_ids" in feature and feature["input_ids"] is not None:

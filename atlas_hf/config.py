@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 from trl import SFTConfig
 
 from atlas_hf.errors import InvalidInputError
-from atlas_hf.selection import STEP_SELECTIONS
+from atlas_hf.selection import STEP_SELECTIONS, LabellingOptions
 
 
 @dataclass
@@ -81,12 +81,7 @@ class AtlasSFTConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.step_selection not in STEP_SELECTIONS:
-            raise InvalidInputError(f"step_selection must be one of {STEP_SELECTIONS}, got {self.step_selection!r}.")
-        if not 0.0 < self.selection_ratio <= 1.0:
-            raise InvalidInputError(f"selection_ratio must be in (0, 1], got {self.selection_ratio!r}.")
-        if self.truncation_side not in ("left", "right"):
-            raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
+        LabellingOptions.from_config(self)  # the selection and truncation settings, validated in one place
         if self.truncation_mode == "keep_end" and self.truncation_side == "right":
             raise InvalidInputError(
                 "truncation_mode='keep_end' keeps the end of a long row, truncation_side='right' cuts it: "

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
 from atlas_hf.errors import InvalidInputError, TrajectoryError
+from atlas_hf.selection import LabellingOptions
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, truncate_labelled
 
 if TYPE_CHECKING:
@@ -107,14 +108,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
                 f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                 "atlas_hf.normalize_trajectories and annotate it with critical steps first."
             )
-        labeller = CriticalStepLabeller(
-            tokenizer,
-            max_length=args.max_length,
-            step_selection=args.step_selection,  # type: ignore[arg-type]
-            selection_ratio=args.selection_ratio,
-            selection_seed=args.selection_seed,
-            truncation_side=args.truncation_side,  # type: ignore[arg-type]
-        )
+        labeller = CriticalStepLabeller.from_options(tokenizer, LabellingOptions.from_config(args))
         labelled = dataset.map(
             labeller,
             with_indices=True,
@@ -188,9 +182,7 @@ def _label_stream(dataset: IterableDataset, tokenizer: Any, args: AtlasSFTConfig
         raise InvalidInputError(f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                          "atlas_hf.normalize_trajectories and annotate it with critical steps first.")
     else:
-        label = CriticalStepLabeller(tokenizer, max_length=args.max_length, step_selection=args.step_selection,
-                                      selection_ratio=args.selection_ratio, selection_seed=args.selection_seed,
-                                      truncation_side=args.truncation_side)
+        label = CriticalStepLabeller.from_options(tokenizer, LabellingOptions.from_config(args))
     stats = LabelStats()
     labelled = dataset.map(_CountingLabels(label, stats), batched=True, with_indices=True, remove_columns=columns)
     if args.skip_unsupervised_rows:

@@ -1,4 +1,4 @@
-"""Which steps carry loss: the ratio cap and the paper's baseline selections."""
+"""Which steps carry loss: the ratio cap, the paper's baseline selections, and the labelling options."""
 
 from __future__ import annotations
 
@@ -6,12 +6,55 @@ import hashlib
 import json
 import math
 import random
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence, get_args
 
 from atlas_hf.errors import InvalidInputError
 
 StepSelection = Literal["critical", "all", "random", "non_critical"]
 STEP_SELECTIONS: tuple[str, ...] = get_args(StepSelection)
+TruncationSide = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class LabellingOptions:
+    """How rows are labelled: which steps carry loss and where a long row is cut, validated once.
+
+    Built from an `AtlasSFTConfig` (`LabellingOptions.from_config(args)`) or from the collator's and the
+    labeller's arguments, and handed to `CriticalStepLabeller`.
+
+    Args:
+        step_selection (`str`): `"critical"`, `"all"`, `"random"` or `"non_critical"`.
+        selection_ratio (`float`): Fraction of the steps `"random"` and `"non_critical"` select, in (0, 1].
+        selection_seed (`int`): Seed of the random selections.
+        truncation_side (`str`): `"left"` (drop the oldest tokens) or `"right"` (the newest).
+        max_length (`int`, *optional*): The longest row kept.
+
+    Raises:
+        `InvalidInputError`: A value out of its range, named with the accepted ones.
+    """
+
+    step_selection: StepSelection = "critical"
+    selection_ratio: float = 0.3
+    selection_seed: int = 0
+    truncation_side: TruncationSide = "left"
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_selection not in STEP_SELECTIONS:
+            raise InvalidInputError(f"step_selection must be one of {STEP_SELECTIONS}, got {self.step_selection!r}.")
+        if not 0.0 < self.selection_ratio <= 1.0:
+            raise InvalidInputError(f"selection_ratio must be in (0, 1], got {self.selection_ratio!r}.")
+        if self.truncation_side not in ("left", "right"):
+            raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
+        if self.max_length is not None and self.max_length < 1:
+            raise InvalidInputError(f"max_length must be positive or None, got {self.max_length!r}.")
+
+    @classmethod
+    def from_config(cls, args: Any) -> "LabellingOptions":
+        """The options an `AtlasSFTConfig` (or any object with these fields) sets."""
+        return cls(args.step_selection, args.selection_ratio, args.selection_seed, args.truncation_side,
+                   args.max_length)
 
 
 def max_selected_steps(num_steps: int, ratio: float) -> int:

@@ -17,7 +17,7 @@ import re
 import warnings
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 from atlas_hf.errors import InvalidInputError, TemplateError
 from atlas_hf.schema import (
@@ -28,12 +28,11 @@ from atlas_hf.schema import (
     clean_message,
     num_steps,
 )
-from atlas_hf.selection import StepSelection, row_seed, select_steps
+from atlas_hf.selection import LabellingOptions, StepSelection, TruncationSide, row_seed, select_steps
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-TruncationSide = Literal["left", "right"]
 
 _PROBE_NAME = "atlas_probe_tool_7f3a"
 _PROBE_ARGUMENT = "atlas_probe_value_91c2"
@@ -283,15 +282,10 @@ def label_trajectory(
     leave a row with no labelled token (the trainer then skips it). Either way the selected steps
     that lost labelled tokens are counted in `num_truncated_steps`.
     """
-    _check_truncation_side(truncation_side)
+    LabellingOptions(truncation_side=truncation_side)  # validates it
     full, spans = assistant_turn_spans(tokenizer, prepare_messages(tokenizer, messages), steps, tools)
     encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     return _labels_from_spans(encoding["input_ids"], encoding["offset_mapping"], spans, max_length, truncation_side)
-
-
-def _check_truncation_side(truncation_side: str) -> None:
-    if truncation_side not in ("left", "right"):
-        raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
 
 
 def truncate_labelled(
@@ -359,13 +353,19 @@ class CriticalStepLabeller:
         if not getattr(tokenizer, "is_fast", False):
             raise InvalidInputError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
         _template_of(tokenizer)
-        _check_truncation_side(truncation_side)
+        options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
         self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.step_selection = step_selection
-        self.selection_ratio = selection_ratio
-        self.selection_seed = selection_seed
-        self.truncation_side = truncation_side
+        self.max_length = options.max_length
+        self.step_selection = options.step_selection
+        self.selection_ratio = options.selection_ratio
+        self.selection_seed = options.selection_seed
+        self.truncation_side = options.truncation_side
+
+    @classmethod
+    def from_options(cls, tokenizer: Any, options: LabellingOptions) -> "CriticalStepLabeller":
+        """The labeller of `options` (built once, from an `AtlasSFTConfig` or the collator's arguments)."""
+        return cls(tokenizer, options.max_length, options.step_selection, options.selection_ratio,
+                   options.selection_seed, options.truncation_side)
 
     def selected_steps(self, messages: Sequence[dict[str, Any]], critical_steps: Sequence[int] | None) -> list[int]:
         """The steps of one trajectory that carry loss under this configuration."""
