@@ -230,7 +230,8 @@ def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str], cei
                   "|---|" + "---|" * seeds]
         for row, entry in table.items():
             pairs = list(zip(entry["held_in"]["by_training_seed"], entry["held_out"]["by_training_seed"]))
-            lines.append(f"| `{row}` | " + " | ".join(f"{100 * a:.1f} / {100 * b:.1f}" for a, b in pairs) + " |")
+            cells = [f"{100 * a:.1f} / {100 * b:.1f}" for a, b in pairs] + ["(no training seed)"] * (seeds - len(pairs))
+            lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
         for other, splits in minus.items():
             pairs = list(zip(splits["held_in"]["by_training_seed"], splits["held_out"]["by_training_seed"]))
             lines.append(f"| critical minus `{other}` | "
