@@ -298,6 +298,10 @@ class CriticalStepAnnotator:
                     if j in delivered:
                         return
                     delivered.add(j)
+                    if attempt:  # counted as answers arrive, so the bar's postfix moves with the bar
+                        self.stats.retried += 1
+                    else:
+                        self.stats.sent += 1
                 i = asked[j]
                 error = validate_annotation(answer, num_steps(rows[i]), self.max_ratio)
                 if error is None:
@@ -326,10 +330,6 @@ class CriticalStepAnnotator:
                 )
             for j, answer in enumerate(answers):
                 record(j, answer)  # answers already handed over through on_answer are skipped
-            if attempt == 0:
-                self.stats.sent += len(pending)
-            else:
-                self.stats.retried += len(pending)
             retry = sorted(to_retry)
             feedback = [to_retry[j] for j in retry]
             pending = [pending[j] for j in retry]

@@ -14,9 +14,8 @@ from datasets.fingerprint import Hasher
 
 from atlas_hf.agreement import oracle_agreement
 from atlas_hf.annotate import AnnotationError, CriticalStepAnnotator, cache_key
-from atlas_hf.oracles.base import usage_fields
+from atlas_hf.oracles.base import CATEGORIES, Annotation, usage_fields, validate_annotation
 from atlas_hf.oracles.pricing import ModelPrice, OracleUsage
-from atlas_hf.oracles.base import CATEGORIES, Annotation, validate_annotation
 from atlas_hf.oracles.baselines import AllStepsOracle, RandomOracle
 from atlas_hf.selection import max_selected_steps
 
@@ -341,3 +340,22 @@ def test_annotate_dataset_shows_one_bar_with_a_total(capsys, tmp_path):
     assert "Annotating:" not in err  # `map`'s own bar is not drawn beside it
     again, second = annotate_dataset(annotated, RandomOracle(seed=1), 0.3, tmp_path / "cache", batch_size=5)
     assert second.stats.cached == len(sample) and again["critical_steps"] == annotated["critical_steps"]
+
+
+def test_the_sent_count_moves_with_each_answer(tmp_path: Path) -> None:
+    """The progress bar shows `sent=` as answers arrive, not only when the whole batch is back."""
+    seen: list[int] = []
+
+    class Streaming:
+        identity = "streaming:first"
+
+        def annotate(self, trajectories, max_ratio, feedback=None, on_answer=None):
+            answers = [Annotation([0], ["Plan Creation"], ["first"], "plan") for _ in trajectories]
+            for j, answer in enumerate(answers):
+                on_answer(j, answer)
+                seen.append(annotator.stats.sent)
+            return answers
+
+    annotator = CriticalStepAnnotator(Streaming(), progress=False)
+    Dataset.from_list(rows(3)).map(annotator, batched=True)
+    assert seen == [1, 2, 3] and annotator.stats.sent == 3 and annotator.stats.retried == 0
