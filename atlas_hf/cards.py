@@ -211,6 +211,23 @@ def hub_model_id(name: str | None) -> str | None:
     return name
 
 
+def final_loss(log_history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The last logged training loss of a `Trainer`'s `log_history` (else its closing `train_loss`)."""
+    for key in ("loss", "train_loss"):
+        losses = [entry[key] for entry in log_history if key in entry]
+        if losses:
+            return float(losses[-1])
+    return None
+
+
+def state_summary(state: Mapping[str, Any]) -> dict[str, Any]:
+    """`epochs`, `optimizer_steps` and `final_loss` of a trainer state (`vars(trainer.state)`, or a
+    checkpoint's `trainer_state.json`), the ones it knows."""
+    summary = {"epochs": state.get("epoch"), "optimizer_steps": state.get("global_step"),
+               "final_loss": final_loss(state.get("log_history") or [])}
+    return {k: v for k, v in summary.items() if v is not None}
+
+
 def read_training_summary(folder: str | Path) -> dict[str, Any]:
     """The training summary saved beside an adapter (`atlas_summary.json`), else the `trainer_state.json`
     of a checkpoint folder; `{}` when there is neither."""
@@ -218,11 +235,7 @@ def read_training_summary(folder: str | Path) -> dict[str, Any]:
     if (folder / SUMMARY_FILE).is_file():
         return json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
     if (folder / "trainer_state.json").is_file():
-        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-        losses = [e["loss"] for e in state.get("log_history", []) if "loss" in e]
-        summary = {"epochs": state.get("epoch"), "optimizer_steps": state.get("global_step"),
-                   "final_loss": losses[-1] if losses else None}
-        return {k: v for k, v in summary.items() if v is not None}
+        return state_summary(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")))
     return {}
 
 

@@ -23,7 +23,7 @@ from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, Hf
 from huggingface_hub.errors import HfHubHTTPError
 
 from atlas_hf.annotation_stats import annotation_statistics, dataset_splits
-from atlas_hf.cards import CITATION, FIGURE_PATH, adapter_card, dataset_card, eval_results, redact
+from atlas_hf.cards import CITATION, FIGURE_PATH, adapter_card, dataset_card, eval_results, redact, state_summary
 from atlas_hf.errors import AtlasFileNotFoundError, HubPublishError, InvalidInputError
 from atlas_hf.figures import statistics_png
 from atlas_hf.oracles.base import Oracle
@@ -197,15 +197,11 @@ def publish_dataset(
 def _trainer_summary(trainer: Trainer) -> dict[str, Any]:
     """What a trainer knows about its run; `trainer.atlas_summary()` wins where it exists."""
     args, state = getattr(trainer, "args", None), getattr(trainer, "state", None)
-    history = list(getattr(state, "log_history", None) or [])
-    losses = [entry["loss"] for entry in history if "loss" in entry]
-    train_loss = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
     summary: dict[str, Any] = {
         "step_selection": getattr(args, "step_selection", None),
         "selection_ratio": getattr(args, "selection_ratio", None),
-        "epochs": getattr(state, "epoch", None) or getattr(args, "num_train_epochs", None),
-        "optimizer_steps": getattr(state, "global_step", None),
-        "final_loss": losses[-1] if losses else train_loss,
+        "epochs": getattr(args, "num_train_epochs", None),
+        **state_summary(vars(state) if state is not None else {}),
         "learning_rate": getattr(args, "learning_rate", None),
     }
     atlas_summary = getattr(trainer, "atlas_summary", None)

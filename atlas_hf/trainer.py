@@ -26,7 +26,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from trl import SFTTrainer
 
-from atlas_hf.cards import CITATION
+from atlas_hf.cards import CITATION, final_loss
 from atlas_hf.collator import CriticalStepDataCollator
 from atlas_hf.config import AtlasSFTConfig
 from atlas_hf.errors import InvalidInputError
@@ -196,9 +196,6 @@ class AtlasSFTTrainer(SFTTrainer):
         `None` before training).
         """
         stats = self.label_stats["train"]
-        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
-        if not losses:
-            losses = [entry["train_loss"] for entry in self.state.log_history if "train_loss" in entry]
         return {
             "step_selection": self.args.step_selection,
             "selection_ratio": self.args.selection_ratio,
@@ -209,5 +206,5 @@ class AtlasSFTTrainer(SFTTrainer):
             "supervised_fraction": stats.supervised_fraction,
             "skipped_rows": stats.skipped_rows,
             "truncated_steps": stats.truncated_steps,
-            "final_loss": float(losses[-1]) if losses else None,
+            "final_loss": final_loss(self.state.log_history),
         }
