@@ -17,7 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from atlas_hf.annotate import CriticalStepAnnotator
 from atlas_hf.oracles.base import CATEGORIES, validate_annotation
 from atlas_hf.oracles.baselines import PerplexityOracle
-from atlas_hf.oracles.local import LocalOracle, clip_middle, fit_turns
+from atlas_hf.oracles.local import LocalOracle
+from atlas_hf.oracles.rendering import clip_ids_middle, fit_turns
 from atlas_hf.selection import max_selected_steps
 from test_annotate import real_rows, trajectory
 
@@ -146,7 +147,7 @@ def test_long_trajectories_are_clipped_in_the_middle_never_dropped(model: Any, t
     fitted = fit_turns(turns, 150, [True, False, True, False], marker=[-1])
     assert sum(map(len, fitted)) <= 150 and len(fitted) == 4 and fitted[1] == turns[1] and fitted[3] == turns[3]
     assert fitted[0][0] == 0 and fitted[0][-1] == 99 and -1 in fitted[0] and len(fitted[0]) == len(fitted[2])
-    assert clip_middle(list(range(10)), 5, [-1]) == [0, 1, -1, 8, 9]
+    assert clip_ids_middle(list(range(10)), 5, [-1]) == [0, 1, -1, 8, 9]
     messages = [{"role": "user", "content": "x" * 3000}, {"role": "assistant", "content": "first"},
                 {"role": "tool", "name": "db", "content": "y" * 3000}, {"role": "assistant", "content": "second"}]
     oracle = LocalOracle(model, tokenizer, max_length=1024)
@@ -214,3 +215,36 @@ def test_default_smollm2_judge_and_base_model() -> None:
         assert "HuggingFaceTB/SmolLM2-135M-Instruct" in oracle.identity
         [a] = oracle.annotate([messages], 0.5)
         assert validate_annotation(a, 3, 0.5) is None and len(a.steps) == 1
+
+
+def test_claude_and_the_local_judges_read_the_same_steps_and_definitions(model: Any, tokenizer: Any) -> None:
+    """Each step's text (content parts joined as the trainer joins them, tool calls with their JSON
+    arguments) shows under the same number in the Claude prompt, the local judge's prefix and the
+    perplexity baseline's text; each reader gets its own form of the same four definitions."""
+    from atlas_hf.oracles.prompt import SYSTEM_PROMPT, render_trajectory_for_oracle
+    from atlas_hf.oracles.rendering import CATEGORY_DEFINITIONS
+    from atlas_hf.schema import check_messages
+
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Find the "}, {"type": "text", "text": "capital."}]},
+        {"role": "assistant", "content": "I will search.", "tool_calls": [
+            {"type": "function", "function": {"name": "search", "arguments": {"q": "capital", "limit": 3}}}]},
+        {"role": "tool", "name": "search", "content": "Paris is the capital."},
+        {"role": "assistant", "content": "Paris."},
+    ]
+    trained_text = [m["content"] for m in check_messages(messages) if m["role"] == "assistant"]
+    arguments = '{"q": "capital", "limit": 3}'
+    claude = render_trajectory_for_oracle(messages)
+    local = tokenizer.decode(LocalOracle(model, tokenizer)._prefix_ids(messages, budget_for_questions=0))
+    ids, spans = PerplexityOracle(model, tokenizer)._encode_trajectory(messages)
+    scored = [tokenizer.decode(ids[s:e]).strip() for s, e in spans]
+
+    assert "Find the capital." in claude and "Find the capital." in local
+    assert f"### Step 0\n{trained_text[0]}\nTool call: search({arguments})\n\n" in claude
+    assert f"### Step 1\n{trained_text[1]}" in claude
+    assert f"[Step 0] Assistant: {trained_text[0]}\ncall search({arguments})\n" in local
+    assert f"[Step 1] Assistant: {trained_text[1]}\n" in local
+    assert scored == [f"{trained_text[0]}\ncall search({arguments})", trained_text[1]]
+    for name, definition in CATEGORY_DEFINITIONS.items():
+        assert f"- {name}: {definition.full}" in SYSTEM_PROMPT
+        assert f"- {name}: {definition.brief}." in local

@@ -1,8 +1,10 @@
 """Oracles that choose the critical steps of trajectories: Claude, local models, the paper's baselines.
 
-One module per oracle: `base` (the protocol and the answer), `prompt` (the selector prompt),
-`anthropic` (with `anthropic_config`, `anthropic_client`, `message_batches` and `pricing`), `local`,
-`baselines`; `registry` builds them by name (`build_oracle("local")`).
+One module per oracle: `base` (the protocol and the answer), `rendering` (how every oracle reads a
+trajectory: turn text, step numbers, the four definitions), `prompt` (the Claude selector prompt),
+`anthropic` (with `anthropic_config`, `anthropic_client`, `message_batches` and `pricing`), `local`
+(with `local_model`, the model holder it shares with the perplexity baseline), `baselines`;
+`registry` builds them by name (`build_oracle("local")`).
 Names are imported on first use, so `atlas_hf.oracles.RandomOracle` loads neither the Anthropic
 SDK nor torch.
 """

@@ -12,11 +12,15 @@ from typing import Any, Sequence
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import Annotation
-from atlas_hf.oracles.local import CLIP_MARKER, LocalModelMixin, fit_turns, role_label, turn_text
+from atlas_hf.oracles.local_model import LocalModelMixin
+from atlas_hf.oracles.rendering import CLIP_MARKER, fit_turns, numbered_turns, plain_turn_text, role_label
 from atlas_hf.selection import max_selected_steps, row_seed
 from atlas_hf.schema import num_steps
 
 BASELINE_CATEGORY = "Critical Action"
+
+PERPLEXITY_LAYOUT = "plain-v2"
+"""Version of the text `PerplexityOracle` scores (part of its `identity`, so it keys the cache)."""
 
 
 def _no_step() -> Annotation:
@@ -117,8 +121,8 @@ class PerplexityOracle(LocalModelMixin):
 
     @property
     def identity(self) -> str:
-        """`baseline:perplexity:<model>:max_length=<n>`."""
-        return f"baseline:perplexity:{self.model_name}:max_length={self.max_length}"
+        """`baseline:perplexity:<layout>:<model>:max_length=<n>`."""
+        return f"baseline:perplexity:{PERPLEXITY_LAYOUT}:{self.model_name}:max_length={self.max_length}"
 
     def annotate(
         self,
@@ -174,12 +178,12 @@ class PerplexityOracle(LocalModelMixin):
     ) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids of the rendered trajectory and the [start, end) span of each step's text."""
         pieces, is_step = [self._encode("", special=True)], [False]
-        for message in messages:
-            if message.get("role") == "assistant":
-                pieces += [self._encode(f"{role_label(message)}:"), self._encode(f" {turn_text(message)}\n")]
+        for step, message in numbered_turns(messages):
+            if step is not None:
+                pieces += [self._encode(f"{role_label(message)}:"), self._encode(f" {plain_turn_text(message)}\n")]
                 is_step += [False, True]
             else:
-                pieces.append(self._encode(f"{role_label(message)}: {turn_text(message)}\n"))
+                pieces.append(self._encode(f"{role_label(message)}: {plain_turn_text(message)}\n"))
                 is_step.append(False)
         pieces = fit_turns(pieces, self.max_length, [not s for s in is_step], self._encode(CLIP_MARKER))
         ids: list[int] = []

@@ -22,88 +22,24 @@ a turn, so every step keeps its number.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from typing import Any, Callable, Sequence
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.oracles.base import CATEGORIES, Annotation
+from atlas_hf.oracles.local_model import LocalModelMixin
+from atlas_hf.oracles.rendering import (
+    CATEGORY_DEFINITIONS,
+    CLIP_MARKER,
+    fit_turns,
+    numbered_turns,
+    plain_turn_text,
+    role_label,
+)
 from atlas_hf.selection import max_selected_steps
 from atlas_hf.schema import num_steps
 
-PROMPT_VERSION = "local-yes-no-v1"
+PROMPT_VERSION = "local-yes-no-v2"
 """Version of the judge's prompt; part of `LocalOracle.identity`, so it keys the cache."""
-
-CATEGORY_DEFINITIONS: dict[str, str] = {
-    "Plan Creation": "the agent lays out sub-goals and a path to the task's goal",
-    "Critical Observation": "the agent picks out and analyses information in an observation that "
-    "changes its understanding of the goal or the state",
-    "Critical Action": "an action that moves the task decisively toward the goal",
-    "Self Correction": "after a failure or a poor result the agent reflects and changes course",
-}
-
-CLIP_MARKER = " [...] "
-"""Text put where the middle of a clipped turn was cut out."""
-
-_ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
-
-
-def turn_text(message: dict[str, Any]) -> str:
-    """The plain-text body of one chat turn: its content, then any tool calls as `call name(args)`."""
-    content = message.get("content")
-    if isinstance(content, list):  # content parts: keep the text ones
-        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    parts = [str(content)] if content else []
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        arguments = function.get("arguments", "")
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
-        parts.append(f"call {function.get('name', '?')}({arguments})")
-    return "\n".join(parts)
-
-
-def role_label(message: dict[str, Any]) -> str:
-    """`User`, `Assistant`, `Tool (name)`, ... for one chat turn."""
-    role = str(message.get("role", ""))
-    label = _ROLE_LABELS.get(role, role.capitalize() or "Turn")
-    return f"{label} ({message['name']})" if role == "tool" and message.get("name") else label
-
-
-def clip_middle(ids: list[int], cap: int, marker: list[int]) -> list[int]:
-    """`ids` cut to at most `cap` tokens by removing the middle (where `marker` goes)."""
-    if len(ids) <= cap:
-        return ids
-    keep = cap - len(marker)
-    if keep < 2:
-        return ids[:cap]
-    head = (keep + 1) // 2
-    return ids[:head] + marker + ids[len(ids) - (keep - head):]
-
-
-def fit_turns(
-    turns: list[list[int]], budget: int, clippable: Sequence[bool], marker: list[int]
-) -> list[list[int]]:
-    """Clip the longest `clippable` turns in the middle to one common cap so the total fits `budget`.
-
-    When the other turns alone exceed the budget, every turn becomes clippable. No turn is dropped.
-    """
-    if sum(len(t) for t in turns) <= budget:
-        return turns
-    fixed = sum(len(t) for t, c in zip(turns, clippable) if not c)
-    if fixed > budget:
-        return fit_turns(turns, budget, [True] * len(turns), marker)
-    room = budget - fixed
-    lengths = [len(t) for t, c in zip(turns, clippable) if c]
-    low, high = 0, max(lengths)  # the largest cap whose clipped total fits the room
-    while low < high:
-        mid = (low + high + 1) // 2
-        if sum(min(n, mid) for n in lengths) <= room:
-            low = mid
-        else:
-            high = mid - 1
-    return [clip_middle(t, low, marker) if c else t for t, c in zip(turns, clippable)]
-
 
 def packed_questions(questions: Sequence[list[int]], prefix_length: int, dtype: Any, device: Any) -> tuple[Any, ...]:
     """One row holding every question after a shared, cached prefix, and the mask that keeps them apart.
@@ -124,69 +60,6 @@ def packed_questions(questions: Sequence[list[int]], prefix_length: int, dtype: 
     mask = torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
     last = torch.tensor([len(q) for q in questions]).cumsum(0) - 1
     return ids, positions[None].to(device), mask[None, None].to(device), last.to(device)
-
-
-def model_name(model: Any) -> str:
-    """The model's `name_or_path`, or, for an unnamed model, a digest of its config and weights."""
-    config = getattr(model, "config", None)
-    name = str(getattr(config, "name_or_path", "") or getattr(model, "name_or_path", "") or "")
-    if name:
-        return name
-    digest = hashlib.sha256(model.config.to_json_string().encode())
-    for tensor in model.state_dict().values():  # a sample of every tensor: cheap even for big models
-        digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
-    return f"unnamed-{type(model).__name__}-{digest.hexdigest()[:16]}"
-
-
-class LocalModelMixin:
-    """Holds a local model and tokenizer, loading the embedded default lazily.
-
-    A model loaded lazily is left out of the pickled state (each process loads its own), so an
-    oracle hashes the same before and after its first use, which keeps `datasets` fingerprints stable.
-    """
-
-    def _init_model(self, model: Any, tokenizer: Any, device: str | None) -> None:
-        if model is not None and tokenizer is None:
-            raise InvalidInputError(
-                f"{type(self).__name__} was given a model ({model_name(model)}) but no tokenizer: pass "
-                "`tokenizer=` (the model's own tokenizer), or neither to use the embedded SmolLM2."
-            )
-        self._model, self._tokenizer, self.device = model, tokenizer, device
-        self._lazy = model is None
-
-    @property
-    def model_name(self) -> str:
-        """The judge model's name (the embedded default's Hub name until it is loaded)."""
-        if self._model is None:
-            from atlas_hf.models import DEFAULT_MODEL_NAME
-
-            return DEFAULT_MODEL_NAME
-        return model_name(self._model)
-
-    def _loaded(self) -> tuple[Any, Any]:
-        """The model (in eval mode, on `device`) and tokenizer, loading the default on first use."""
-        if self._model is None:
-            from atlas_hf.models import load_default_model, load_default_tokenizer
-
-            self._model, self._tokenizer = load_default_model(), load_default_tokenizer()
-        if self.device is not None and str(self._model.device) != str(self.device):
-            self._model.to(self.device)
-        self._model.eval()
-        return self._model, self._tokenizer
-
-    def _encode(self, text: str, special: bool = False) -> list[int]:
-        return list(self._tokenizer(text, add_special_tokens=special)["input_ids"])
-
-    def _pad_id(self) -> int:
-        tok = self._tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return int(pad) if pad is not None else 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if state.get("_lazy"):
-            state["_model"] = state["_tokenizer"] = None
-        return state
 
 
 class LocalOracle(LocalModelMixin):
@@ -316,15 +189,13 @@ class LocalOracle(LocalModelMixin):
             "steps, numbered from 0.\n\n",
             special=True,
         )
-        definitions = "".join(f"- {c}: {d}.\n" for c, d in CATEGORY_DEFINITIONS.items())
+        definitions = "".join(f"- {c}: {d.brief}.\n" for c, d in CATEGORY_DEFINITIONS.items())
         footer = self._encode(f"\nA critical step is one of these kinds:\n{definitions}")
-        turns, is_step, k = [], [], 0
-        for message in messages:
-            label = role_label(message)
-            if message.get("role") == "assistant":
-                label, k = f"[Step {k}] {label}", k + 1
-            turns.append(self._encode(f"{label}: {turn_text(message)}\n"))
-            is_step.append(message.get("role") == "assistant")
+        turns, is_step = [], []
+        for step, message in numbered_turns(messages):
+            label = role_label(message) if step is None else f"[Step {step}] {role_label(message)}"
+            turns.append(self._encode(f"{label}: {plain_turn_text(message)}\n"))
+            is_step.append(step is not None)
         budget = self.max_length - len(header) - len(footer) - budget_for_questions
         if budget < 8 * len(turns):
             raise InvalidInputError(

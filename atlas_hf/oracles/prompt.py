@@ -14,12 +14,18 @@ clipped and no turn is ever dropped, so step numbers always match the trajectory
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from typing import Any, Mapping, Sequence
 
 from atlas_hf.oracles.base import CATEGORIES, Annotation
+from atlas_hf.oracles.rendering import (
+    CATEGORY_DEFINITIONS,
+    clip_text_middle,
+    content_text,
+    numbered_turns,
+    tool_calls,
+)
 from atlas_hf.selection import max_selected_steps
 from atlas_hf.schema import num_steps
 
@@ -28,26 +34,6 @@ PROMPT_VERSION = "atlas-selector-v1"
 
 TOOL_NAME = "record_critical_steps"
 DEFAULT_MAX_CHARS_PER_OBSERVATION = 2000
-
-CATEGORY_DEFINITIONS: dict[str, str] = {
-    "Plan Creation": (
-        "the agent lays out sub-goals and a path to the task's goal: it decomposes the task, "
-        "decides what to find out or do first, or re-plans the remaining route."
-    ),
-    "Critical Observation": (
-        "the agent picks out and analyses the information in an observation that changes its "
-        "understanding of the goal or of the state: it notices the key fact, a constraint, a "
-        "mismatch, or the piece of evidence the rest of the trajectory depends on."
-    ),
-    "Critical Action": (
-        "an action that moves the task decisively toward the goal: the search that finds the "
-        "answer, the tool call that commits the change the user asked for, the final answer."
-    ),
-    "Self Correction": (
-        "after a failure, an error message or a poor result, the agent reflects on what went "
-        "wrong and changes course (a new query, another tool, a fixed argument, a revised plan)."
-    ),
-}
 
 SYSTEM_PROMPT = f"""You are an expert judge of AI agent trajectories. You help build training data \
 for agents by finding the critical steps of expert trajectories: the few steps that a student \
@@ -64,7 +50,7 @@ results and environment feedback. Very long observations are clipped in the midd
 `[... N characters clipped ...]` shows where. Steps themselves are never clipped or removed.
 
 ## The four kinds of critical step
-{chr(10).join(f"- {name}: {text}" for name, text in CATEGORY_DEFINITIONS.items())}
+{chr(10).join(f"- {name}: {definition.full}" for name, definition in CATEGORY_DEFINITIONS.items())}
 
 ## How to choose
 1. First read the whole trajectory and write a short high-level plan of how the task is solved: \
@@ -129,42 +115,6 @@ ANSWER_TOOL: dict[str, Any] = {
 caches the tools and the system prompt together)."""
 
 
-def clip_middle(text: str, max_chars: int) -> str:
-    """`text` itself if it fits in `max_chars`, else its head and tail around a clipping marker."""
-    if max_chars <= 0 or len(text) <= max_chars:
-        return text
-    head = max_chars // 2
-    tail = max_chars - head
-    clipped = len(text) - head - tail
-    return f"{text[:head]}\n[... {clipped} characters clipped ...]\n{text[len(text) - tail:]}"
-
-
-def _content_text(content: Any) -> str:
-    """The text of a message's `content`: a string, None, or a list of OpenAI-style parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping):
-                parts.append(str(part.get("text", part.get("content", "")) or ""))
-            else:
-                parts.append(str(part))
-        return "\n".join(p for p in parts if p)
-    return str(content)
-
-
-def _tool_call_text(call: Mapping[str, Any]) -> str:
-    function = call.get("function", call)
-    name = function.get("name", "?")
-    arguments = function.get("arguments", "")
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments, ensure_ascii=False)
-    return f"Tool call: {name}({arguments})"
-
-
 _BLOCK_MARKER = re.compile(r"^(###|---)", re.MULTILINE)
 _FRAME_TAG = re.compile(r"<(/?)(trajectory)>", re.IGNORECASE)
 
@@ -187,17 +137,14 @@ def render_trajectory_for_oracle(
     `max_chars_per_observation` characters (0 disables clipping). No turn is ever dropped.
     """
     blocks: list[str] = []
-    step = 0
-    for message in messages:
-        role = message.get("role")
-        text = inert(_content_text(message.get("content")))
-        if role == "assistant":
+    for step, message in numbered_turns(messages):
+        text = inert(content_text(message.get("content")))
+        if step is not None:
             lines = [text] if text else []
-            lines += [inert(_tool_call_text(call)) for call in message.get("tool_calls") or []]
-            body = "\n".join(lines) if lines else "(empty turn)"
-            blocks.append(f"### Step {step}\n{body}")
-            step += 1
+            lines += [inert(f"Tool call: {name}({arguments})") for name, arguments in tool_calls(message)]
+            blocks.append(f"### Step {step}\n" + ("\n".join(lines) if lines else "(empty turn)"))
             continue
+        role = message.get("role")
         if role == "tool":
             name = message.get("name")
             label = f"Observation (result of tool {name})" if name else "Observation (tool result)"
@@ -205,7 +152,7 @@ def render_trajectory_for_oracle(
             label = "Observation (system instructions given to the agent)"
         else:
             label = "Observation"
-        blocks.append(f"--- {label}\n{clip_middle(text, max_chars_per_observation)}")
+        blocks.append(f"--- {label}\n{clip_text_middle(text, max_chars_per_observation)}")
     return "\n\n".join(blocks)
 
 
