@@ -69,7 +69,7 @@ def expert_trajectories(env_name: str, episodes: int, seed: int = 0, max_turns: 
         raise InvalidInputError(f"No expert is known for {env_name!r}; experts exist for the babyai/* environments.")
     if episodes <= 0:
         raise InvalidInputError(f"episodes must be positive, got {episodes!r}.")
-    from atlas_hf.envs.babyai import expert_episode
+    from atlas_hf.envs.babyai_expert import expert_episode
 
     rows = [expert_episode(level, seed + i, max_turns=max_turns) for i in range(episodes)]
     message = {"role": Value("string"), "content": Value("string")}
