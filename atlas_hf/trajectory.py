@@ -13,7 +13,6 @@ None keys; `clean_message` drops them, and `normalize_trajectories` applies it t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
@@ -21,41 +20,11 @@ from typing import Any, Literal, Mapping, Sequence
 import datasets
 from datasets import Dataset, Features, Json, List, Value
 
+from atlas_hf.chat_reader import DEFAULT_ROLE_MAP, ChatReader
 from atlas_hf.errors import InvalidInputError, TrajectoryError
-from atlas_hf.schema import (
-    CRITICAL_STEPS,
-    MESSAGES,
-    check_critical_steps,
-    check_encodable,
-    clean_message,
-    num_steps,
-    text_of_parts,
-)
+from atlas_hf.schema import CANONICAL_ROLES, CRITICAL_STEPS, MESSAGES, check_critical_steps, check_encodable, num_steps
 
 logger = logging.getLogger(__name__)
-
-ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
-"""The canonical roles."""
-
-DEFAULT_ROLE_MAP: dict[str, str] = {
-    "system": "system",
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "chatgpt": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-    "function_call": "assistant",
-    "tool": "tool",
-    "observation": "tool",
-    "function": "tool",
-    "ipython": "tool",
-}
-"""Role names of OpenAI, ShareGPT, AgentGym, AgentInstruct, LLaMA-Factory and Llama 3, mapped to
-the canonical roles. A `function_call` turn whose text is a JSON call `{"name", "arguments"}` (or a
-list of them) becomes an assistant turn with `tool_calls`; the `observation` turns that follow it
-get that call's `tool_call_id` and `name`."""
 
 _ERROR_COLUMN = "__atlas_trajectory_error__"
 _SAMPLE_ROWS = 64
@@ -85,160 +54,11 @@ class NormalizationReport:
         return f"skipped {self.num_skipped} of {self.num_rows} rows that could not be read. First: {first}"
 
 
-# --------------------------------------------------------------------------- one row
-
-
-def _parse_function_call(text: str, first_id: int) -> list[dict[str, Any]] | None:
-    """OpenAI `tool_calls` from a ShareGPT `function_call` turn's JSON text, or None if it is not one."""
-    try:
-        parsed = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    calls = parsed if isinstance(parsed, list) else [parsed]
-    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
-        return None
-    tool_calls = []
-    for k, call in enumerate(calls):
-        arguments = call.get("arguments", {})
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, ensure_ascii=False)
-        tool_calls.append(
-            {
-                "id": f"call_{first_id + k}",
-                "type": "function",
-                "function": {"name": call["name"], "arguments": arguments},
-            }
-        )
-    return tool_calls
-
-
-@dataclass(frozen=True)
-class _RowReader:
-    """Turns one source chat list into canonical messages (and the critical steps its flags mark)."""
-
-    messages_field: str
-    role_field: str
-    content_field: str
-    role_map: tuple[tuple[str, str], ...]
-    loss_field: str | None
-
-    def _role(self, raw: Any, roles: Mapping[str, str], row: int, where: str) -> str:
-        if isinstance(raw, str):
-            role = roles.get(raw, roles.get(raw.strip().lower()))
-            if role is not None:
-                return role
-        raise TrajectoryError(
-            row,
-            f"{where}.{self.role_field}",
-            f"unknown role {raw!r}; expected one of {sorted(roles)}.",
-            f"Map it with role_map={{{raw!r}: 'assistant'}} (or 'user', 'system', 'tool').",
-        )
-
-    def _loss(self, raw: Any, row: int, where: str) -> bool:
-        if raw is None or isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
-            return bool(raw)
-        raise TrajectoryError(
-            row,
-            f"{where}.{self.loss_field}",
-            f"training flag {raw!r} ({type(raw).__name__}); expected true, false or null.",
-            "Pass loss_field=... naming the per-turn boolean flag, or fix the value.",
-        )
-
-    def _check_content(self, message: dict[str, Any], row: int, where: str) -> None:
-        role, content = message["role"], message["content"]
-        calls = message.get("tool_calls")
-        if "tool_calls" in message and (role != "assistant" or not isinstance(calls, list)
-                                        or not all(isinstance(call, Mapping) for call in calls)):
-            raise TrajectoryError(
-                row,
-                f"{where}.tool_calls",
-                f"expected a list of tool calls (dicts) on an assistant turn; got {calls!r:.60} on a {role} turn.",
-            )
-        if content is None and not (role == "assistant" and message.get("tool_calls")):
-            raise TrajectoryError(
-                row,
-                f"{where}.{self.content_field}",
-                f"content is missing or null on a {role} turn; only an assistant turn with tool_calls "
-                "may have null content.",
-                "Pass content_field=... naming the key that holds the text.",
-            )
-        if isinstance(content, (list, tuple)):  # OpenAI content parts: their text
-            content = message["content"] = text_of_parts(content, row, f"{where}.{self.content_field}")
-        if content is not None and not isinstance(content, str):
-            raise TrajectoryError(
-                row,
-                f"{where}.{self.content_field}",
-                f"content of type {type(content).__name__}; expected a string.",
-                "Convert it to text first (dataset.map), or pass content_field=... naming the text key.",
-            )
-
-    def read(self, chat: Any, row: int) -> tuple[list[dict[str, Any]], list[int]]:
-        """Canonical messages of `chat` and the step indices flagged for training."""
-        f = self.messages_field
-        expected = f"a list of turns, dicts with `{self.role_field}` and `{self.content_field}`"
-        if not isinstance(chat, (list, tuple)):
-            fix = "Pass messages_field=... naming the chat column."
-            raise TrajectoryError(row, f, f"expected {expected}; got {type(chat).__name__}.", fix)
-        if not chat:
-            fix = 'Pass on_error="skip" to drop it.'
-            raise TrajectoryError(row, f, f"the chat is empty; expected {expected}.", fix)
-        roles = dict(self.role_map)
-        dropped = {self.role_field, self.content_field, self.loss_field, "role", "content"}
-        messages: list[dict[str, Any]] = []
-        critical: list[int] = []
-        pending: list[dict[str, Any]] = []  # calls of a ShareGPT function_call turn awaiting their results
-        steps = num_calls = 0
-        for t, turn in enumerate(chat):
-            where = f"{f}[{t}]"
-            if not isinstance(turn, Mapping):
-                raise TrajectoryError(row, where, f"expected a dict turn; got {type(turn).__name__}.")
-            if self.role_field not in turn:
-                raise TrajectoryError(
-                    row,
-                    f"{where}.{self.role_field}",
-                    f"the turn has no `{self.role_field}` key (keys: {sorted(turn)}).",
-                    "Pass role_field=... naming the key that holds the speaker.",
-                )
-            raw_role = turn[self.role_field]
-            role = self._role(raw_role, roles, row, where)
-            message = {"role": role, "content": turn.get(self.content_field)}
-            message.update(clean_message({k: v for k, v in turn.items() if k not in dropped}))
-            if role == "tool":
-                if pending and "tool_call_id" not in message:
-                    call = pending.pop(0)
-                    message["tool_call_id"], message["name"] = call["id"], call["function"]["name"]
-            else:
-                pending = []
-            is_call = raw_role.strip().lower() == "function_call" and role == "assistant"
-            if is_call and "tool_calls" not in message:
-                calls = _parse_function_call(message["content"], num_calls)
-                if calls is not None:
-                    message["content"], message["tool_calls"] = None, calls
-                    num_calls += len(calls)
-                    pending = list(calls)
-            self._check_content(message, row, where)
-            if role == "assistant":
-                if self.loss_field is not None and self._loss(turn.get(self.loss_field), row, where):
-                    critical.append(steps)
-                steps += 1
-            messages.append(message)
-        if not steps:
-            seen = sorted({str(turn[self.role_field]) for turn in chat})
-            raise TrajectoryError(
-                row,
-                f,
-                f"no assistant turn (roles seen: {seen}); a trajectory needs at least one step.",
-                "If the agent's turns use another role name, pass role_map={name: 'assistant'}; "
-                'or pass on_error="skip" to drop such rows.',
-            )
-        return messages, critical
-
-
 @dataclass(frozen=True)
 class _Normalize:
     """The batched `datasets.map` function of `normalize_trajectories` (picklable, stable fingerprint)."""
 
-    reader: _RowReader
+    reader: ChatReader
     skip_errors: bool
     check_steps: bool = False  # the rows carry a `critical_steps` column of their own: check it
 
@@ -316,7 +136,7 @@ def _resolve(
     content_field: str | None,
     role_map: Mapping[str, str] | None,
     loss_field: str | None,
-) -> _RowReader:
+) -> ChatReader:
     if schema not in ("auto", *_SCHEMA_KEYS):
         raise InvalidInputError(f"schema must be 'auto', 'openai' or 'sharegpt', got {schema!r}.")
     field_name = messages_field or _resolve_messages_field(dataset, role_field, content_field)
@@ -333,10 +153,10 @@ def _resolve(
         loss_field = "loss"
     roles = dict(DEFAULT_ROLE_MAP)
     for source, target in (role_map or {}).items():
-        if target not in ROLES:
-            raise InvalidInputError(f"role_map maps {source!r} to {target!r}; targets must be among {list(ROLES)}.")
+        if target not in CANONICAL_ROLES:
+            raise InvalidInputError(f"role_map maps {source!r} to {target!r}; targets must be among {list(CANONICAL_ROLES)}.")
         roles[source] = target
-    return _RowReader(
+    return ChatReader(
         messages_field=field_name,
         role_field=role_field or default_role,
         content_field=content_field or default_content,
