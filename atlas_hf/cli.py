@@ -7,14 +7,11 @@ import json
 import logging
 import os
 import sys
-import warnings
 from typing import Any, Sequence
 
 logger = logging.getLogger("atlas_hf")
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
-DEMO_DATASET_REPO, DEMO_ADAPTER_REPO = "atlas-hf/demo-trajectories", "atlas-hf/demo-adapter"
-"""The repo names in the cards of what `demo` and `publish --local-dir` write locally."""
 
 
 def positive_int(text: str) -> int:
@@ -88,12 +85,6 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_DEFAULTS: dict[str, Any] = dict(
-    per_device_train_batch_size=4, learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to="none",
-    max_length=2048, use_peft=True, lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=["all-linear"],
-)
-"""`atlas-hf train`'s defaults where they differ from TRL's: LoRA on every linear layer, no checkpoints."""
-
 # the flags of earlier releases, kept for one release, and the config field each one sets
 _LEGACY_TRAIN_FLAGS = {"step_selection": "step_selection", "selection_ratio": "selection_ratio",
                        "epochs": "num_train_epochs", "max_steps": "max_steps", "max_length": "max_length",
@@ -106,6 +97,7 @@ def train_parser() -> Any:
     from trl import ModelConfig, TrlParser
 
     from atlas_hf.config import AtlasSFTConfig
+    from atlas_hf.training import TRAIN_DEFAULTS
 
     parser = TrlParser((AtlasSFTConfig, ModelConfig), prog="atlas-hf train [DATASET]")
     parser.set_defaults(**TRAIN_DEFAULTS)
@@ -125,42 +117,13 @@ def parse_train_args(argv: list[str]) -> tuple[Any, Any]:
         raise InvalidInputError(f"atlas-hf train: {err} (see `atlas-hf train --help`).") from err
 
 
-def train(dataset: Any, config: Any, model: Any = None, tokenizer: Any = None, peft_config: Any = None,
-          eval_loss: bool = False, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Train `model` (default: the embedded SmolLM2) on an annotated dataset with `AtlasSFTTrainer`; save it.
-
-    Returns the trainer and, with `eval_loss`, the loss on the supervised tokens before and after.
-    `quiet` drops the Trainer's per-step log lines (the demo prints its own summary).
-    """
-    from atlas_hf.models import load_default_model, load_default_tokenizer
-    from atlas_hf.trainer import AtlasSFTTrainer
-
-    if model is None:
-        model, tokenizer = load_default_model(), load_default_tokenizer()
-    trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset,
-                              eval_dataset=dataset if eval_loss else None, processing_class=tokenizer,
-                              peft_config=peft_config)
-    if quiet:
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-    losses: dict[str, Any] = {}
-    if eval_loss:
-        losses["before"] = trainer.evaluate()["eval_loss"]
-    trainer.train()
-    if eval_loss:
-        losses["after"] = trainer.evaluate()["eval_loss"]
-    trainer.save_model(config.output_dir)
-    return trainer, losses
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
     from trl import get_peft_config
 
-    from atlas_hf.models import load_model_and_tokenizer
     from atlas_hf.loading import load_rows
+    from atlas_hf.models import load_model_and_tokenizer
+    from atlas_hf.training import train
 
     legacy = [f"--{field}={getattr(args, flag)}" for flag, field in _LEGACY_TRAIN_FLAGS.items()
               if getattr(args, flag, None) is not None]
@@ -197,6 +160,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                 print(f"error: name the Hub repo of the {what} with {flag} (e.g. you/name), or write it "
                       "locally with --local-dir.", file=sys.stderr)
                 return EXIT_USAGE
+    from atlas_hf.demo import DEMO_ADAPTER_REPO, DEMO_DATASET_REPO
     from atlas_hf.hub import publish
     from atlas_hf.loading import load_rows
 
@@ -218,77 +182,9 @@ def _cmd_eval_oracle(args: argparse.Namespace) -> int:
     return 0
 
 
-def trajectory_tokens(tokenizer: Any, dataset: Any) -> int:
-    """Tokens of the whole trajectories as the chat template renders them."""
-    from atlas_hf.tokenization import parse_tools, prepare_messages
-
-    tools = dataset["tools"] if "tools" in dataset.column_names else [None] * len(dataset)
-    return sum(
-        len(tokenizer.apply_chat_template(prepare_messages(tokenizer, messages), tools=parse_tools(t),
-                                          tokenize=True, return_dict=False))
-        for messages, t in zip(dataset["messages"], tools)
-    )
-
-
-def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: str | None = None,
-             push_to_hub: str | None = None) -> dict[str, Any]:
-    """The whole pipeline on the embedded default: sample -> annotate -> train -> publish."""
-    import datasets
-
-    import transformers
-
-    from atlas_hf.agreement import oracle_agreement
-    from atlas_hf.annotate import annotate_dataset
-    from atlas_hf.annotation_stats import annotation_statistics
-    from atlas_hf.hub import publish
-    from atlas_hf.oracles.registry import build_oracle, default_oracle_name
-    from atlas_hf.sample import load_sample
-
-    datasets.disable_progress_bars()
-    transformers.logging.disable_progress_bar()
-    # Library chatter a demo reader cannot act on: deprecations inside TRL/transformers, and PEFT's
-    # look-up of the base model's config on the Hub, which an offline machine cannot reach.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*(Unable to fetch remote file|Could not find a config file).*")
-    reference = load_sample()
-    oracle_name = oracle_name or default_oracle_name()
-    print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")
-    annotated, annotator = annotate_dataset(reference, build_oracle(oracle_name), 0.3, os.path.join(output_dir, "cache"))
-    agreement = oracle_agreement(annotated, reference)
-    print(f"[2/4] LoRA-training SmolLM2-135M-Instruct on the critical steps ({max_steps} optimizer steps, CPU)")
-    adapter_dir = os.path.join(output_dir, "adapter")
-    from trl import get_peft_config
-
-    config, model_args = parse_train_args(
-        ["--output_dir", adapter_dir, "--max_steps", str(max_steps), "--use_cpu", "true", "--bf16", "false",
-         "--disable_tqdm", "true"])
-    trainer, losses = train(annotated, config, peft_config=get_peft_config(model_args), eval_loss=True, quiet=True)
-    summary = trainer.atlas_summary()
-    print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
-    card = {"oracle": getattr(annotator.oracle, "identity", oracle_name), "max_ratio": 0.3}
-    where = publish(dataset=annotated, adapter=adapter_dir,
-                    dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else DEMO_DATASET_REPO,
-                    adapter_repo=push_to_hub or DEMO_ADAPTER_REPO,
-                    local_dir=None if push_to_hub else os.path.join(output_dir, "hub"), **card)
-    stats = annotation_statistics(annotated)
-    print("[4/4] summary")
-    print(f"  trajectories            {stats['rows']}")
-    print(f"  steps                   {stats['steps']}")
-    print(f"  critical steps          {stats['critical_steps']} ({stats['critical_ratio']:.0%} of steps)")
-    print(f"  oracle vs sample marks  step F1 {agreement.steps.f1:.2f} (precision {agreement.steps.precision:.2f}, "
-          f"recall {agreement.steps.recall:.2f}), same category {agreement.category_agreement:.2f}")
-    full = trajectory_tokens(trainer.processing_class, annotated)
-    print(f"  supervised tokens       {summary['supervised_tokens']} of {full} in the trajectories "
-          f"({summary['supervised_tokens'] / full:.1%}); {summary['total_tokens']} fed forward "
-          f"({summary['total_tokens'] / full:.0%}, rows cut after their last critical turn)")
-    print(f"  loss on critical tokens {losses['before']:.3f} before -> {losses['after']:.3f} after")
-    print(f"  adapter                 {adapter_dir}")
-    for kind, url in where.items():
-        print(f"  published {kind:<13} {url}")
-    return {"losses": losses, "summary": summary, "published": where, "agreement": agreement}
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from atlas_hf.demo import run_demo
+
     run_demo(args.output_dir, args.max_steps, args.oracle, args.push_to_hub)
     return 0
 

@@ -10,7 +10,6 @@ renders them, and the end-of-turn marker, never the role header.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -19,27 +18,14 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from atlas_hf.chat_template import chat_template_of, end_of_turn_text, parse_tools, prepare_messages, render_chat
 from atlas_hf.errors import InvalidInputError, TemplateError
-from atlas_hf.schema import (
-    CRITICAL_STEPS,
-    assistant_indices,
-    check_critical_steps,
-    check_messages,
-    clean_message,
-    num_steps,
-)
+from atlas_hf.schema import CRITICAL_STEPS, assistant_indices, check_critical_steps, check_messages, num_steps
 from atlas_hf.selection import LabellingOptions, StepSelection, TruncationSide, row_seed, select_steps
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-
-_PROBE_NAME = "atlas_probe_tool_7f3a"
-_PROBE_ARGUMENT = "atlas_probe_value_91c2"
-_tool_call_support: dict[str, bool] = {}
-_warned_tool_calls: set[str] = set()
-_end_of_turn_text: dict[str, str] = {}
-
 
 @dataclass
 class LabelledTrajectory:
@@ -56,99 +42,6 @@ class LabelledTrajectory:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
-def _template_of(tokenizer: Any) -> str:
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        raise TemplateError(
-            f"The tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; set "
-            "`tokenizer.chat_template` to the template the model was trained with."
-        )
-    return template
-
-
-def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
-
-
-def template_renders_tool_calls(tokenizer: Any) -> bool:
-    """Whether the tokenizer's chat template writes an assistant turn's `tool_calls` into the text."""
-    template = _template_of(tokenizer)
-    if template not in _tool_call_support:
-        probe = [
-            {"role": "user", "content": "probe"},
-            {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {
-                        "id": "call_0",
-                        "type": "function",
-                        "function": {"name": _PROBE_NAME, "arguments": {"x": _PROBE_ARGUMENT}},
-                    }
-                ],
-            },
-        ]
-        try:
-            text = _render(tokenizer, probe, None, False)
-            _tool_call_support[template] = _PROBE_NAME in text and _PROBE_ARGUMENT in text
-        except Exception:
-            _tool_call_support[template] = False
-    return _tool_call_support[template]
-
-
-def tool_calls_as_text(tool_calls: Sequence[dict[str, Any]]) -> str:
-    """Tool calls written as text, for templates that would otherwise drop them."""
-    parts = []
-    for call in tool_calls:
-        function = call.get("function", call)
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                pass
-        parts.append(
-            "<tool_call>\n" + json.dumps({"name": function.get("name"), "arguments": arguments}) + "\n</tool_call>"
-        )
-    return "\n".join(parts)
-
-
-def parse_tools(tools: Any) -> list[dict[str, Any]] | None:
-    """A row's `tools` (a list of JSON schemas, or that list as a JSON string) for the chat template;
-    None when there are none, however the emptiness is written."""
-    if isinstance(tools, str):
-        tools = json.loads(tools) if tools.strip() else None
-    return list(tools) if tools else None
-
-
-def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages ready for the template: null optional keys dropped (Arrow adds them to every turn),
-    and, for templates that drop tool calls, the calls written into the turn's text (warned once)."""
-    keep_calls = template_renders_tool_calls(tokenizer)
-    prepared = []
-    for message in messages:
-        message = clean_message(message)
-        calls = message.get("tool_calls")
-        if calls and not keep_calls:
-            template = _template_of(tokenizer)
-            if template not in _warned_tool_calls:
-                _warned_tool_calls.add(template)
-                logger.warning(
-                    "The chat template of %r does not render `tool_calls`; atlas_hf writes them into the "
-                    "assistant turn's text as <tool_call>{json}</tool_call> so they are not lost.",
-                    getattr(tokenizer, "name_or_path", ""),
-                )
-            text = message.get("content") or ""
-            message["content"] = (text + "\n" if text else "") + tool_calls_as_text(calls)
-            del message["tool_calls"]
-        if message.get("content") is None:
-            message["content"] = ""
-        prepared.append(message)
-    return prepared
-
-
 def assistant_turn_spans(
     tokenizer: Any,
     messages: Sequence[dict[str, Any]],
@@ -163,7 +56,7 @@ def assistant_turn_spans(
     verbatim (the content is fenced with markers once); others are read prefix by prefix.
     """
     tools = parse_tools(tools)
-    full = _render(tokenizer, list(messages), tools, False)
+    full = render_chat(tokenizer, list(messages), tools, False)
     turns = assistant_indices(messages)
     bad = [s for s in steps if not 0 <= s < len(turns)]
     if bad:
@@ -183,8 +76,8 @@ def _prefix_spans(
     generation prompt and the rendering of `messages[:p+1]`."""
     spans: list[tuple[int, int]] = []
     for p in positions:
-        head = _render(tokenizer, list(messages[:p]), tools, True) if p > 0 else None
-        upto = _render(tokenizer, list(messages[: p + 1]), tools, False)
+        head = render_chat(tokenizer, list(messages[:p]), tools, True) if p > 0 else None
+        upto = render_chat(tokenizer, list(messages[: p + 1]), tools, False)
         if head is None or not full.startswith(head) or not full.startswith(upto) or len(upto) < len(head):
             spans.append(_search_span(tokenizer, full, messages[p], spans[-1][1] if spans else 0))
             continue
@@ -207,14 +100,14 @@ def _fenced_spans(
     must equal the plain one) or has no end-of-turn marker to close a span with."""
     if not positions:
         return []
-    eot = _end_of_turn(tokenizer)
+    eot = end_of_turn_text(tokenizer)
     if not eot:
         return None
     fenced = list(messages)
     for k, p in enumerate(positions):
         fenced[p] = {**messages[p], "content": _FENCE.format("S", k) + (messages[p].get("content") or "") + _FENCE.format("E", k)}
     try:
-        text = _render(tokenizer, fenced, tools, False)
+        text = render_chat(tokenizer, fenced, tools, False)
     except Exception:
         return None
     plain, starts, ends, removed, last = [], {}, {}, 0, 0
@@ -237,17 +130,6 @@ def _fenced_spans(
     return spans
 
 
-def _end_of_turn(tokenizer: Any) -> str:
-    """The text the template writes right after an assistant turn's content (cached per template)."""
-    template = _template_of(tokenizer)
-    if template not in _end_of_turn_text:
-        marker = "atlas_end_probe_5b1e"
-        probe = [{"role": "user", "content": "probe"}, {"role": "assistant", "content": marker}]
-        text = _render(tokenizer, probe, None, False)
-        _end_of_turn_text[template] = text[text.index(marker) + len(marker) :].strip()
-    return _end_of_turn_text[template]
-
-
 def _search_span(tokenizer: Any, full: str, message: dict[str, Any], after: int) -> tuple[int, int]:
     """Fallback for templates whose prefixes are not prefixes of the whole (e.g. ones that rewrite
     earlier turns): find the turn's content in the text, then the end-of-turn marker after it."""
@@ -260,7 +142,7 @@ def _search_span(tokenizer: Any, full: str, message: dict[str, Any], after: int)
             "conversation's prefixes are prefixes of its rendering."
         )
     end = start + len(content)
-    eot = _end_of_turn(tokenizer)
+    eot = end_of_turn_text(tokenizer)
     if eot and full.startswith(eot, end):
         end += len(eot)
     return start, end
@@ -352,7 +234,7 @@ class CriticalStepLabeller:
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise InvalidInputError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
-        _template_of(tokenizer)
+        chat_template_of(tokenizer)
         options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
         self.tokenizer = tokenizer
         self.max_length = options.max_length

@@ -36,7 +36,8 @@ def main() -> None:
 
     from atlas_hf.collator import CriticalStepDataCollator
     from atlas_hf.models import load_default_tokenizer
-    from atlas_hf.tokenization import CriticalStepLabeller, prepare_messages
+    from atlas_hf.chat_template import prepare_messages
+    from atlas_hf.tokenization import CriticalStepLabeller
 
     datasets.disable_progress_bars()
     logging.getLogger("atlas_hf").setLevel(logging.ERROR)

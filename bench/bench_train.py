@@ -43,7 +43,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def _render_length(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[int], str]:
-    from atlas_hf.tokenization import prepare_messages
+    from atlas_hf.chat_template import prepare_messages
 
     text = tokenizer.apply_chat_template(prepare_messages(tokenizer, messages), tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"], text

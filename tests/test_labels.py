@@ -10,7 +10,8 @@ import torch
 from datasets import Dataset
 
 from atlas_hf.collator import CriticalStepDataCollator
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, label_trajectory, tool_calls_as_text
+from atlas_hf.chat_template import tool_calls_as_text
+from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, label_trajectory
 
 from conftest import END_OF_TURN, read_fireact, read_tau_bench
 
@@ -91,7 +92,7 @@ def test_input_is_the_template_rendering(chat_tokenizers, real_rows, name):
     tokenizer = chat_tokenizers[name]
     row = real_rows[-1]
     out = CriticalStepLabeller(tokenizer, step_selection="all").label_row(row)
-    from atlas_hf.tokenization import prepare_messages
+    from atlas_hf.chat_template import prepare_messages
 
     rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, row["messages"]), tokenize=False)
     decoded = tokenizer.decode(out.input_ids)
@@ -202,7 +203,8 @@ def test_bad_rows_name_the_row_and_field(smol_tokenizer):
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
     """The fast path (content fenced by markers, one extra rendering) finds the prefix-by-prefix spans."""
-    from atlas_hf.tokenization import _fenced_spans, _prefix_spans, prepare_messages
+    from atlas_hf.chat_template import prepare_messages
+    from atlas_hf.tokenization import _fenced_spans, _prefix_spans
 
     tokenizer = chat_tokenizers[name]
     fast = 0
@@ -270,7 +272,7 @@ def test_bad_arguments_name_what_was_wrong(smol_tokenizer):
 
 
 def test_empty_tools_are_no_tools():
-    from atlas_hf.tokenization import parse_tools
+    from atlas_hf.chat_template import parse_tools
 
     assert [parse_tools(t) for t in (None, "", " ", "[]", [], ())] == [None] * 6
     assert parse_tools('[{"type": "function"}]') == parse_tools(({"type": "function"},)) == [{"type": "function"}]

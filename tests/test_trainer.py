@@ -11,7 +11,8 @@ from peft import LoraConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from atlas_hf.selection import row_seed, select_steps
-from atlas_hf.tokenization import IGNORE_INDEX, prepare_messages
+from atlas_hf.chat_template import prepare_messages
+from atlas_hf.tokenization import IGNORE_INDEX
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer, supports_padding_free
 from conftest import read_fireact
 
