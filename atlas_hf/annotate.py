@@ -37,12 +37,14 @@ import numpy as np
 from atlas_hf.annotation_cache import AnnotationCache, cache_key, canonical_messages
 from atlas_hf.errors import AnnotationError, ColumnNotFoundError, InvalidInputError, OracleError, TrajectoryError
 from atlas_hf.oracles.base import Annotation, Oracle, usage_fields, validate_annotation
+from atlas_hf.selection import DEFAULT_MAX_RATIO
 from atlas_hf.schema import (
     CRITICAL_CATEGORIES,
     CRITICAL_REASONS,
     CRITICAL_STEPS,
     ERROR,
     ORACLE,
+    oracle_column_value,
     check_messages,
     num_steps,
 )
@@ -74,7 +76,7 @@ class AnnotationStats:
 def annotate_dataset(
     dataset: Dataset,
     oracle: Oracle,
-    max_ratio: float = 0.3,
+    max_ratio: float = DEFAULT_MAX_RATIO,
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     batch_size: int | None = 64,
@@ -150,7 +152,7 @@ class CriticalStepAnnotator:
     def __init__(
         self,
         oracle: Oracle,
-        max_ratio: float = 0.3,
+        max_ratio: float = DEFAULT_MAX_RATIO,
         cache_dir: str | os.PathLike[str] | None = None,
         strict: bool = False,
         messages_field: str = "messages",
@@ -245,7 +247,7 @@ class CriticalStepAnnotator:
                 f"{len(failed)} row(s) could not be annotated by {identity}: " + "; ".join(failed[:3])
                 + ". Pass strict=False to keep such rows marked in `atlas_error` instead."
             )
-        return self._columns([a for a in results if a is not None], f"{identity}/max_ratio={self.max_ratio:g}")
+        return self._columns([a for a in results if a is not None], oracle_column_value(identity, self.max_ratio))
 
     @staticmethod
     def _columns(results: list[Annotation], identity: str) -> dict[str, Any]:

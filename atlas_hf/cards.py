@@ -20,7 +20,16 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from atlas_hf.errors import AtlasFileNotFoundError
-from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_REASONS, CRITICAL_STEPS, ERROR, MESSAGES, ORACLE, PLAN
+from atlas_hf.schema import (
+    CRITICAL_CATEGORIES,
+    CRITICAL_REASONS,
+    CRITICAL_STEPS,
+    ERROR,
+    MESSAGES,
+    ORACLE,
+    PLAN,
+    parse_oracle_column,
+)
 
 __all__ = ["CITATION", "adapter_card", "dataset_card", "eval_results", "redact", "size_category"]
 
@@ -44,7 +53,7 @@ CITATION = """@inproceedings{chen2025atlas,
 
 _TEMPLATES = resources.files("atlas_hf") / "templates"
 _SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
-_IDENTITY_FIELD = re.compile(r"(?:^|[/:])(model|prompt|max_ratio)=([^/\s,:]+)")
+_IDENTITY_FIELD = re.compile(r"(?:^|[/:])(model|prompt)=([^/\s,:]+)")
 
 _HOW_MADE = (  # identity prefix -> how the steps were chosen; an LLM oracle is the default
     ("baseline:random", "A **random baseline**: each trajectory's steps were drawn at random (seeded), as many as "
@@ -130,12 +139,11 @@ def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
         name = next(iter(column_oracles))
     elif column_oracles:
         name = ", ".join(f"{v} ({column_oracles[v]} rows)" for v in sorted(column_oracles))
-    recorded = dict(_IDENTITY_FIELD.findall(str(name or "")))
+    shown, recorded_ratio = parse_oracle_column(str(name)) if name else (None, None)
+    recorded = dict(_IDENTITY_FIELD.findall(shown or ""))
     model = model or recorded.get("model")
     prompt_version = prompt_version or recorded.get("prompt")
-    if max_ratio is None and "max_ratio" in recorded:
-        max_ratio = float(recorded["max_ratio"])
-    shown = re.sub(r"/max_ratio=[^/\s,]+", "", str(name)) if name else None
+    max_ratio = max_ratio if max_ratio is not None else recorded_ratio
     table = {
         "Oracle": redact(shown) if shown else "not recorded",
         "Oracle model": redact(str(model)) if model else "not recorded",

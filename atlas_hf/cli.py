@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     from atlas_hf import __version__
     from atlas_hf.oracles.registry import default_oracle_name, list_oracles
+    from atlas_hf.selection import DEFAULT_MAX_RATIO
 
     parser.add_argument("--version", action="version", version=f"atlas-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -225,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", choices=list_oracles(), default=default_oracle_name(),
                    help="who chooses the steps (default: anthropic with ANTHROPIC_API_KEY set, else local)")
     p.add_argument("--model", help="the oracle's model (a Claude model name, or a local model path)")
-    p.add_argument("--max-ratio", type=ratio, default=0.3,
-                   help="the most steps chosen, as a fraction (default 0.3; 1.0 with --oracle all)")
+    p.add_argument("--max-ratio", type=ratio, default=DEFAULT_MAX_RATIO,
+                   help=f"the most steps chosen, as a fraction (default {DEFAULT_MAX_RATIO}; 1.0 with --oracle all)")
     p.add_argument("--cache-dir", default=os.path.join(".atlas_cache", "annotations"),
                    help="answer cache, written as each answer arrives (a re-run pays only for missing rows)")
     p.add_argument("--dry-run", action="store_true", help="estimate the cost without annotating")

@@ -32,7 +32,8 @@ class CriticalStepDataCollator:
         padding_side: `"right"` or `"left"`.
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_free: concatenate the rows instead of padding them.
-        step_selection, selection_ratio, selection_seed: which steps carry loss (see `select_steps`).
+        step_selection, selection_ratio, selection_seed: which steps carry loss (see `LabellingOptions`;
+            `selection_ratio=None` reads the ratio cap each row's annotation recorded).
         truncation_side: which end of a row over `max_length` is cut.
     """
 
@@ -44,7 +45,7 @@ class CriticalStepDataCollator:
         pad_to_multiple_of: int | None = None,
         padding_free: bool = False,
         step_selection: StepSelection = "critical",
-        selection_ratio: float = 0.3,
+        selection_ratio: float | None = None,
         selection_seed: int = 0,
         truncation_side: TruncationSide = "left",
     ) -> None:

@@ -24,8 +24,10 @@ class AtlasSFTConfig(SFTConfig):
             `"critical"`: the annotated `critical_steps` (ATLaS). The paper's baselines on the same data:
             `"all"` (every assistant turn, full-trajectory SFT), `"random"` (random steps at
             `selection_ratio`) and `"non_critical"` (random steps among the non-critical ones, same count).
-        selection_ratio (`float`, *optional*, defaults to `0.3`):
-            Fraction of a trajectory's steps selected by `"random"` and `"non_critical"`.
+        selection_ratio (`float` or `None`, *optional*, defaults to `None`):
+            Fraction of a trajectory's steps selected by `"random"` and `"non_critical"`. `None`: the ratio
+            cap the annotation recorded in each row's `atlas_oracle` (the annotator's `max_ratio`, 0.3 by
+            default), so a baseline supervises as many steps as the oracle was allowed to mark.
         selection_seed (`int`, *optional*, defaults to `0`):
             Seed of the random selections; each trajectory draws from its own stable seed.
 
@@ -60,8 +62,10 @@ class AtlasSFTConfig(SFTConfig):
         default="critical",
         metadata={"help": "Which steps carry loss.", "choices": list(STEP_SELECTIONS)},
     )
-    selection_ratio: float = field(
-        default=0.3, metadata={"help": "Fraction of steps selected by 'random' and 'non_critical'."}
+    selection_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Fraction of steps selected by 'random' and 'non_critical' (default: the annotation's "
+                  "recorded ratio cap)."},
     )
     selection_seed: int = field(default=0, metadata={"help": "Seed of the random step selections."})
     truncation_side: str = field(

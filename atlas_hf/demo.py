@@ -12,6 +12,7 @@ import os
 import warnings
 from typing import Any
 
+from atlas_hf.selection import DEFAULT_MAX_RATIO
 from atlas_hf.training import default_training_config, train
 
 DEMO_DATASET_REPO, DEMO_ADAPTER_REPO = "atlas-hf/demo-trajectories", "atlas-hf/demo-adapter"
@@ -77,7 +78,7 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     reference = load_sample()
     oracle_name = oracle_name or default_oracle_name()
     print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")
-    annotated, annotator = annotate_dataset(reference, build_oracle(oracle_name), 0.3, os.path.join(output_dir, "cache"))
+    annotated, annotator = annotate_dataset(reference, build_oracle(oracle_name), DEFAULT_MAX_RATIO, os.path.join(output_dir, "cache"))
     agreement = oracle_agreement(annotated, reference)
     print(f"[2/4] LoRA-training SmolLM2-135M-Instruct on the critical steps ({max_steps} optimizer steps, CPU)")
     adapter_dir = os.path.join(output_dir, "adapter")
@@ -86,11 +87,10 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     trainer, losses = train(annotated, config, peft_config=peft_config, eval_loss=True, quiet=True)
     summary = trainer.atlas_summary()
     print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
-    card = {"oracle": getattr(annotator.oracle, "identity", oracle_name), "max_ratio": 0.3}
     where = publish(dataset=annotated, adapter=adapter_dir,
                     dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else DEMO_DATASET_REPO,
                     adapter_repo=push_to_hub or DEMO_ADAPTER_REPO,
-                    local_dir=None if push_to_hub else os.path.join(output_dir, "hub"), **card)
+                    local_dir=None if push_to_hub else os.path.join(output_dir, "hub"))
     stats = annotation_statistics(annotated)
     print("[4/4] summary")
     print(f"  trajectories            {stats['rows']}")

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
 from atlas_hf.errors import InvalidInputError, TrajectoryError
+from atlas_hf.schema import ORACLE
 from atlas_hf.selection import LabellingOptions
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, truncate_labelled
 
@@ -50,6 +51,9 @@ class LabelStats:
     supervised_tokens: int = 0
     total_tokens: int = 0
     truncated_steps: int = 0
+    selection_ratios: tuple[float, ...] = ()
+    """The ratios `"random"` and `"non_critical"` selected at (one per recorded cap when the config leaves
+    `selection_ratio` to the annotation); empty for the other selections and for tokenized rows."""
 
     @property
     def supervised_fraction(self) -> float:
@@ -89,6 +93,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
         )
     columns = dataset.column_names
     map_kwargs: dict[str, Any] = {"batched": True, "num_proc": args.dataset_num_proc}
+    ratios: tuple[float, ...] = ()
     if "input_ids" in columns:
         if "labels" not in columns:
             raise InvalidInputError(
@@ -108,7 +113,11 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
                 f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                 "atlas_hf.normalize_trajectories and annotate it with critical steps first."
             )
-        labeller = CriticalStepLabeller.from_options(tokenizer, LabellingOptions.from_config(args))
+        options = LabellingOptions.from_config(args)
+        labeller = CriticalStepLabeller.from_options(tokenizer, options)
+        if options.step_selection in ("random", "non_critical"):
+            recorded = dataset.unique(ORACLE) if ORACLE in columns else [None]
+            ratios = tuple(sorted({options.ratio_for(value) for value in recorded}))
         labelled = dataset.map(
             labeller,
             with_indices=True,
@@ -127,6 +136,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
         supervised_tokens=sum(supervised[i] for i in keep),
         total_tokens=sum(lengths[i] for i in keep),
         truncated_steps=truncated,
+        selection_ratios=ratios,
     )
     if stats.skipped_rows:
         logger.warning(

@@ -11,12 +11,15 @@ Every stage reads and writes `datasets` rows with these columns:
 - `atlas_error` (the annotator): `None`, or why no valid answer could be had for this row (such
   rows train on no step and are counted in `annotation_statistics`).
 - `atlas_oracle` (the annotator): the identity of the oracle that answered (model and prompt version)
-  and the ratio cap it was given, as `<identity>/max_ratio=0.3`.
+  and the ratio cap it was given, as `<identity>/max_ratio=0.3` (`oracle_column_value` writes it,
+  `parse_oracle_column` reads it back: the dataset card shows the cap, and the `random` and
+  `non_critical` selections draw that many steps unless told another ratio).
 """
 
 from __future__ import annotations
 
 import numbers
+import re
 from typing import Any, Mapping, Sequence
 
 from atlas_hf.errors import TrajectoryError
@@ -31,6 +34,31 @@ ORACLE = "atlas_oracle"
 
 ANNOTATION_COLUMNS: tuple[str, ...] = (CRITICAL_STEPS, CRITICAL_CATEGORIES, CRITICAL_REASONS, PLAN, ERROR, ORACLE)
 """The columns an annotation run writes (and replaces when a dataset is annotated again)."""
+
+_MAX_RATIO_SUFFIX = re.compile(r"/max_ratio=([0-9.eE+-]+)$")
+
+
+def oracle_column_value(identity: str, max_ratio: float) -> str:
+    """The `atlas_oracle` value of a row annotated by the oracle `identity` under the ratio cap `max_ratio`."""
+    return f"{identity}/max_ratio={max_ratio:g}"
+
+
+def parse_oracle_column(value: str | None) -> tuple[str | None, float | None]:
+    """`(identity, max_ratio)` from an `atlas_oracle` value; None for what it does not record.
+
+    >>> parse_oracle_column("baseline:random:seed=0/max_ratio=0.3")
+    ('baseline:random:seed=0', 0.3)
+    """
+    if not value:
+        return None, None
+    match = _MAX_RATIO_SUFFIX.search(value)
+    if match is None:
+        return value, None
+    try:
+        return value[: match.start()], float(match.group(1))
+    except ValueError:
+        return value, None
+
 
 CANONICAL_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 _TEXT_PARTS = ("text", "input_text", "output_text")

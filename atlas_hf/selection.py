@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence, get_args
 
 from atlas_hf.errors import InvalidInputError
+from atlas_hf.schema import parse_oracle_column
+
+DEFAULT_MAX_RATIO = 0.3
+"""The paper's ratio cap: an oracle marks at most 30% of a trajectory's steps."""
 
 StepSelection = Literal["critical", "all", "random", "non_critical"]
 STEP_SELECTIONS: tuple[str, ...] = get_args(StepSelection)
@@ -25,7 +29,10 @@ class LabellingOptions:
 
     Args:
         step_selection (`str`): `"critical"`, `"all"`, `"random"` or `"non_critical"`.
-        selection_ratio (`float`): Fraction of the steps `"random"` and `"non_critical"` select, in (0, 1].
+        selection_ratio (`float`, *optional*): Fraction of the steps `"random"` and `"non_critical"` select,
+            in (0, 1]. None: the ratio cap each row's annotation recorded (`atlas_oracle`), so the
+            baselines supervise as many steps as the oracle was allowed to mark; `DEFAULT_MAX_RATIO`
+            for rows that record none.
         selection_seed (`int`): Seed of the random selections.
         truncation_side (`str`): `"left"` (drop the oldest tokens) or `"right"` (the newest).
         max_length (`int`, *optional*): The longest row kept.
@@ -35,7 +42,7 @@ class LabellingOptions:
     """
 
     step_selection: StepSelection = "critical"
-    selection_ratio: float = 0.3
+    selection_ratio: float | None = None
     selection_seed: int = 0
     truncation_side: TruncationSide = "left"
     max_length: int | None = None
@@ -43,12 +50,18 @@ class LabellingOptions:
     def __post_init__(self) -> None:
         if self.step_selection not in STEP_SELECTIONS:
             raise InvalidInputError(f"step_selection must be one of {STEP_SELECTIONS}, got {self.step_selection!r}.")
-        if not 0.0 < self.selection_ratio <= 1.0:
-            raise InvalidInputError(f"selection_ratio must be in (0, 1], got {self.selection_ratio!r}.")
+        if self.selection_ratio is not None and not 0.0 < self.selection_ratio <= 1.0:
+            raise InvalidInputError(f"selection_ratio must be in (0, 1] or None, got {self.selection_ratio!r}.")
         if self.truncation_side not in ("left", "right"):
             raise InvalidInputError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
         if self.max_length is not None and self.max_length < 1:
             raise InvalidInputError(f"max_length must be positive or None, got {self.max_length!r}.")
+
+    def ratio_for(self, oracle_column: str | None) -> float:
+        """The ratio `"random"` and `"non_critical"` select at, for a row with this `atlas_oracle` value."""
+        if self.selection_ratio is not None:
+            return self.selection_ratio
+        return parse_oracle_column(oracle_column)[1] or DEFAULT_MAX_RATIO
 
     @classmethod
     def from_config(cls, args: Any) -> "LabellingOptions":
@@ -80,7 +93,7 @@ def select_steps(
     num_steps: int,
     critical_steps: Sequence[int],
     selection: StepSelection = "critical",
-    ratio: float = 0.3,
+    ratio: float = DEFAULT_MAX_RATIO,
     rng: random.Random | None = None,
 ) -> list[int]:
     """The sorted step indices that carry loss under `selection`.

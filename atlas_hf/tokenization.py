@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from atlas_hf.chat_template import chat_template_of, end_of_turn_text, parse_tools, prepare_messages, render_chat
 from atlas_hf.errors import InvalidInputError, TemplateError
-from atlas_hf.schema import CRITICAL_STEPS, assistant_indices, check_critical_steps, check_messages, num_steps
+from atlas_hf.schema import CRITICAL_STEPS, ORACLE, assistant_indices, check_critical_steps, check_messages, num_steps
 from atlas_hf.selection import LabellingOptions, StepSelection, TruncationSide, row_seed, select_steps
 
 logger = logging.getLogger(__name__)
@@ -219,6 +219,19 @@ class CriticalStepLabeller:
     is passed to the template. The output adds `input_ids`, `labels`, `num_supervised` and
     `num_truncated_steps`. Picklable and deterministic, so `map` caches it and `num_proc` works.
 
+    Args:
+        tokenizer (`PreTrainedTokenizerFast`): A fast tokenizer (offset mappings) with a chat template.
+        max_length (`int`, *optional*): The longest row kept (see `label_trajectory` for the cut).
+        step_selection (`str`, defaults to `"critical"`): Which steps carry loss (`select_steps`).
+        selection_ratio (`float`, *optional*): The ratio of `"random"` and `"non_critical"`; None reads
+            each row's recorded cap (`LabellingOptions`).
+        selection_seed (`int`, defaults to `0`): Seed of the random selections.
+        truncation_side (`str`, defaults to `"left"`): Which end of a row over `max_length` is cut.
+
+    Raises:
+        `InvalidInputError`: A slow tokenizer, or an option out of range.
+        `TemplateError`: The tokenizer has no chat template.
+
     Example:
         >>> tokenized = dataset.map(CriticalStepLabeller(tokenizer, max_length=4096), batched=True)
     """
@@ -228,20 +241,15 @@ class CriticalStepLabeller:
         tokenizer: Any,
         max_length: int | None = None,
         step_selection: StepSelection = "critical",
-        selection_ratio: float = 0.3,
+        selection_ratio: float | None = None,
         selection_seed: int = 0,
         truncation_side: TruncationSide = "left",
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise InvalidInputError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
         chat_template_of(tokenizer)
-        options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
+        self.options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
         self.tokenizer = tokenizer
-        self.max_length = options.max_length
-        self.step_selection = options.step_selection
-        self.selection_ratio = options.selection_ratio
-        self.selection_seed = options.selection_seed
-        self.truncation_side = options.truncation_side
 
     @classmethod
     def from_options(cls, tokenizer: Any, options: LabellingOptions) -> "CriticalStepLabeller":
@@ -249,11 +257,24 @@ class CriticalStepLabeller:
         return cls(tokenizer, options.max_length, options.step_selection, options.selection_ratio,
                    options.selection_seed, options.truncation_side)
 
-    def selected_steps(self, messages: Sequence[dict[str, Any]], critical_steps: Sequence[int] | None) -> list[int]:
-        """The steps of one trajectory that carry loss under this configuration."""
+    def selected_steps(self, messages: Sequence[dict[str, Any]], critical_steps: Sequence[int] | None,
+                       oracle_column: str | None = None) -> list[int]:
+        """The steps of one trajectory that carry loss under this configuration.
+
+        Args:
+            messages (`list[dict]`): The trajectory.
+            critical_steps (`list[int]`, *optional*): Its annotated critical steps.
+            oracle_column (`str`, *optional*): Its `atlas_oracle` value, whose ratio cap `"random"` and
+                `"non_critical"` select at when `selection_ratio` is None.
+
+        Returns:
+            `list[int]`: The selected step indices, sorted.
+        """
         n = num_steps(messages)
-        rng = random.Random(row_seed(self.selection_seed, messages)) if self.step_selection in ("random", "non_critical") else None
-        return select_steps(n, critical_steps or [], self.step_selection, self.selection_ratio, rng)
+        if self.options.step_selection not in ("random", "non_critical"):
+            return select_steps(n, critical_steps or [], self.options.step_selection)
+        rng = random.Random(row_seed(self.options.selection_seed, messages))
+        return select_steps(n, critical_steps or [], self.options.step_selection, self.options.ratio_for(oracle_column), rng)
 
     def render_row(self, row: dict[str, Any], index: int | str | None = None) -> tuple[str, list[tuple[int, int]]]:
         """One row's rendering and the character spans of its selected turns.
@@ -265,11 +286,11 @@ class CriticalStepLabeller:
         """
         messages = check_messages(row.get("messages"), index)
         critical = row.get(CRITICAL_STEPS)
-        if critical is None and self.step_selection in ("critical", "non_critical"):
+        if critical is None and self.options.step_selection in ("critical", "non_critical"):
             raise InvalidInputError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
                              "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")
         critical = check_critical_steps(critical, num_steps(messages), index)
-        steps = self.selected_steps(messages, critical)
+        steps = self.selected_steps(messages, critical, row.get(ORACLE))
         try:
             return assistant_turn_spans(self.tokenizer, prepare_messages(self.tokenizer, messages), steps, row.get("tools"))
         except TemplateError as error:
@@ -280,7 +301,7 @@ class CriticalStepLabeller:
         rendered = [self.render_row(row, indices[i] if indices else i) for i, row in enumerate(rows)]
         encoding = self.tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
         return [
-            _labels_from_spans(ids, offsets, spans, self.max_length, self.truncation_side)
+            _labels_from_spans(ids, offsets, spans, self.options.max_length, self.options.truncation_side)
             for ids, offsets, (_, spans) in zip(encoding["input_ids"], encoding["offset_mapping"], rendered)
         ]
 

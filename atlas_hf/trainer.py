@@ -191,14 +191,18 @@ class AtlasSFTTrainer(SFTTrainer):
     def atlas_summary(self) -> dict[str, Any]:
         """What was trained on, for logs and model cards.
 
-        Keys: step_selection, selection_ratio, epochs, rows, supervised_tokens, total_tokens,
-        supervised_fraction, skipped_rows, truncated_steps, final_loss (the last logged training loss,
-        `None` before training).
+        Keys: step_selection, selection_ratio (for `"random"` and `"non_critical"`: the configured ratio,
+        else the annotation's recorded cap, a list when the rows record several), epochs, rows,
+        supervised_tokens, total_tokens, supervised_fraction, skipped_rows, truncated_steps, final_loss
+        (the last logged training loss, `None` before training).
         """
         stats = self.label_stats["train"]
+        ratio: Any = self.args.selection_ratio
+        if ratio is None and stats.selection_ratios:
+            ratio = stats.selection_ratios[0] if len(stats.selection_ratios) == 1 else list(stats.selection_ratios)
         return {
             "step_selection": self.args.step_selection,
-            "selection_ratio": self.args.selection_ratio,
+            "selection_ratio": ratio if self.args.step_selection in ("random", "non_critical") else None,
             "epochs": self.state.epoch if self.state.epoch else self.args.num_train_epochs,
             "rows": stats.rows,
             "supervised_tokens": stats.supervised_tokens,

@@ -55,6 +55,7 @@ from atlas_hf.oracles import build_oracle, list_oracles
 from atlas_hf.hub import publish
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
 from atlas_hf.loading import load_rows
+from atlas_hf.selection import DEFAULT_MAX_RATIO
 
 logger = logging.getLogger("atlas_hf.recipes.sft_atlas")
 
@@ -122,7 +123,7 @@ class ScriptArguments(trl.ScriptArguments):
         default=None, metadata={"help": "The oracle's model (a Claude model name or a local model path)."}
     )
     annotate_max_ratio: float = field(
-        default=0.3, metadata={"help": "The most steps an oracle may mark, as a fraction of the steps."}
+        default=DEFAULT_MAX_RATIO, metadata={"help": "The most steps an oracle may mark, as a fraction of the steps."}
     )
     annotate_cache_dir: str | None = field(
         default=None,

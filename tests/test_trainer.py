@@ -282,3 +282,32 @@ def test_a_stream_is_labelled_as_it_is_read_like_a_dataset(tmp_path, smol_tokeni
     trainer.train()
     summary = trainer.atlas_summary()
     assert summary["rows"] > 0 and summary["supervised_tokens"] > 0 and summary["final_loss"] is not None
+
+
+@pytest.mark.parametrize("selection", ["random", "non_critical"])
+def test_the_baselines_select_at_the_cap_the_annotation_recorded(tmp_path, smol_tokenizer, selection):
+    """Annotated at max_ratio=0.5, the baselines supervise half the steps unless told another ratio;
+    the count comes from the labels (one labelled run per supervised turn)."""
+    from atlas_hf import RandomOracle, annotate_dataset
+
+    rows = [{"messages": row["messages"]} for row in read_fireact(8)]
+    annotated, _ = annotate_dataset(Dataset.from_list(rows), RandomOracle(seed=1), max_ratio=0.5)
+    assert set(annotated["atlas_oracle"]) == {"baseline:random:seed=1/max_ratio=0.5"}
+    for given, expected_ratio in ((None, 0.5), (0.3, 0.3)):
+        trainer = AtlasSFTTrainer(
+            tiny_model(smol_tokenizer),
+            args=config(tmp_path / str(given), step_selection=selection, selection_ratio=given),
+            train_dataset=annotated,
+            processing_class=smol_tokenizer,
+        )
+        expected_counts = []
+        for row in annotated:
+            steps = sum(m["role"] == "assistant" for m in row["messages"])
+            want = max(1, int(steps * expected_ratio + 1e-9))
+            if selection == "non_critical":
+                want = min(want, steps - len(row["critical_steps"]))
+            if want:
+                expected_counts.append(want)
+        counts = [len(labelled_spans(row["labels"])) for row in trainer.train_dataset]
+        assert counts == expected_counts, (given, counts, expected_counts)
+        assert trainer.atlas_summary()["selection_ratio"] == expected_ratio

@@ -7,7 +7,7 @@
    model can act at all before the rows split.
 2. Critical steps chosen by an oracle: Claude with `ANTHROPIC_API_KEY` set, else `--oracle`.
 3. Five rows on identical demos, seeds and optimizer steps: `base` (the shared starting point, not
-   trained further), `all`, `critical`, `random` and `non_critical` (ratio `--ratio`).
+   trained further), `all`, `critical`, `random` and `non_critical` (at the annotation's cap, `--max-ratio`).
 4. Greedy rollouts of every row on the held-in and held-out levels, on evaluation seeds that never
    overlap the training seeds (`--eval-seed`, default 1,000,000).
 
@@ -24,6 +24,8 @@ import math
 import time
 from pathlib import Path
 from typing import Any
+
+from atlas_hf.selection import DEFAULT_MAX_RATIO
 
 ROWS = ("base", "all", "critical", "random", "non_critical")
 
@@ -43,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
     p.add_argument("--oracle", default=None,
                    help="the critical-step oracle (default: anthropic with ANTHROPIC_API_KEY set, else local)")
-    p.add_argument("--ratio", type=float, default=0.3, help="step ratio of the critical, random and non-critical rows")
+    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
+                   help="the oracle's ratio cap; the random and non-critical rows select at the same ratio")
     p.add_argument("--rows", default=",".join(ROWS), help="rows to run")
     p.add_argument("--train-seeds", default="0", help="training seeds (rows are averaged over them)")
     p.add_argument("--epochs", type=float, default=1.0, help="epochs of the held-in demos (same steps for every row)")
@@ -98,7 +101,7 @@ def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, 
 
     model, tokenizer = load_model_and_tokenizer(base, dtype=dtype_of(args))
     config = AtlasSFTConfig(
-        output_dir=output_dir, step_selection=selection, selection_ratio=args.ratio, selection_seed=seed,
+        output_dir=output_dir, step_selection=selection, selection_seed=seed,
         seed=seed, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20),
         logging_steps=max(1, max_steps // 5), save_strategy="no", report_to=[], max_length=2048,
@@ -287,8 +290,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     demos = build_demos(held_in, args.train_episodes, seed=0)
     from atlas_hf import annotate_dataset, annotation_statistics, build_oracle
 
-    log(f"annotating {len(demos)} demos with the {oracle_name} oracle (ratio {args.ratio})", start)
-    annotated, _ = annotate_dataset(demos, build_oracle(oracle_name), args.ratio, out / "annotations")
+    log(f"annotating {len(demos)} demos with the {oracle_name} oracle (max_ratio {args.max_ratio})", start)
+    annotated, _ = annotate_dataset(demos, build_oracle(oracle_name), args.max_ratio, out / "annotations")
     stats = annotation_statistics(annotated)
     print(f"  {stats['critical_steps']} critical of {stats['steps']} steps ({stats['critical_ratio']:.0%})", flush=True)
     steps = math.ceil(len(annotated) / args.batch_size * args.epochs)
