@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate_agent": "atlas_hf.evaluation",
     "EvaluationReport": "atlas_hf.evaluation",
     "read_records": "atlas_hf.evaluation",
+    "recorded_report": "atlas_hf.evaluation",
     "TransformersPolicy": "atlas_hf.policy",
     "paired_difference": "atlas_hf.evaluation",
     "wilson_interval": "atlas_hf.evaluation",
@@ -102,7 +103,14 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
         TemplateError,
         TrajectoryError,
     )
-    from atlas_hf.evaluation import evaluate_agent, EvaluationReport, paired_difference, read_records, wilson_interval
+    from atlas_hf.evaluation import (
+        EvaluationReport,
+        evaluate_agent,
+        paired_difference,
+        read_records,
+        recorded_report,
+        wilson_interval,
+    )
     from atlas_hf.hub import publish, publish_adapter, publish_dataset
     from atlas_hf.labelling import label_dataset
     from atlas_hf.loading import load_rows, load_trajectories

@@ -248,14 +248,11 @@ def evaluate_agent(
 
     from atlas_hf.envs import make_env
 
-    names = list(dict.fromkeys(n.strip() for n in (envs.split(",") if isinstance(envs, str) else envs)))
-    for value, what in ((episodes, "episodes"), (batch_size, "batch_size"), (max_turns, "max_turns")):
-        if value <= 0:
-            raise InvalidInputError(f"{what} must be positive, got {value!r}.")
+    names = _env_names(envs)
+    if batch_size <= 0:
+        raise InvalidInputError(f"batch_size must be positive, got {batch_size!r}.")
+    wanted, kept, done = _episodes_to_play(names, episodes, seed, max_turns, records_path if resume else None)
     pools: dict[str, list[Any]] = {name: [make_env(name)] for name in names}  # checks every name up front
-    wanted = [(name, seed + i) for name in names for i in range(episodes)]
-    kept = _resumable_records(records_path, max_turns) if records_path is not None and resume else []
-    done = {(r["env"], int(r["seed"])): r for r in kept}
     finished: list[dict[str, Any]] = [done[key] for key in wanted if key in done]
     queue = [key for key in wanted if key not in done]
     queue.reverse()
@@ -318,6 +315,49 @@ def evaluate_agent(
         played = {(r["env"], r["seed"]) for r in finished}
         _write_jsonl(Path(records_path), finished + [r for r in kept if (r["env"], int(r["seed"])) not in played])
     return report
+
+
+def recorded_report(
+    records_path: str | Path, envs: str | Sequence[str], episodes: int = 100, seed: int = 0, *, max_turns: int = 30
+) -> EvaluationReport | None:
+    """The report `evaluate_agent` would return with these arguments, if `records_path` already holds
+    every episode; else None. Lets a caller skip loading a model whose evaluation is finished.
+
+    Args:
+        records_path (`str` or `Path`): The JSONL file `evaluate_agent` appends to.
+        envs, episodes, seed, max_turns: As for `evaluate_agent`.
+
+    Returns:
+        `EvaluationReport | None`: Built from the recorded episodes, in `evaluate_agent`'s order; None
+        when an episode is missing.
+
+    Raises:
+        `ValueError`: `episodes` or `max_turns` is not positive, or the file holds episodes played with
+            another `max_turns`.
+    """
+    names = _env_names(envs)
+    wanted, _, done = _episodes_to_play(names, episodes, seed, max_turns, records_path)
+    if any(key not in done for key in wanted):
+        return None
+    return EvaluationReport.from_records([done[key] for key in wanted],
+                                         {"seed": seed, "episodes": episodes, "max_turns": max_turns})
+
+
+def _env_names(envs: str | Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(n.strip() for n in (envs.split(",") if isinstance(envs, str) else envs)))
+
+
+def _episodes_to_play(
+    names: Sequence[str], episodes: int, seed: int, max_turns: int, records_path: str | Path | None
+) -> tuple[list[tuple[str, int]], list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
+    """`(wanted, kept, done)`: the (env, seed) pairs asked for in order, the records the file holds,
+    and those records by (env, seed)."""
+    for value, what in ((episodes, "episodes"), (max_turns, "max_turns")):
+        if value <= 0:
+            raise InvalidInputError(f"{what} must be positive, got {value!r}.")
+    wanted = [(name, seed + i) for name in names for i in range(episodes)]
+    kept = _resumable_records(records_path, max_turns) if records_path is not None else []
+    return wanted, kept, {(r["env"], int(r["seed"])): r for r in kept}
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

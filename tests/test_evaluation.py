@@ -227,6 +227,14 @@ def test_more_episodes_play_only_the_new_seeds_and_settings_must_match(tmp_path:
     fewer = evaluate_agent(counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records,
                            progress=False)
     assert len(calls) == 2 and fewer.records == first.records[:2]
+    from atlas_hf.evaluation import recorded_report
+
+    # what a caller checks before loading a model: the same report without playing, or None
+    recorded = recorded_report(records, "babyai/GoToLocal", episodes=5, seed=7, max_turns=3)
+    assert recorded is not None and recorded.records == more.records
+    assert recorded.to_dict()["envs"] == more.to_dict()["envs"]
+    assert recorded_report(records, "babyai/GoToLocal", episodes=6, seed=7, max_turns=3) is None
+    assert recorded_report(records, "babyai/GoToLocal,babyai/PickupLoc", episodes=1, seed=7, max_turns=3) is None
     assert len(json.loads("[" + ",".join(records.read_text().splitlines()) + "]")) == 5  # nothing was dropped
     with pytest.raises(ValueError, match="max_turns=3, not 4"):
         evaluate_agent(counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=4, records_path=records,

@@ -114,8 +114,8 @@ def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, 
     trainer.train()
     trainer.save_model(output_dir)
     summary = trainer.atlas_summary()
-    print(f"  {selection}: {summary.get('supervised_tokens')} supervised tokens, "
-          f"final loss {trainer.state.log_history[-1].get('train_loss', float('nan')):.3f}", flush=True)
+    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.3f}"
+    print(f"  {selection}: {summary['supervised_tokens']} supervised tokens, final loss {loss}", flush=True)
 
 
 def dtype_of(args: argparse.Namespace) -> Any:
@@ -145,20 +145,19 @@ def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
 
 
 def evaluate_row(base: str | None, adapter: str | None, levels: list[str], args: argparse.Namespace, path: Path) -> Any:
-    from atlas_hf.evaluation import EvaluationReport, evaluate_agent, read_records
+    from atlas_hf.evaluation import evaluate_agent, recorded_report
     from atlas_hf.models import load_model_and_tokenizer
 
     records = path.with_suffix(".jsonl")  # evaluate_agent resumes from it: only missing episodes are played
-    wanted = {(f"babyai/{lv}", args.eval_seed + i) for lv in levels for i in range(args.eval_episodes)}
-    done = [r for r in read_records(records) if (r["env"], r["seed"]) in wanted]
-    if len(done) == len(wanted):
-        order = [f"babyai/{lv}" for lv in levels]
-        return EvaluationReport.from_records(sorted(done, key=lambda r: (order.index(r["env"]), r["seed"])))
+    envs = [f"babyai/{lv}" for lv in levels]
+    report = recorded_report(records, envs, args.eval_episodes, args.eval_seed, max_turns=args.max_turns)
+    if report is not None:
+        return report
     model, tokenizer = load_model_and_tokenizer(base, adapter, dtype_of(args))
     if adapter is not None:
         model = model.merge_and_unload()  # same outputs, no adapter overhead in generation
     model.to(args.device)
-    report = evaluate_agent(model, [f"babyai/{lv}" for lv in levels], args.eval_episodes, args.eval_seed,
+    report = evaluate_agent(model, envs, args.eval_episodes, args.eval_seed,
                             tokenizer=tokenizer, max_turns=args.max_turns, batch_size=args.eval_batch_size,
                             max_new_tokens=args.max_new_tokens, progress=False, records_path=records)
     report.save(path)
