@@ -61,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     # the trained agent, acting: rollouts in text environments (`atlas_hf.envs`), success with intervals
     "evaluate_agent": "atlas_hf.evaluation",
     "EvaluationReport": "atlas_hf.evaluation",
-    "read_records": "atlas_hf.evaluation",
+    "read_records": "atlas_hf.episode_records",
     "recorded_report": "atlas_hf.evaluation",
     "TransformersPolicy": "atlas_hf.policy",
     "paired_difference": "atlas_hf.evaluation",
@@ -103,11 +103,11 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
         TemplateError,
         TrajectoryError,
     )
+    from atlas_hf.episode_records import read_records
     from atlas_hf.evaluation import (
         EvaluationReport,
         evaluate_agent,
         paired_difference,
-        read_records,
         recorded_report,
         wilson_interval,
     )

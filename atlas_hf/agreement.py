@@ -20,7 +20,13 @@ from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_STEPS, ERROR, MESSAGES
 
 @dataclass
 class PRF:
-    """Precision, recall and F1 with the counts behind them."""
+    """Precision, recall and F1 with the counts behind them.
+
+    Attributes:
+        true_positives (`int`): Items both sides marked.
+        predicted (`int`): Items the predicted side marked.
+        reference (`int`): Items the reference side marked.
+    """
 
     true_positives: int = 0
     predicted: int = 0
@@ -42,16 +48,21 @@ class PRF:
 
 @dataclass
 class AgreementReport:
-    """The agreement of a predicted annotation with a reference one."""
+    """The agreement of a predicted annotation with a reference one.
+
+    Attributes:
+        rows (`int`): Rows compared.
+        steps (`PRF`): Step-level agreement, micro-averaged over rows.
+        same_category (`int`): Steps both sides marked and gave the same category.
+        per_category (`dict[str, PRF]`): Agreement on the steps of each category.
+        prediction_errors (`int`): Predicted rows with `atlas_error` set (counted as marking nothing).
+    """
 
     rows: int
     steps: PRF
-    """Step-level, micro-averaged over rows."""
     same_category: int
-    """Steps both marked and gave the same category."""
     per_category: dict[str, PRF] = field(default_factory=dict)
     prediction_errors: int = 0
-    """Predicted rows with `atlas_error` set (counted as marking nothing)."""
 
     @property
     def precision(self) -> float:
@@ -123,9 +134,17 @@ def _marks(row: dict[str, Any], index: int, name: str) -> dict[int, str | None]:
 def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
     """Compare `predicted` critical steps (and categories) with `reference`, row by row.
 
-    Both are `datasets.Dataset`s or lists of rows with `critical_steps` (and, for the category
-    scores, `critical_categories`), in the same order. When both carry `messages`, the rows must
-    hold the same trajectory.
+    Args:
+        predicted (`datasets.Dataset` or `list[dict]`): Rows with `critical_steps` (and, for the
+            category scores, `critical_categories`).
+        reference (`datasets.Dataset` or `list[dict]`): The same trajectories, in the same order.
+
+    Returns:
+        `AgreementReport`: Step precision, recall and F1, and category agreement.
+
+    Raises:
+        `InvalidInputError`: The two differ in length, or, when both carry `messages`, a row holds
+            another trajectory.
     """
     pred_rows, ref_rows = _rows(predicted, "predicted"), _rows(reference, "reference")
     if len(pred_rows) != len(ref_rows):

@@ -59,18 +59,21 @@ _MAX_LISTED_ERRORS = 10
 
 @dataclass
 class AnnotationStats:
-    """What one annotator did in this process."""
+    """What one annotator did in this process.
+
+    Attributes:
+        rows (`int`): Rows seen.
+        cached (`int`): Rows answered from the on-disk cache.
+        sent (`int`): Rows sent to the oracle (retries not counted again).
+        retried (`int`): Rows asked a second time after an invalid answer.
+        errors (`int`): Rows left with `atlas_error` set.
+    """
 
     rows: int = 0
-    """Rows seen."""
     cached: int = 0
-    """Rows answered from the on-disk cache."""
     sent: int = 0
-    """Rows sent to the oracle (retries not counted again)."""
     retried: int = 0
-    """Rows asked a second time after an invalid answer."""
     errors: int = 0
-    """Rows left with `atlas_error` set."""
 
 
 def annotate_dataset(

@@ -39,7 +39,16 @@ def canonical_messages(messages: Any) -> Any:
 
 
 def cache_key(messages: Sequence[dict[str, Any]], oracle_identity: str, max_ratio: float) -> str:
-    """sha256 of the canonical trajectory, the oracle's identity and the ratio."""
+    """The cache key of one trajectory's answer.
+
+    Args:
+        messages (`list[dict]`): The trajectory (None-valued keys are ignored, see `canonical_messages`).
+        oracle_identity (`str`): The oracle's `identity`.
+        max_ratio (`float`): The ratio cap the oracle is given.
+
+    Returns:
+        `str`: The sha256 hex digest of the three and the cache format.
+    """
     payload = json.dumps(
         {"format": CACHE_FORMAT, "messages": canonical_messages(list(messages)), "oracle": oracle_identity,
          "max_ratio": max_ratio},
@@ -49,7 +58,11 @@ def cache_key(messages: Sequence[dict[str, Any]], oracle_identity: str, max_rati
 
 
 class AnnotationCache:
-    """One JSON file per valid answer under `root`, in folders named by the key's first two characters."""
+    """One JSON file per valid answer under `root`, in folders named by the key's first two characters.
+
+    Args:
+        root (`str` or `os.PathLike`): The cache folder (created on the first `put`).
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -59,7 +72,16 @@ class AnnotationCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str, steps: int, max_ratio: float) -> Annotation | None:
-        """The cached answer for `key`, or None when missing, unreadable or no longer valid."""
+        """The cached answer for `key`.
+
+        Args:
+            key (`str`): A `cache_key`.
+            steps (`int`): The trajectory's number of steps, to validate the answer against.
+            max_ratio (`float`): The ratio cap, likewise.
+
+        Returns:
+            `Annotation | None`: None when missing, unreadable or no longer valid (logged, then asked again).
+        """
         path = self.path(key)
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
@@ -81,7 +103,16 @@ class AnnotationCache:
         return annotation
 
     def put(self, key: str, annotation: Annotation, oracle_identity: str) -> None:
-        """Write the entry atomically (a temporary file renamed into place)."""
+        """Write the entry atomically (a temporary file renamed into place).
+
+        Args:
+            key (`str`): A `cache_key`.
+            annotation (`Annotation`): A valid answer.
+            oracle_identity (`str`): Who answered (kept in the entry for inspection).
+
+        Raises:
+            `OSError`: The folder cannot be written.
+        """
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = {

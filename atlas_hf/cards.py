@@ -126,8 +126,19 @@ def size_category(rows: int) -> str:
 
 def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
                column_oracles: Mapping[str, int]) -> tuple[dict[str, str], str]:
-    """The card's "how it was made" table and sentence, from the arguments or the `atlas_oracle` column
-    (whose values, e.g. `AnthropicOracle/model=.../prompt=.../max_ratio=0.3`, name the model, prompt and cap)."""
+    """The card's "how it was made" table and sentence.
+
+    Args:
+        oracle (`Oracle`, `str` or `None`): The oracle or its identity; None reads `column_oracles`.
+        prompt_version (`str`, *optional*): The prompt version, if not recorded elsewhere.
+        max_ratio (`float`, *optional*): The ratio cap, if not recorded in the `atlas_oracle` values.
+        column_oracles (`Mapping[str, int]`): The `atlas_oracle` values of the rows and their counts
+            (e.g. `local:local-yes-no-v2:.../max_ratio=0.3`: they name the model, prompt and cap).
+
+    Returns:
+        `tuple[dict[str, str], str]`: The table (oracle, model, prompt version, cap; "not recorded"
+        where unknown; secrets redacted) and the sentence on how the steps were chosen.
+    """
     name = model = None
     if isinstance(oracle, str):
         name = oracle

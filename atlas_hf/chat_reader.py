@@ -36,7 +36,15 @@ get that call's `tool_call_id` and `name`."""
 
 
 def parse_function_call(text: str, first_id: int) -> list[dict[str, Any]] | None:
-    """OpenAI `tool_calls` from a ShareGPT `function_call` turn's JSON text, or None if it is not one."""
+    """OpenAI `tool_calls` from a ShareGPT `function_call` turn's JSON text.
+
+    Args:
+        text (`str`): The turn's text: `{"name", "arguments"}` or a list of them, as JSON.
+        first_id (`int`): The number of the first call's id (`call_<n>`), so ids stay unique in a chat.
+
+    Returns:
+        `list[dict] | None`: The calls, arguments as JSON strings; None if the text is not a call.
+    """
     try:
         parsed = json.loads(text)
     except (TypeError, ValueError):

@@ -46,7 +46,17 @@ def chat_template_of(tokenizer: Any) -> str:
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool) -> str:
-    """`messages` (and `tools`) rendered as text by the tokenizer's chat template, untokenized."""
+    """`messages` rendered as text by the tokenizer's chat template, untokenized.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer.
+        messages (`list[dict]`): Turns ready for the template (`prepare_messages`).
+        tools (`list[dict]`, *optional*): JSON schemas of the tools.
+        add_generation_prompt (`bool`): End with the assistant header.
+
+    Returns:
+        `str`: The rendering.
+    """
     return tokenizer.apply_chat_template(
         messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
     )

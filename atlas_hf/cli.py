@@ -211,6 +211,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `atlas-hf` argument parser, one sub-command per stage (`atlas-hf train` parses its own flags with
+    TRL's parser, see `train_parser`)."""
     parser = argparse.ArgumentParser(prog="atlas-hf", description="ATLaS for TRL: train LLM agents on critical steps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     from atlas_hf import __version__
@@ -301,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `atlas-hf` with `argv` (default: the command line).
+
+    Args:
+        argv (`list[str]`, *optional*): The arguments after the program name.
+
+    Returns:
+        `int`: The exit status: 0, 1 when a stage failed (an `AtlasError` or `OSError`, printed as one
+        line), 2 for a usage error, 130 when interrupted. Anything else is a bug and keeps its traceback.
+    """
     from atlas_hf.errors import AtlasError
 
     parser = build_parser()

@@ -62,6 +62,12 @@ class HubPublishError(AtlasError, HfHubHTTPError):
     """A Hub request failed while publishing; the message says what failed and how to fix it.
 
     Secrets are removed from the message and from the original error (its `__cause__`).
+
+    Args:
+        message (`str`): What failed and how to fix it (the request id and the server's message are
+            appended, as `huggingface_hub` does).
+        response (`httpx.Response`): The Hub's response.
+        server_message (`str`, *optional*): The Hub's own error text.
     """
 
 

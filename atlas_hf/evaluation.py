@@ -16,19 +16,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from atlas_hf.episode_records import RecordSink, episodes_to_play, write_jsonl
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.policy import as_policy
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95% by default); (0, 1) with no trials.
+    """The Wilson score interval of a success rate.
+
+    Args:
+        successes (`int`): Successful trials.
+        trials (`int`): All trials.
+        z (`float`, defaults to the 97.5% normal quantile): The interval's width (95% by default).
+
+    Returns:
+        `tuple[float, float]`: The interval; (0, 1) with no trials.
 
     >>> tuple(round(x, 3) for x in wilson_interval(5, 10))
     (0.237, 0.763)
@@ -126,7 +134,7 @@ class EvaluationReport:
     def write_records(self, path: str | Path) -> Path:
         """Write one JSON line per episode to `path`; returns the path."""
         path = Path(path)
-        _write_jsonl(path, self.records)
+        write_jsonl(path, self.records)
         return path
 
     def format_table(self) -> str:
@@ -251,13 +259,13 @@ def evaluate_agent(
     names = _env_names(envs)
     if batch_size <= 0:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size!r}.")
-    wanted, kept, done = _episodes_to_play(names, episodes, seed, max_turns, records_path if resume else None)
+    wanted, kept, done = episodes_to_play(names, episodes, seed, max_turns, records_path if resume else None)
     pools: dict[str, list[Any]] = {name: [make_env(name)] for name in names}  # checks every name up front
     finished: list[dict[str, Any]] = [done[key] for key in wanted if key in done]
     queue = [key for key in wanted if key not in done]
     queue.reverse()
     live: list[dict[str, Any]] = []
-    sink = _RecordSink(records_path, kept) if records_path is not None else None
+    sink = RecordSink(records_path, kept) if records_path is not None else None
     policy = as_policy(agent, tokenizer, max_new_tokens)
     bar = tqdm(total=len(wanted), initial=len(finished), desc="Evaluating", unit="episode", disable=not progress)
 
@@ -313,7 +321,7 @@ def evaluate_agent(
     report = EvaluationReport.from_records(finished, config)
     if records_path is not None:  # sorted, with any other episodes the file held kept after them
         played = {(r["env"], r["seed"]) for r in finished}
-        _write_jsonl(Path(records_path), finished + [r for r in kept if (r["env"], int(r["seed"])) not in played])
+        write_jsonl(Path(records_path), finished + [r for r in kept if (r["env"], int(r["seed"])) not in played])
     return report
 
 
@@ -336,7 +344,7 @@ def recorded_report(
             another `max_turns`.
     """
     names = _env_names(envs)
-    wanted, _, done = _episodes_to_play(names, episodes, seed, max_turns, records_path)
+    wanted, _, done = episodes_to_play(names, episodes, seed, max_turns, records_path)
     if any(key not in done for key in wanted):
         return None
     return EvaluationReport.from_records([done[key] for key in wanted],
@@ -345,76 +353,3 @@ def recorded_report(
 
 def _env_names(envs: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(n.strip() for n in (envs.split(",") if isinstance(envs, str) else envs)))
-
-
-def _episodes_to_play(
-    names: Sequence[str], episodes: int, seed: int, max_turns: int, records_path: str | Path | None
-) -> tuple[list[tuple[str, int]], list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
-    """`(wanted, kept, done)`: the (env, seed) pairs asked for in order, the records the file holds,
-    and those records by (env, seed)."""
-    for value, what in ((episodes, "episodes"), (max_turns, "max_turns")):
-        if value <= 0:
-            raise InvalidInputError(f"{what} must be positive, got {value!r}.")
-    wanted = [(name, seed + i) for name in names for i in range(episodes)]
-    kept = _resumable_records(records_path, max_turns) if records_path is not None else []
-    return wanted, kept, {(r["env"], int(r["seed"])): r for r in kept}
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The episode records of a JSONL file written by `evaluate_agent` ([] if it does not exist).
-
-    A last line cut short (the process was killed while writing it) is dropped: that episode is
-    played again on resume.
-
-    Raises:
-        `ValueError`: A line other than the last is not a JSON record.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise InvalidInputError(f"{path}: line {number} is not a JSON episode record; remove the file or fix the line.") from None
-    return records
-
-
-def _resumable_records(path: str | Path, max_turns: int) -> list[dict[str, Any]]:
-    records = read_records(path)
-    other = sorted({r["max_turns"] for r in records if r.get("max_turns", max_turns) != max_turns})
-    if other:
-        raise InvalidInputError(
-            f"{path} holds episodes played with max_turns={other[0]}, not {max_turns}: pass another "
-            "records_path, or resume=False to play every episode again."
-        )
-    return records
-
-
-def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Replace `path` with `records` atomically (a kill leaves the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
-
-
-class _RecordSink:
-    """Appends each finished episode to the records file at once (flushed), after the kept ones."""
-
-    def __init__(self, path: str | Path, kept: Sequence[dict[str, Any]]) -> None:
-        _write_jsonl(Path(path), kept)  # drops a line cut short by a kill before appending
-        self._file = Path(path).open("a", encoding="utf-8")
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()

@@ -44,7 +44,18 @@ class _TruncateTokenized:
 
 @dataclass
 class LabelStats:
-    """What labelling did to one dataset."""
+    """What labelling did to one dataset.
+
+    Attributes:
+        rows (`int`): Rows kept.
+        skipped_rows (`int`): Rows dropped for having no supervised token.
+        supervised_tokens (`int`): Tokens that carry loss in the kept rows.
+        total_tokens (`int`): Tokens fed forward in the kept rows.
+        truncated_steps (`int`): Selected steps that lost labelled tokens to `max_length`.
+        selection_ratios (`tuple[float, ...]`): The ratios `"random"` and `"non_critical"` selected at
+            (one per recorded cap when the config leaves `selection_ratio` to the annotation); empty for
+            the other selections and for tokenized rows.
+    """
 
     rows: int = 0
     skipped_rows: int = 0
@@ -52,8 +63,6 @@ class LabelStats:
     total_tokens: int = 0
     truncated_steps: int = 0
     selection_ratios: tuple[float, ...] = ()
-    """The ratios `"random"` and `"non_critical"` selected at (one per recorded cap when the config leaves
-    `selection_ratio` to the annotation); empty for the other selections and for tokenized rows."""
 
     @property
     def supervised_fraction(self) -> float:

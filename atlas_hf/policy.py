@@ -89,6 +89,16 @@ def grouped_query_attention(module: Any, query: Any, key: Any, value: Any, atten
     as stored (`keys @ queries^T`), so the cache is read once per key/value head, never copied to
     repeat it per query head or to make a strided view contiguous. On CPU this is several times
     faster than `"sdpa"` for one new token against hundreds of cached ones. Inference only.
+
+    Args:
+        module (`torch.nn.Module`): The attention layer (transformers' attention-interface signature).
+        query, key, value (`torch.Tensor`): `(batch, heads, length, head_dim)`; key and value as cached.
+        attention_mask (`torch.Tensor`, *optional*): Additive mask, `(batch, 1, q_len, kv_len)`.
+        scaling (`float`): The softmax scale.
+        dropout (`float`): Ignored (inference only).
+
+    Returns:
+        `tuple[torch.Tensor, None]`: The attention output `(batch, q_len, heads, head_dim)`, and no weights.
     """
     import torch
 
@@ -245,6 +255,14 @@ class TransformersPolicy:
 
 def as_policy(agent: Any, tokenizer: Any = None, max_new_tokens: int = 64) -> Policy:
     """`agent` as a policy: a transformers model (wrapped in `TransformersPolicy`) or a callable, as is.
+
+    Args:
+        agent (`PreTrainedModel` or `Callable`): A model, or `policy(conversations) -> replies`.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): The model's tokenizer (loaded from its name if unset).
+        max_new_tokens (`int`, defaults to `64`): The longest reply generated for a model.
+
+    Returns:
+        `Policy`: A callable from conversations to replies.
 
     Raises:
         `TypeError`: `agent` is neither, or a model comes without a tokenizer that can be loaded.

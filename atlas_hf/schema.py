@@ -39,12 +39,26 @@ _MAX_RATIO_SUFFIX = re.compile(r"/max_ratio=([0-9.eE+-]+)$")
 
 
 def oracle_column_value(identity: str, max_ratio: float) -> str:
-    """The `atlas_oracle` value of a row annotated by the oracle `identity` under the ratio cap `max_ratio`."""
+    """The `atlas_oracle` value of a row.
+
+    Args:
+        identity (`str`): The oracle's `identity`.
+        max_ratio (`float`): The ratio cap it was given.
+
+    Returns:
+        `str`: `<identity>/max_ratio=<cap>`.
+    """
     return f"{identity}/max_ratio={max_ratio:g}"
 
 
 def parse_oracle_column(value: str | None) -> tuple[str | None, float | None]:
     """`(identity, max_ratio)` from an `atlas_oracle` value; None for what it does not record.
+
+    Args:
+        value (`str`, *optional*): An `atlas_oracle` value.
+
+    Returns:
+        `tuple[str | None, float | None]`: The oracle's identity and the ratio cap.
 
     >>> parse_oracle_column("baseline:random:seed=0/max_ratio=0.3")
     ('baseline:random:seed=0', 0.3)

@@ -71,7 +71,17 @@ class LabellingOptions:
 
 
 def max_selected_steps(num_steps: int, ratio: float) -> int:
-    """The most steps a trajectory of `num_steps` may have selected at `ratio` (never below one).
+    """The most steps a trajectory may have selected at `ratio`.
+
+    Args:
+        num_steps (`int`): The trajectory's number of steps.
+        ratio (`float`): The ratio, in (0, 1].
+
+    Returns:
+        `int`: `max(1, floor(num_steps * ratio))`, at most `num_steps`; 0 for no steps.
+
+    Raises:
+        `InvalidInputError`: `ratio` is out of (0, 1].
 
     >>> max_selected_steps(10, 0.3), max_selected_steps(2, 0.3), max_selected_steps(0, 0.3)
     (3, 1, 0)
@@ -84,7 +94,15 @@ def max_selected_steps(num_steps: int, ratio: float) -> int:
 
 
 def row_seed(seed: int, messages: Sequence[dict[str, Any]]) -> int:
-    """A per-trajectory seed: stable across processes and runs, different across trajectories."""
+    """A per-trajectory seed: stable across processes and runs, different across trajectories.
+
+    Args:
+        seed (`int`): The run's seed.
+        messages (`list[dict]`): The trajectory.
+
+    Returns:
+        `int`: A 64-bit seed from the sha256 of both.
+    """
     digest = hashlib.sha256(json.dumps([seed, list(messages)], sort_keys=True, default=str).encode())
     return int.from_bytes(digest.digest()[:8], "big")
 
@@ -102,6 +120,19 @@ def select_steps(
     - `"all"`: every step (full-trajectory SFT).
     - `"random"`: random steps, as many as `max_selected_steps(num_steps, ratio)`.
     - `"non_critical"`: random steps among those not annotated critical, at the same count.
+
+    Args:
+        num_steps (`int`): The trajectory's number of steps.
+        critical_steps (`list[int]`): Its annotated critical steps.
+        selection (`str`, defaults to `"critical"`): One of `STEP_SELECTIONS`.
+        ratio (`float`, defaults to `DEFAULT_MAX_RATIO`): The ratio of `"random"` and `"non_critical"`.
+        rng (`random.Random`, *optional*): The draw's generator (seeded 0 when None).
+
+    Returns:
+        `list[int]`: The selected steps, sorted.
+
+    Raises:
+        `InvalidInputError`: An unknown `selection`, or `ratio` out of (0, 1].
     """
     if selection == "critical":
         return sorted({int(s) for s in critical_steps if 0 <= int(s) < num_steps})

@@ -29,12 +29,17 @@ IGNORE_INDEX = -100
 
 @dataclass
 class LabelledTrajectory:
-    """One trajectory tokenized for training."""
+    """One trajectory tokenized for training.
+
+    Attributes:
+        input_ids (`list[int]`): The tokens fed forward.
+        labels (`list[int]`): The token itself on supervised positions, `IGNORE_INDEX` elsewhere.
+        num_truncated_steps (`int`): Selected steps that lost labelled tokens to `max_length`.
+    """
 
     input_ids: list[int]
     labels: list[int]
     num_truncated_steps: int = 0
-    """Selected steps that lost labelled tokens to `max_length`."""
 
     @property
     def num_supervised(self) -> int:
@@ -54,6 +59,18 @@ def assistant_turn_spans(
     whitespace the template adds between turns excluded). `messages` must be prepared
     (see `prepare_messages`). Two renderings suffice for templates that write a turn's content
     verbatim (the content is fenced with markers once); others are read prefix by prefix.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer, with a chat template.
+        messages (`list[dict]`): Prepared turns.
+        steps (`list[int]`): The assistant turns (0-based step indices) to locate.
+        tools (`list[dict]` or `str`, *optional*): The row's tools, for the template.
+
+    Returns:
+        `tuple[str, list[tuple[int, int]]]`: The rendering and one `(start, end)` character span per step.
+
+    Raises:
+        `TemplateError`: The template renders a turn in a way that cannot be located.
     """
     tools = parse_tools(tools)
     full = render_chat(tokenizer, list(messages), tools, False)
@@ -163,6 +180,21 @@ def label_trajectory(
     tokens, so the last selected turn always keeps its labels; `"right"` drops the newest, and may
     leave a row with no labelled token (the trainer then skips it). Either way the selected steps
     that lost labelled tokens are counted in `num_truncated_steps`.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerFast`): A fast tokenizer with a chat template.
+        messages (`list[dict]`): Canonical messages.
+        steps (`list[int]`): The steps to label.
+        tools (`list[dict]` or `str`, *optional*): The row's tools, for the template.
+        max_length (`int`, *optional*): The longest row kept.
+        truncation_side (`str`, defaults to `"left"`): `"left"` or `"right"`.
+
+    Returns:
+        `LabelledTrajectory`: The tokens, labels and the count of truncated steps.
+
+    Raises:
+        `InvalidInputError`: `truncation_side` is neither.
+        `TemplateError`: The template cannot render or locate a turn.
     """
     LabellingOptions(truncation_side=truncation_side)  # validates it
     full, spans = assistant_turn_spans(tokenizer, prepare_messages(tokenizer, messages), steps, tools)
@@ -173,8 +205,18 @@ def label_trajectory(
 def truncate_labelled(
     input_ids: Sequence[int], labels: Sequence[int], max_length: int | None, truncation_side: TruncationSide
 ) -> tuple[Sequence[int], Sequence[int]]:
-    """A labelled row without the tokens after its last labelled one (they carry no loss), then cut
-    to `max_length` on `truncation_side`; a row left with no labelled token becomes empty."""
+    """A labelled row without the tokens after its last labelled one (they carry no loss), then cut.
+
+    Args:
+        input_ids (`Sequence[int]`): The row's tokens.
+        labels (`Sequence[int]`): Its labels, one per token.
+        max_length (`int`, *optional*): The longest row kept.
+        truncation_side (`str`): `"left"` (drop the oldest tokens) or `"right"` (the newest).
+
+    Returns:
+        `tuple[Sequence[int], Sequence[int]]`: The cut tokens and labels; both empty when no labelled
+        token is left.
+    """
     last = len(labels)
     while last and labels[last - 1] == IGNORE_INDEX:
         last -= 1
@@ -279,6 +321,14 @@ class CriticalStepLabeller:
     def render_row(self, row: dict[str, Any], index: int | str | None = None) -> tuple[str, list[tuple[int, int]]]:
         """One row's rendering and the character spans of its selected turns.
 
+        Args:
+            row (`dict`): `messages`, `critical_steps` (for the selections that read it), optional
+                `tools` and `atlas_oracle`.
+            index (`int` or `str`, *optional*): The row's index, for error messages.
+
+        Returns:
+            `tuple[str, list[tuple[int, int]]]`: The rendering and the spans (`assistant_turn_spans`).
+
         Raises:
             `TrajectoryError`: `messages` or `critical_steps` is malformed (the row, the field, the fix).
             `ValueError`: `critical_steps` is missing and the step selection needs it.
@@ -297,7 +347,18 @@ class CriticalStepLabeller:
             raise TemplateError(f"Row {index}: {error}") from None
 
     def label_rows(self, rows: Sequence[dict[str, Any]], indices: Sequence[int | str] | None = None) -> list[LabelledTrajectory]:
-        """Label rows (`messages`, `critical_steps`, optional `tools`), tokenizing them in one batch."""
+        """Label rows, tokenizing them in one batch.
+
+        Args:
+            rows (`list[dict]`): Rows as `render_row` reads them.
+            indices (`list[int | str]`, *optional*): Their indices, for error messages.
+
+        Returns:
+            `list[LabelledTrajectory]`: One per row.
+
+        Raises:
+            See `render_row`.
+        """
         rendered = [self.render_row(row, indices[i] if indices else i) for i, row in enumerate(rows)]
         encoding = self.tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
         return [
@@ -306,7 +367,15 @@ class CriticalStepLabeller:
         ]
 
     def label_row(self, row: dict[str, Any], index: int | str | None = None) -> LabelledTrajectory:
-        """Label one row."""
+        """Label one row (see `label_rows`).
+
+        Args:
+            row (`dict`): The row.
+            index (`int` or `str`, *optional*): Its index, for error messages.
+
+        Returns:
+            `LabelledTrajectory`: Its tokens and labels.
+        """
         return self.label_rows([row], [index] if index is not None else None)[0]
 
     def __call__(self, batch: dict[str, list[Any]], indices: list[int] | None = None) -> dict[str, list[Any]]:

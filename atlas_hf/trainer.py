@@ -50,6 +50,23 @@ class AtlasSFTTrainer(SFTTrainer):
     `"non_critical"`). Rows that already hold `input_ids` and `labels` are used as they are. LoRA
     and the other PEFT methods come through `peft_config`, as in TRL.
 
+    Args:
+        model (`str` or `PreTrainedModel`): The model, or its name or path (as in TRL).
+        args (`AtlasSFTConfig`, *optional*): The configuration; TRL's default named after the model if None.
+        data_collator (`DataCollator`, *optional*): Defaults to a `CriticalStepDataCollator` for the
+            labelled rows (padded, or packed with `padding_free`).
+        train_dataset, eval_dataset (`datasets.Dataset`, `IterableDataset` or `dict` of them, *optional*):
+            Annotated rows, or rows labelled by `CriticalStepLabeller`; labelled once with `label_dataset`.
+        processing_class (`PreTrainedTokenizerBase`, *optional*): The tokenizer, with a chat template
+            (loaded from the model's name if None).
+        peft_config (`peft.PeftConfig`, *optional*): Train an adapter with this config.
+        **kwargs: The rest of `SFTTrainer`'s arguments (`callbacks`, `optimizers`, ...).
+
+    Raises:
+        `InvalidInputError`: `args` is not an `AtlasSFTConfig`, or a dataset lacks the columns the
+            labelling needs (which, and how to get them).
+        `TrajectoryError`: A row that cannot be read (the row and the field are named).
+
     Example:
         >>> trainer = AtlasSFTTrainer(model, args=AtlasSFTConfig("out"), train_dataset=annotated,
         ...                           processing_class=tokenizer, peft_config=LoraConfig(r=16))

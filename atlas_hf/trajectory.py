@@ -35,11 +35,16 @@ _SCHEMA_KEYS: dict[str, tuple[str, str]] = {"openai": ("role", "content"), "shar
 
 @dataclass
 class NormalizationReport:
-    """What `normalize_trajectories_with_report` did: rows read, rows skipped and why."""
+    """What `normalize_trajectories_with_report` did: rows read, rows skipped and why.
+
+    Attributes:
+        num_rows (`int`): Rows in the input.
+        skipped (`dict[int, str]`): Row index in the input -> the reason it could not be read (with
+            `on_error="skip"`).
+    """
 
     num_rows: int = 0
     skipped: dict[int, str] = field(default_factory=dict)
-    """Row index in the input -> the reason it could not be read (with `on_error="skip"`)."""
 
     @property
     def num_skipped(self) -> int:
@@ -179,7 +184,17 @@ def normalize_trajectories_with_report(
     on_error: Literal["raise", "skip"] = "raise",
     num_proc: int | None = None,
 ) -> tuple[Dataset, NormalizationReport]:
-    """`normalize_trajectories`, also returning a `NormalizationReport` of the rows skipped."""
+    """`normalize_trajectories`, also returning a `NormalizationReport` of the rows skipped.
+
+    Args:
+        See `normalize_trajectories`.
+
+    Returns:
+        `tuple[datasets.Dataset, NormalizationReport]`: The normalized rows, and which were skipped and why.
+
+    Raises:
+        See `normalize_trajectories`.
+    """
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     if not isinstance(dataset, Dataset):
@@ -250,6 +265,22 @@ def normalize_trajectories(
     - A row that cannot be read raises `TrajectoryError` (row index, field, expected, fix);
       `on_error="skip"` drops such rows instead and logs how many (see
       `normalize_trajectories_with_report` for the per-row reasons).
+
+    Args:
+        dataset (`datasets.Dataset` or `list[dict]`): The rows, in a published schema.
+        schema (`str`, defaults to `"auto"`): `"auto"`, `"openai"` or `"sharegpt"`.
+        messages_field, role_field, content_field (`str`, *optional*): The chat column and its turn keys.
+        role_map (`dict[str, str]`, *optional*): Extra role names -> canonical roles.
+        loss_field (`str`, *optional*): The per-turn training flag.
+        on_error (`str`, defaults to `"raise"`): `"raise"` or `"skip"` a row that cannot be read.
+        num_proc (`int`, *optional*): Processes for `datasets.map`.
+
+    Returns:
+        `datasets.Dataset`: The rows with `messages` (typed `List(Json())`) and their other columns.
+
+    Raises:
+        `TrajectoryError`: A row cannot be read (with `on_error="raise"`).
+        `InvalidInputError`: An argument is not one of its accepted values, or no chat column is found.
     """
     normalized, _ = normalize_trajectories_with_report(
         dataset, schema, messages_field, role_field, content_field, role_map, loss_field, on_error, num_proc

@@ -178,7 +178,7 @@ def test_a_killed_evaluation_resumes_and_plays_only_the_missing_episodes(tmp_pat
     import signal
     import time
 
-    from atlas_hf.evaluation import read_records
+    from atlas_hf.episode_records import read_records
 
     records = tmp_path / "episodes.jsonl"
     script = tmp_path / "run.py"

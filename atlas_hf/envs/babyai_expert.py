@@ -36,6 +36,9 @@ class BabyAIExpert:
     to go to a visible object and pick it up, `go to <obj>` when it is going to a visible object,
     `toggle`/`drop` when that is its next move, and its primitive move otherwise (exploring, or
     stepping to a free cell).
+
+    Args:
+        env (`BabyAITextEnv`): The environment, reset to the episode the expert plays.
     """
 
     def __init__(self, env: BabyAITextEnv) -> None:
@@ -131,7 +134,17 @@ class BabyAIExpert:
 
 
 def expert_episode(level: str, seed: int, max_turns: int = 64) -> dict[str, Any]:
-    """One `BabyAIBot` episode in text: `messages`, `env`, `seed`, `success`, `reward`, `turns`."""
+    """One `BabyAIBot` episode in text.
+
+    Args:
+        level (`str`): A BabyAI level (`LEVELS`), e.g. `"GoToLocal"`.
+        seed (`int`): The environment seed.
+        max_turns (`int`, defaults to `64`): Expert turns before the episode is cut.
+
+    Returns:
+        `dict`: `messages` (the chat), `env`, `seed`, `success`, `reward`, `turns`. An episode the bot
+        gives up on (it does on a few rare layouts) ends there with `success=False`.
+    """
     from minigrid.utils.baby_ai_bot import DisappearedBoxError
 
     env = BabyAITextEnv(level)

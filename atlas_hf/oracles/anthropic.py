@@ -29,7 +29,7 @@ import anthropic
 
 from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf.oracles.anthropic_client import CONFIG_ERRORS, _Anthropic, _AsyncAnthropic
-from atlas_hf.oracles.base import Annotation
+from atlas_hf.oracles.base import Annotation, Oracle
 from atlas_hf.oracles.message_batches import MessageBatchesMixin
 from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
 from atlas_hf.oracles.pricing import CostEstimate, ModelPrice, OracleUsage, request_cost_usd
@@ -48,7 +48,7 @@ T = TypeVar("T")
 CACHE_WINDOW_S = 240.0  # treat the 5-minute cache as warm this long after the last success
 
 
-class AnthropicOracle(MessageBatchesMixin):
+class AnthropicOracle(MessageBatchesMixin, Oracle):
     """Claude as the ATLaS selector (implements `atlas_hf.oracles.base.Oracle`).
 
     Args:
@@ -174,7 +174,16 @@ class AnthropicOracle(MessageBatchesMixin):
     def request_params(
         self, messages: Sequence[Mapping[str, Any]], max_ratio: float, feedback: str | None = None
     ) -> dict[str, Any]:
-        """The Messages API parameters of one trajectory's request."""
+        """The Messages API parameters of one trajectory's request.
+
+        Args:
+            messages (`list[dict]`): The trajectory.
+            max_ratio (`float`): The ratio cap the prompt states.
+            feedback (`str`, *optional*): Why the previous answer was rejected, shown to the model.
+
+        Returns:
+            `dict`: Keyword arguments of `client.messages.create` (system prompt and answer tool cached).
+        """
         return {
             "model": self.model,
             "max_tokens": self.config.max_tokens,
@@ -293,8 +302,21 @@ class AnthropicOracle(MessageBatchesMixin):
     ) -> list[Annotation]:
         """Annotate canonical `messages` lists, one request each, concurrently (or as one batch).
 
-        `on_answer(i, annotation)` is called as each answer arrives, before the next is awaited
-        (Message Batches: as each result is read), so a caller can store it durably.
+        Args:
+            trajectories (`list[list[dict]]`): The trajectories.
+            max_ratio (`float`): The ratio cap.
+            feedback (`list[str | None]`, *optional*): Per trajectory, why the previous answer was rejected.
+            on_answer (`Callable[[int, Annotation], None]`, *optional*): Called as each answer arrives,
+                before the next is awaited (Message Batches: as each result is read), so a caller can
+                store it durably.
+
+        Returns:
+            `list[Annotation]`: One per trajectory, in order; a request that failed after the SDK's
+            retries is `Annotation(error=...)`.
+
+        Raises:
+            `OracleError`: A configuration failure (key, permissions, model) that no retry can fix.
+            `InvalidInputError`: `feedback` differs in length from `trajectories`.
         """
         if not trajectories:
             return []
@@ -313,7 +335,18 @@ class AnthropicOracle(MessageBatchesMixin):
     # ---------------------------------------------------------------- dry run
 
     def estimate_cost(self, trajectories: Sequence[list[dict[str, Any]]], max_ratio: float) -> CostEstimate:
-        """Estimate what annotating `trajectories` costs, with count_tokens only (nothing generated)."""
+        """Estimate what annotating `trajectories` costs, with `count_tokens` only (nothing generated).
+
+        Args:
+            trajectories (`list[list[dict]]`): The trajectories.
+            max_ratio (`float`): The ratio cap.
+
+        Returns:
+            `CostEstimate`: Tokens and list-price cost, with and without prompt caching and batches.
+
+        Raises:
+            `OracleError`: The token count failed.
+        """
 
         async def count(params: dict[str, Any], semaphore: asyncio.Semaphore) -> int:
             assert self._async_client is not None

@@ -22,12 +22,13 @@ DEFAULT_MODEL = "claude-sonnet-4-6"
 class AnthropicOracleConfig:
     """The settings of `AnthropicOracle`, grouped as the oracle uses them.
 
-    Parameters that decide the answers (they are part of the oracle's `identity`, so of the cache key):
+    Parameters:
+        > Parameters that decide the answers (they are part of the oracle's `identity`, so of the cache key)
 
         model (`str`, defaults to `DEFAULT_MODEL`): The Claude model.
         max_chars_per_observation (`int`): Observations longer than this are clipped in the middle.
 
-    Parameters that control the requests:
+        > Parameters that control the requests
 
         base_url (`str`, *optional*): The API's address (a proxy, a stand-in); the SDK's default when None.
         max_concurrency (`int`, defaults to `16`): Requests in flight at once within one `annotate` call.
@@ -38,7 +39,7 @@ class AnthropicOracleConfig:
         warm_cache (`bool`, defaults to `True`): When the prompt cache is cold, send one request alone
             first so the others read the cached prefix instead of all writing it at once.
 
-    Parameters of Message Batches (half price, slower):
+        > Parameters of Message Batches (half price, slower)
 
         use_batches (`bool`, defaults to `False`): Send each `annotate` call as Message Batches (map with
             a large `batch_size`, or `batch_size=None`, so every request is submitted before any is awaited).
@@ -48,7 +49,7 @@ class AnthropicOracleConfig:
             The most requests, and bytes of request JSON, in one batch (the API allows 100,000 and 256 MB).
         batch_poll_interval (`float`, defaults to `30.0`): Seconds between polls of a running batch.
 
-    Parameters of cost accounting:
+        > Parameters of cost accounting
 
         price (`ModelPrice`, *optional*): The model's list price; required for a model not in `PRICES`.
         assumed_output_tokens (`int`, defaults to `400`): Output tokens per trajectory that

@@ -20,8 +20,12 @@ CATEGORIES: tuple[str, ...] = (
 class Annotation:
     """One trajectory's critical steps, as an oracle chose them.
 
-    `steps` are 0-based indices over the assistant turns; `categories` and `reasons` run parallel
-    to `steps`. `error` is set (and the lists left empty) when no valid answer could be had.
+    Attributes:
+        steps (`list[int]`): 0-based indices over the assistant turns.
+        categories (`list[str]`): One of `CATEGORIES` per step, parallel to `steps`.
+        reasons (`list[str]`): One line per step on why it is critical.
+        plan (`str`): The high-level plan the oracle wrote before choosing ("" for the baselines).
+        error (`str`, *optional*): Why no valid answer could be had (the lists are then empty).
     """
 
     steps: list[int] = field(default_factory=list)
@@ -51,6 +55,9 @@ class Oracle(Protocol):
     attribute; the annotator then records that ratio instead of the cap. An oracle that counts what
     it uses has a `usage` whose `progress_fields()` gives the few fields a progress bar shows
     (`{"tokens": "1,250", "cost": "$0.0123"}`); see `usage_fields`.
+
+    The built-in oracles subclass it (and inherit its documentation); any object with an `identity`
+    and an `annotate` of this signature is an oracle too.
     """
 
     @property
@@ -64,20 +71,37 @@ class Oracle(Protocol):
     ) -> list[Annotation]:
         """Annotate a batch of canonical `messages` lists, one `Annotation` each, in order.
 
-        `feedback[i]`, when given, is the validation error of this oracle's previous answer for
-        trajectory i; an oracle that can read it (an LLM) shows it so the retry can do better.
-        An oracle reports a failure it cannot recover from as `Annotation(error=...)`, not by raising.
         An oracle whose requests cost time or money also takes `on_answer: Callable[[int, Annotation],
         None]` and calls it as each answer arrives, so `CriticalStepAnnotator` stores it at once.
+
+        Args:
+            trajectories (`list[list[dict]]`): The trajectories (`atlas_hf.schema`), each with a step.
+            max_ratio (`float`): The most steps to choose, as a fraction of a trajectory's steps
+                (`max_selected_steps`); at least one.
+            feedback (`list[str | None]`, *optional*): Per trajectory, the validation error of this
+                oracle's previous answer; an oracle that can read it (an LLM) shows it so the retry
+                can do better.
+
+        Returns:
+            `list[Annotation]`: One per trajectory. A failure the oracle cannot recover from is
+            `Annotation(error=...)`, not an exception.
         """
         ...
 
 
 def validate_annotation(annotation: Annotation, num_steps: int, max_ratio: float) -> str | None:
-    """Why `annotation` is not a valid answer for a trajectory of `num_steps` steps, or None.
+    """Why `annotation` is not a valid answer for a trajectory, or None.
 
     Indices must be ints in range and unique, categories from `CATEGORIES`, the lists parallel,
     at least one step and at most `max_selected_steps(num_steps, max_ratio)`.
+
+    Args:
+        annotation (`Annotation`): The answer.
+        num_steps (`int`): The trajectory's number of steps.
+        max_ratio (`float`): The ratio cap the oracle was given.
+
+    Returns:
+        `str | None`: The first problem, worded to be shown to the oracle on a retry; None if valid.
     """
     from atlas_hf.selection import max_selected_steps
 

@@ -11,7 +11,7 @@ import random
 from typing import Any, Sequence
 
 from atlas_hf.errors import InvalidInputError
-from atlas_hf.oracles.base import Annotation
+from atlas_hf.oracles.base import Annotation, Oracle
 from atlas_hf.oracles.local_model import LocalModelMixin
 from atlas_hf.oracles.rendering import CLIP_MARKER, fit_turns, numbered_turns, plain_turn_text, role_label
 from atlas_hf.selection import max_selected_steps, row_seed
@@ -33,7 +33,7 @@ def _baseline(steps: Sequence[int], reasons: Sequence[str]) -> Annotation:
     )
 
 
-class AllStepsOracle:
+class AllStepsOracle(Oracle):
     """Every step (full-trajectory SFT). Ignores the ratio cap, so use it with `max_ratio=1.0`."""
 
     identity = "baseline:all-steps"
@@ -54,11 +54,14 @@ class AllStepsOracle:
         return out
 
 
-class RandomOracle:
+class RandomOracle(Oracle):
     """Random steps, as many as the cap allows; the same trajectory always gets the same steps.
 
     The draw is seeded by `row_seed(seed, messages)`, so it does not depend on the order of the
     rows, the batch size or the number of processes.
+
+    Args:
+        seed (`int`, defaults to `0`): The seed of every draw.
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -88,7 +91,7 @@ class RandomOracle:
         return out
 
 
-class PerplexityOracle(LocalModelMixin):
+class PerplexityOracle(LocalModelMixin, Oracle):
     """The steps with the highest perplexity under the base model, as many as the cap allows.
 
     A step's perplexity is exp of the mean negative log-likelihood of its text given the whole

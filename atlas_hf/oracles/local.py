@@ -25,7 +25,7 @@ import copy
 from typing import Any, Callable, Sequence
 
 from atlas_hf.errors import InvalidInputError
-from atlas_hf.oracles.base import CATEGORIES, Annotation
+from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle
 from atlas_hf.oracles.local_model import LocalModelMixin
 from atlas_hf.oracles.rendering import (
     CATEGORY_DEFINITIONS,
@@ -44,9 +44,17 @@ PROMPT_VERSION = "local-yes-no-v2"
 def packed_questions(questions: Sequence[list[int]], prefix_length: int, dtype: Any, device: Any) -> tuple[Any, ...]:
     """One row holding every question after a shared, cached prefix, and the mask that keeps them apart.
 
-    Returns `input_ids` and `position_ids` (each question starts at `prefix_length`), a 4D additive
-    attention mask in which each question token sees the prefix and the earlier tokens of its own
-    question only, and the index of each question's last token (where its answer is read).
+    Args:
+        questions (`list[list[int]]`): Each question's token ids.
+        prefix_length (`int`): Tokens of the cached prefix the questions follow.
+        dtype (`torch.dtype`): The model's dtype, for the additive mask.
+        device (`torch.device`): Where the tensors go.
+
+    Returns:
+        `tuple[torch.Tensor, ...]`: `input_ids` and `position_ids` (each question starts at
+        `prefix_length`), a 4D additive attention mask in which each question token sees the prefix
+        and the earlier tokens of its own question only, and the index of each question's last token
+        (where its answer is read).
     """
     import torch
 
@@ -62,7 +70,7 @@ def packed_questions(questions: Sequence[list[int]], prefix_length: int, dtype: 
     return ids, positions[None].to(device), mask[None, None].to(device), last.to(device)
 
 
-class LocalOracle(LocalModelMixin):
+class LocalOracle(LocalModelMixin, Oracle):
     """Any local `transformers` causal LM as the judge, offline, scoring yes/no per step and category.
 
     Args:

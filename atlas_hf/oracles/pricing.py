@@ -12,7 +12,12 @@ BATCH_DISCOUNT = 0.5  # Message Batches cost half of every token price
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """List prices of one model, in USD per million tokens."""
+    """List prices of one model, in USD per million tokens.
+
+    Attributes:
+        input_per_mtok (`float`): Uncached input tokens.
+        output_per_mtok (`float`): Output tokens.
+    """
 
     input_per_mtok: float
     output_per_mtok: float
@@ -39,7 +44,15 @@ def price_for(model: str) -> ModelPrice | None:
 
 @dataclass
 class OracleUsage:
-    """Tokens and requests an oracle has used so far, and what they cost at list price."""
+    """Tokens and requests an oracle has used so far, and what they cost at list price.
+
+    Attributes:
+        price (`ModelPrice`): The model's list price.
+        input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens (`int`): Tokens
+            as the API reports them.
+        requests (`int`): Answered requests; `batch_requests` of them through Message Batches.
+        failed_requests (`int`): Requests that failed after the SDK's retries.
+    """
 
     price: ModelPrice
     input_tokens: int = 0
@@ -52,7 +65,12 @@ class OracleUsage:
     _cost_usd: float = field(default=0.0, repr=False)
 
     def add(self, usage: Any, batch: bool = False) -> None:
-        """Count one answered request's `usage` (an `anthropic.types.Usage`)."""
+        """Count one answered request.
+
+        Args:
+            usage (`anthropic.types.Usage`): The response's usage.
+            batch (`bool`, defaults to `False`): It came through Message Batches (half price).
+        """
         inp = usage.input_tokens or 0
         out = usage.output_tokens or 0
         write = getattr(usage, "cache_creation_input_tokens", None) or 0
@@ -92,7 +110,17 @@ def request_cost_usd(
     price: ModelPrice, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0,
     batch: bool = False,
 ) -> float:
-    """The list price of one request's tokens, in USD."""
+    """The list price of one request's tokens.
+
+    Args:
+        price (`ModelPrice`): The model's list price.
+        input_tokens, output_tokens (`int`): Uncached input and output tokens.
+        cache_write, cache_read (`int`): Input tokens written to and read from the prompt cache.
+        batch (`bool`, defaults to `False`): Through Message Batches (half price).
+
+    Returns:
+        `float`: USD.
+    """
     units = (
         input_tokens * price.input_per_mtok
         + cache_write * price.input_per_mtok * CACHE_WRITE_MULTIPLIER
@@ -104,7 +132,16 @@ def request_cost_usd(
 
 @dataclass
 class CostEstimate:
-    """A dry run's estimate for annotating some trajectories (no tokens generated)."""
+    """A dry run's estimate for annotating some trajectories (no tokens generated).
+
+    Attributes:
+        trajectories (`int`): Trajectories counted.
+        input_tokens (`int`): Input tokens of all their requests.
+        prefix_tokens (`int`): The cacheable prefix (system prompt and tool) of one request.
+        assumed_output_tokens (`int`): Output tokens assumed for all of them.
+        cost_usd (`float`): With prompt caching; `cost_usd_without_caching` without it;
+            `cost_usd_batches` through Message Batches.
+    """
 
     trajectories: int
     input_tokens: int

@@ -135,6 +135,13 @@ def render_trajectory_for_oracle(
     Assistant turns become "### Step i" blocks (text, then one `Tool call:` line per tool call);
     system, user and tool turns become observation blocks, clipped in the middle beyond
     `max_chars_per_observation` characters (0 disables clipping). No turn is ever dropped.
+
+    Args:
+        messages (`list[dict]`): The trajectory.
+        max_chars_per_observation (`int`, defaults to `2000`): The longest observation kept whole.
+
+    Returns:
+        `str`: The blocks, separated by blank lines.
     """
     blocks: list[str] = []
     for step, message in numbered_turns(messages):
@@ -162,7 +169,17 @@ def build_user_message(
     feedback: str | None = None,
     max_chars_per_observation: int = DEFAULT_MAX_CHARS_PER_OBSERVATION,
 ) -> str:
-    """The per-trajectory user message: the rendered trajectory, the cap, and any feedback."""
+    """The per-trajectory user message: the rendered trajectory, the cap, and any feedback.
+
+    Args:
+        messages (`list[dict]`): The trajectory.
+        max_ratio (`float`): The ratio cap, stated as a number of steps.
+        feedback (`str`, *optional*): Why the previous answer was rejected.
+        max_chars_per_observation (`int`, defaults to `2000`): The longest observation kept whole.
+
+    Returns:
+        `str`: The message text.
+    """
     n = num_steps(messages)
     cap = max_selected_steps(n, max_ratio)
     text = (

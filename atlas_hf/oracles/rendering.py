@@ -135,8 +135,16 @@ def plain_turn_text(message: Mapping[str, Any]) -> str:
 
 
 def clip_text_middle(text: str, max_chars: int) -> str:
-    """`text` itself if it fits in `max_chars` (or `max_chars` <= 0), else its head and tail around a
-    marker that says how many characters were cut."""
+    """`text` cut in the middle to fit `max_chars`.
+
+    Args:
+        text (`str`): The text.
+        max_chars (`int`): The most characters kept; 0 or less keeps everything.
+
+    Returns:
+        `str`: `text` itself if it fits, else its head and tail around a marker that says how many
+        characters were cut.
+    """
     if max_chars <= 0 or len(text) <= max_chars:
         return text
     head = max_chars // 2
@@ -150,7 +158,16 @@ CLIP_MARKER = " [...] "
 
 
 def clip_ids_middle(ids: list[int], cap: int, marker: list[int]) -> list[int]:
-    """`ids` cut to at most `cap` tokens by removing the middle (where `marker` goes)."""
+    """`ids` cut to at most `cap` tokens by removing the middle.
+
+    Args:
+        ids (`list[int]`): The tokens.
+        cap (`int`): The most tokens kept.
+        marker (`list[int]`): Put where the middle was (when there is room for it and a head and tail).
+
+    Returns:
+        `list[int]`: `ids` itself if it fits, else the head, the marker and the tail.
+    """
     if len(ids) <= cap:
         return ids
     keep = cap - len(marker)

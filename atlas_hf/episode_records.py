@@ -1,0 +1,127 @@
+"""The episodes file of an evaluation: one JSON line per finished episode, read back to resume.
+
+`evaluate_agent` appends each episode as it ends (flushed), so a killed run loses only the
+episodes in flight; a re-run reads the file, plays only the (environment, seed) pairs missing
+from it, and rewrites it sorted, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from atlas_hf.errors import InvalidInputError
+
+
+def episodes_to_play(
+    names: Sequence[str], episodes: int, seed: int, max_turns: int, records_path: str | Path | None
+) -> tuple[list[tuple[str, int]], list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
+    """What an evaluation asks for, and what its records file already holds.
+
+    Args:
+        names (`list[str]`): The environments.
+        episodes (`int`): Episodes per environment, from `seed` on.
+        seed (`int`): The first environment seed.
+        max_turns (`int`): The evaluation's turn limit (a file played with another is refused).
+        records_path (`str` or `Path`, *optional*): The records file; None when not resuming.
+
+    Returns:
+        `tuple`: `(wanted, kept, done)`: the (env, seed) pairs asked for, in order; the records the
+        file holds; and those records by (env, seed).
+
+    Raises:
+        `InvalidInputError`: `episodes` or `max_turns` is not positive, or the file holds episodes
+            played with another `max_turns`.
+    """
+    for value, what in ((episodes, "episodes"), (max_turns, "max_turns")):
+        if value <= 0:
+            raise InvalidInputError(f"{what} must be positive, got {value!r}.")
+    wanted = [(name, seed + i) for name in names for i in range(episodes)]
+    kept = resumable_records(records_path, max_turns) if records_path is not None else []
+    return wanted, kept, {(r["env"], int(r["seed"])): r for r in kept}
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The episode records of a JSONL file written by `evaluate_agent` ([] if it does not exist).
+
+    A last line cut short (the process was killed while writing it) is dropped: that episode is
+    played again on resume.
+
+    Raises:
+        `ValueError`: A line other than the last is not a JSON record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise InvalidInputError(f"{path}: line {number} is not a JSON episode record; remove the file or fix the line.") from None
+    return records
+
+
+def resumable_records(path: str | Path, max_turns: int) -> list[dict[str, Any]]:
+    """The records of `path` (see `read_records`), refused if they were played with another `max_turns`.
+
+    Args:
+        path (`str` or `Path`): The records file.
+        max_turns (`int`): The evaluation's turn limit.
+
+    Returns:
+        `list[dict]`: The records.
+
+    Raises:
+        `InvalidInputError`: A record was played with another `max_turns`.
+    """
+    records = read_records(path)
+    other = sorted({r["max_turns"] for r in records if r.get("max_turns", max_turns) != max_turns})
+    if other:
+        raise InvalidInputError(
+            f"{path} holds episodes played with max_turns={other[0]}, not {max_turns}: pass another "
+            "records_path, or resume=False to play every episode again."
+        )
+    return records
+
+
+def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Replace `path` with `records` atomically (a kill leaves the old file or the new one).
+
+    Args:
+        path (`Path`): The file.
+        records (`list[dict]`): One JSON line each.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+
+
+class RecordSink:
+    """Appends each finished episode to the records file at once (flushed), after the kept ones.
+
+    Args:
+        path (`str` or `Path`): The records file (rewritten with `kept` first, which drops a line cut short).
+        kept (`list[dict]`): The records to keep.
+    """
+
+    def __init__(self, path: str | Path, kept: Sequence[dict[str, Any]]) -> None:
+        write_jsonl(Path(path), kept)
+        self._file = Path(path).open("a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one finished episode's record, flushed."""
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
