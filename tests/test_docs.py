@@ -58,3 +58,35 @@ def test_evaluation_page_environment_block_runs_as_pasted():
     assert namespace["first"].startswith("You act in a grid world. Mission: ")
     result = namespace["result"]
     assert not result.info["invalid_action"] and not result.done and result.observation.startswith("You did: turn left.")
+
+
+def test_every_name_the_api_page_lists_imports():
+    """The first column of every table in docs/api.md names things that exist: from `atlas_hf`, from the
+    module the row names (`atlas_hf.training`), or Python's built-in exceptions they derive from."""
+    import builtins
+    import importlib
+
+    import atlas_hf
+
+    def found(name: str, modules: list[str]) -> bool:
+        for module in modules:
+            while module:
+                try:
+                    if hasattr(importlib.import_module(module), name):
+                        return True
+                except ModuleNotFoundError:
+                    pass
+                module = module.rpartition(".")[0]
+        return hasattr(atlas_hf, name) or hasattr(builtins, name)
+
+    rows = [line for line in (DOCS / "api.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| name", "|---"))]
+    assert len(rows) > 40
+    missing = []
+    for row in rows:
+        first = row.split(" | ")[0]
+        modules = re.findall(r"atlas_hf(?:\.\w+)+", first)
+        for name in set(re.findall(r"(?<![\w.])([A-Za-z_]\w*)\(", first) + re.findall(r"`([A-Za-z_]\w*)`", first)):
+            if not found(name, modules):
+                missing.append(f"{name} ({first.strip()[:60]})")
+    assert missing == []
