@@ -43,6 +43,7 @@ from atlas_hf.schema import (
     CRITICAL_REASONS,
     CRITICAL_STEPS,
     ERROR,
+    MESSAGES,
     ORACLE,
     oracle_column_value,
     check_messages,
@@ -158,7 +159,7 @@ class CriticalStepAnnotator:
         max_ratio: float = DEFAULT_MAX_RATIO,
         cache_dir: str | os.PathLike[str] | None = None,
         strict: bool = False,
-        messages_field: str = "messages",
+        messages_field: str = MESSAGES,
         progress: bool = True,
     ) -> None:
         if not isinstance(oracle, Oracle):

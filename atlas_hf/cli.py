@@ -49,6 +49,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     from atlas_hf.annotate import annotate_dataset
     from atlas_hf.annotation_stats import annotation_statistics, format_annotation_statistics
     from atlas_hf.oracles.registry import build_oracle
+    from atlas_hf.schema import MESSAGES
     from atlas_hf.loading import load_rows
 
     misuse = (
@@ -71,7 +72,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
             client[option] = getattr(args, flag)
     oracle = build_oracle(args.oracle, model=args.model, seed=args.seed, **client)
     if args.dry_run:
-        print(oracle.estimate_cost(list(dataset["messages"]), args.max_ratio))
+        print(oracle.estimate_cost(list(dataset[MESSAGES]), args.max_ratio))
         return 0
     # Message Batches: the whole dataset in one map batch, so every request is submitted before any wait.
     batch_size = args.batch_size if args.batch_size is not None else (None if args.use_batches else 64)

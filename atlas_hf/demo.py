@@ -12,6 +12,7 @@ import os
 import warnings
 from typing import Any
 
+from atlas_hf.schema import MESSAGES
 from atlas_hf.selection import DEFAULT_MAX_RATIO
 from atlas_hf.training import default_training_config, train
 
@@ -35,7 +36,7 @@ def trajectory_tokens(tokenizer: Any, dataset: Any) -> int:
     return sum(
         len(tokenizer.apply_chat_template(prepare_messages(tokenizer, messages), tools=parse_tools(t),
                                           tokenize=True, return_dict=False))
-        for messages, t in zip(dataset["messages"], tools)
+        for messages, t in zip(dataset[MESSAGES], tools)
     )
 
 

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
 from atlas_hf.errors import InvalidInputError, TrajectoryError
-from atlas_hf.schema import ORACLE
+from atlas_hf.schema import MESSAGES, ORACLE
 from atlas_hf.selection import LabellingOptions
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, truncate_labelled
 
@@ -117,7 +117,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
             **map_kwargs,
         )
     else:
-        if "messages" not in columns:
+        if MESSAGES not in columns:
             raise InvalidInputError(
                 f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                 "atlas_hf.normalize_trajectories and annotate it with critical steps first."
@@ -197,7 +197,7 @@ def _label_stream(dataset: IterableDataset, tokenizer: Any, args: AtlasSFTConfig
             raise InvalidInputError(f"The {name} dataset has 'input_ids' but no 'labels'. Pass raw rows ('messages' + "
                              "'critical_steps') or rows tokenized by atlas_hf.CriticalStepLabeller.")
         label: Any = _TruncateTokenized(args.max_length, args.truncation_side)
-    elif "messages" not in columns:
+    elif MESSAGES not in columns:
         raise InvalidInputError(f"The {name} dataset has no 'messages' column (columns: {columns}). Normalize it with "
                          "atlas_hf.normalize_trajectories and annotate it with critical steps first.")
     else:

@@ -13,21 +13,20 @@ from importlib import resources
 
 from datasets import Dataset, Features, Json, List, Value
 
+from atlas_hf.schema import CRITICAL_CATEGORIES, CRITICAL_REASONS, CRITICAL_STEPS, MESSAGES, PLAN, column_features
+
 SAMPLE_FILE = "sample_trajectories.jsonl"
 
 SAMPLE_FEATURES = Features(
     {
         "task_type": Value("string"),
-        "messages": List(Json()),
         "tools": List(Json()),
-        "critical_steps": List(Value("int64")),
-        "critical_categories": List(Value("string")),
-        "critical_reasons": List(Value("string")),
-        "atlas_plan": Value("string"),
+        **{name: column_features()[name] for name in (MESSAGES, CRITICAL_STEPS, CRITICAL_CATEGORIES, CRITICAL_REASONS,
+                                                      PLAN)},
     }
 )
-"""The sample's columns. `messages` and `tools` are `List(Json())`: each turn and tool schema
-keeps exactly its own keys (no None-filled keys from Arrow struct unification)."""
+"""The sample's columns: the schema's (`column_features`), the task type, and `tools` as `List(Json())`
+(each tool schema keeps exactly its own keys)."""
 
 
 def load_sample() -> Dataset:

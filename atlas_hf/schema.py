@@ -35,6 +35,29 @@ ORACLE = "atlas_oracle"
 ANNOTATION_COLUMNS: tuple[str, ...] = (CRITICAL_STEPS, CRITICAL_CATEGORIES, CRITICAL_REASONS, PLAN, ERROR, ORACLE)
 """The columns an annotation run writes (and replaces when a dataset is annotated again)."""
 
+
+def column_features() -> Any:
+    """The `datasets.Features` of the columns between the stages.
+
+    `messages` is `List(Json())`, so each turn keeps exactly its own keys (a struct column would give
+    every turn every key seen in the dataset, filled with None); the annotation columns are lists of
+    int64 or strings, and strings.
+
+    Returns:
+        `datasets.Features`: Keyed by `MESSAGES` and `ANNOTATION_COLUMNS`.
+    """
+    from datasets import Features, Json, List, Value
+
+    return Features({
+        MESSAGES: List(Json()),
+        CRITICAL_STEPS: List(Value("int64")),
+        CRITICAL_CATEGORIES: List(Value("string")),
+        CRITICAL_REASONS: List(Value("string")),
+        PLAN: Value("string"),
+        ERROR: Value("string"),
+        ORACLE: Value("string"),
+    })
+
 _MAX_RATIO_SUFFIX = re.compile(r"/max_ratio=([0-9.eE+-]+)$")
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from atlas_hf.chat_template import chat_template_of, end_of_turn_text, parse_tools, prepare_messages, render_chat
 from atlas_hf.errors import InvalidInputError, TemplateError
-from atlas_hf.schema import CRITICAL_STEPS, ORACLE, assistant_indices, check_critical_steps, check_messages, num_steps
+from atlas_hf.schema import CRITICAL_STEPS, MESSAGES, ORACLE, assistant_indices, check_critical_steps, check_messages, num_steps
 from atlas_hf.selection import LabellingOptions, StepSelection, TruncationSide, row_seed, select_steps
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class CriticalStepLabeller:
             `ValueError`: `critical_steps` is missing and the step selection needs it.
             `TemplateError`: The chat template cannot render the row.
         """
-        messages = check_messages(row.get("messages"), index)
+        messages = check_messages(row.get(MESSAGES), index)
         critical = row.get(CRITICAL_STEPS)
         if critical is None and self.options.step_selection in ("critical", "non_critical"):
             raise InvalidInputError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "

@@ -22,7 +22,15 @@ from datasets import Dataset, Features, Json, List, Value
 
 from atlas_hf.chat_reader import DEFAULT_ROLE_MAP, ChatReader
 from atlas_hf.errors import InvalidInputError, TrajectoryError
-from atlas_hf.schema import CANONICAL_ROLES, CRITICAL_STEPS, MESSAGES, check_critical_steps, check_encodable, num_steps
+from atlas_hf.schema import (
+    CANONICAL_ROLES,
+    CRITICAL_STEPS,
+    MESSAGES,
+    check_critical_steps,
+    check_encodable,
+    column_features,
+    num_steps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -206,11 +214,11 @@ def normalize_trajectories_with_report(
             raise
     reader = _resolve(dataset, schema, messages_field, role_field, content_field, role_map, loss_field)
     features = Features({k: v for k, v in dataset.features.items() if k != reader.messages_field})
-    features[MESSAGES] = List(Json())
+    features[MESSAGES] = column_features()[MESSAGES]
     if reader.loss_field is not None:
         if CRITICAL_STEPS in features:
             logger.warning("Replacing `critical_steps` with the steps flagged by `%s`.", reader.loss_field)
-        features[CRITICAL_STEPS] = List(Value("int64"))
+        features[CRITICAL_STEPS] = column_features()[CRITICAL_STEPS]
     skip = on_error == "skip"
     if skip:
         features[_ERROR_COLUMN] = Value("string")

@@ -18,6 +18,7 @@ from typing import Any
 
 from atlas_hf.envs.base import StepResult, TextEnv, list_envs, make_env, register_env
 from atlas_hf.errors import InvalidInputError
+from atlas_hf.schema import MESSAGES
 
 __all__ = ["StepResult", "TextEnv", "expert_trajectories", "list_envs", "make_env", "register_env"]
 
@@ -73,7 +74,7 @@ def expert_trajectories(env_name: str, episodes: int, seed: int = 0, max_turns: 
 
     rows = [expert_episode(level, seed + i, max_turns=max_turns) for i in range(episodes)]
     message = {"role": Value("string"), "content": Value("string")}
-    features = Features({"messages": [message], "env": Value("string"), "seed": Value("int64"),
+    features = Features({MESSAGES: [message], "env": Value("string"), "seed": Value("int64"),
                          "success": Value("bool"), "reward": Value("float64"), "turns": Value("int64")})
     solved = [row for row in rows if row["success"]]
     return Dataset.from_dict({name: [row[name] for row in solved] for name in features}, features=features)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from atlas_hf.envs.babyai import OBJECT_TYPES, PRIMITIVE_ACTIONS, BabyAITextEnv
+from atlas_hf.schema import MESSAGES
 
 
 def _describe(desc: Any, with_location: bool = False) -> str:
@@ -163,5 +164,5 @@ def expert_episode(level: str, seed: int, max_turns: int = 64) -> dict[str, Any]
         if result.done:
             break
         messages.append({"role": "user", "content": result.observation})
-    return {"messages": messages, "env": env.name, "seed": int(seed), "success": bool(success),
+    return {MESSAGES: messages, "env": env.name, "seed": int(seed), "success": bool(success),
             "reward": float(reward), "turns": (len(messages)) // 2}
