@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "select_steps": "atlas_hf.selection",
     "LabellingOptions": "atlas_hf.selection",
     "max_selected_steps": "atlas_hf.selection",
+    "DEFAULT_MAX_RATIO": "atlas_hf.selection",
     # steps -> token labels, with the model's own chat template
     "CriticalStepLabeller": "atlas_hf.tokenization",
     "CriticalStepTokenizer": "atlas_hf.tokenization",  # deprecated name of CriticalStepLabeller
@@ -123,7 +124,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.oracles.registry import build_oracle, list_oracles, register_oracle
     from atlas_hf.policy import TransformersPolicy
     from atlas_hf.sample import load_sample
-    from atlas_hf.selection import LabellingOptions, max_selected_steps, select_steps
+    from atlas_hf.selection import DEFAULT_MAX_RATIO, LabellingOptions, max_selected_steps, select_steps
     from atlas_hf.tokenization import CriticalStepLabeller, CriticalStepTokenizer, label_trajectory
     from atlas_hf.trainer import AtlasSFTTrainer
     from atlas_hf.trajectory import (
