@@ -53,7 +53,8 @@ CITATION = """@inproceedings{chen2025atlas,
 
 _TEMPLATES = resources.files("atlas_hf") / "templates"
 _SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
-_IDENTITY_FIELD = re.compile(r"(?:^|[/:])(model|prompt)=([^/\s,:]+)")
+_IDENTITY_FIELD = re.compile(r"(?:^|[/:])(model|prompt)=(\S+?)(?=[/:]\w+=|,|\s|$)")
+"""`model=...` and `prompt=...` in an oracle identity, up to the next `:key=` or `/key=` (model ids hold `/`)."""
 
 _HOW_MADE = (  # identity prefix -> how the steps were chosen; an LLM oracle is the default
     ("baseline:random", "A **random baseline**: each trajectory's steps were drawn at random (seeded), as many as "
@@ -133,7 +134,7 @@ def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
         prompt_version (`str`, *optional*): The prompt version, if not recorded elsewhere.
         max_ratio (`float`, *optional*): The ratio cap, if not recorded in the `atlas_oracle` values.
         column_oracles (`Mapping[str, int]`): The `atlas_oracle` values of the rows and their counts
-            (e.g. `local:local-yes-no-v2:.../max_ratio=0.3`: they name the model, prompt and cap).
+            (e.g. `local:prompt=local-yes-no-v2:model=.../max_ratio=0.3`: they name the model, prompt and cap).
 
     Returns:
         `tuple[dict[str, str], str]`: The table (oracle, model, prompt version, cap; "not recorded"

@@ -449,3 +449,25 @@ def test_successful_publish_leaves_no_token_anywhere(hub: HubStandIn, dataset: D
         for commit in repo.commits.values():
             for path, stored in commit.files.items():
                 assert TOKEN.encode() not in stored.content, (repo_id, path)
+
+
+def test_the_card_reads_each_oracles_model_prompt_and_cap_from_the_column():
+    """What a card says of an annotation read back from the `atlas_oracle` column alone (as when a
+    dataset is published from a file), for every kind of oracle that names a model and a prompt."""
+    from atlas_hf import AnthropicOracle, LocalOracle, PerplexityOracle
+    from atlas_hf.cards import provenance
+    from atlas_hf.oracles.baselines import PERPLEXITY_LAYOUT
+    from atlas_hf.oracles.local import PROMPT_VERSION as LOCAL_PROMPT
+    from atlas_hf.oracles.prompt import PROMPT_VERSION as CLAUDE_PROMPT
+    from atlas_hf.schema import oracle_column_value
+
+    cases = [
+        (AnthropicOracle(api_key="sk-ant-test-000000000000000000000000", model="claude-haiku-4-5"),
+         "claude-haiku-4-5", CLAUDE_PROMPT),
+        (LocalOracle(), "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_PROMPT),
+        (PerplexityOracle(), "HuggingFaceTB/SmolLM2-135M-Instruct", PERPLEXITY_LAYOUT),
+    ]
+    for oracle, model, prompt in cases:
+        table, _ = provenance(None, None, None, {oracle_column_value(oracle.identity, 0.25): 7})
+        assert table["Oracle model"] == model and table["Prompt version"] == prompt, table
+        assert table["Ratio cap"].startswith("25%") and "max_ratio" not in table["Oracle"]

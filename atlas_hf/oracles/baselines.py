@@ -124,8 +124,8 @@ class PerplexityOracle(LocalModelMixin, Oracle):
 
     @property
     def identity(self) -> str:
-        """`baseline:perplexity:<layout>:<model>:max_length=<n>`."""
-        return f"baseline:perplexity:{PERPLEXITY_LAYOUT}:{self.model_name}:max_length={self.max_length}"
+        """`baseline:perplexity:prompt=<layout>:model=<model>:max_length=<n>`."""
+        return f"baseline:perplexity:prompt={PERPLEXITY_LAYOUT}:model={self.model_name}:max_length={self.max_length}"
 
     def annotate(
         self,

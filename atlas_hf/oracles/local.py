@@ -107,7 +107,7 @@ class LocalOracle(LocalModelMixin, Oracle):
     def identity(self) -> str:
         """Oracle kind, prompt version, judge model and the settings that change its answers."""
         settings = f"threshold={self.threshold}:max_length={self.max_length}"
-        return f"local:{PROMPT_VERSION}:{self.model_name}:{settings}"
+        return f"local:prompt={PROMPT_VERSION}:model={self.model_name}:{settings}"
 
     def annotate(
         self,
