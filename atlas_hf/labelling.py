@@ -53,8 +53,8 @@ class LabelStats:
         total_tokens (`int`): Tokens fed forward in the kept rows.
         truncated_steps (`int`): Selected steps that lost labelled tokens to `max_length`.
         selection_ratios (`tuple[float, ...]`): The ratios `"random"` and `"non_critical"` selected at
-            (one per recorded cap when the config leaves `selection_ratio` to the annotation); empty for
-            the other selections and for tokenized rows.
+            (one per recorded cap when the config leaves `selection_ratio` to the annotation; for a
+            stream, those of the rows read so far); empty for the other selections and tokenized rows.
     """
 
     rows: int = 0
@@ -182,6 +182,10 @@ class _CountingLabels:
             else:
                 self.stats.skipped_rows += 1
         self.stats.truncated_steps += sum(out.get("num_truncated_steps", []))
+        options = getattr(self.label, "options", None)
+        if options is not None and options.step_selection in ("random", "non_critical"):
+            used = {options.ratio_for(value) for value in batch.get(ORACLE) or [None]}
+            self.stats.selection_ratios = tuple(sorted(used.union(self.stats.selection_ratios)))
         return out
 
 

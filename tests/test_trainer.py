@@ -311,3 +311,9 @@ def test_the_baselines_select_at_the_cap_the_annotation_recorded(tmp_path, smol_
         counts = [len(labelled_spans(row["labels"])) for row in trainer.train_dataset]
         assert counts == expected_counts, (given, counts, expected_counts)
         assert trainer.atlas_summary()["selection_ratio"] == expected_ratio
+        # a stream labels the same rows, and reports the ratio it used once its rows are read
+        from atlas_hf.labelling import label_dataset
+
+        stream, stats = label_dataset(annotated.to_iterable_dataset(), smol_tokenizer, trainer.args)
+        assert [len(labelled_spans(row["labels"])) for row in stream] == expected_counts
+        assert stats.selection_ratios == (expected_ratio,)
