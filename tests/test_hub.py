@@ -462,7 +462,7 @@ def test_the_card_reads_each_oracles_model_prompt_and_cap_from_the_column():
     from atlas_hf.schema import oracle_column_value
 
     cases = [
-        (AnthropicOracle(api_key="sk-ant-test-000000000000000000000000", model="claude-haiku-4-5"),
+        (AnthropicOracle(api_key="test-key", model="claude-haiku-4-5"),
          "claude-haiku-4-5", CLAUDE_PROMPT),
         (LocalOracle(), "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_PROMPT),
         (PerplexityOracle(), "HuggingFaceTB/SmolLM2-135M-Instruct", PERPLEXITY_LAYOUT),
