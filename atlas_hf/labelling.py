@@ -124,9 +124,7 @@ def label_dataset(dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: 
             )
         options = LabellingOptions.from_config(args)
         labeller = CriticalStepLabeller.from_options(tokenizer, options)
-        if options.step_selection in ("random", "non_critical"):
-            recorded = dataset.unique(ORACLE) if ORACLE in columns else [None]
-            ratios = tuple(sorted({options.ratio_for(value) for value in recorded}))
+        ratios = options.ratios_used(dataset.unique(ORACLE) if ORACLE in columns else [None])
         labelled = dataset.map(
             labeller,
             with_indices=True,
@@ -182,10 +180,10 @@ class _CountingLabels:
             else:
                 self.stats.skipped_rows += 1
         self.stats.truncated_steps += sum(out.get("num_truncated_steps", []))
-        options = getattr(self.label, "options", None)
-        if options is not None and options.step_selection in ("random", "non_critical"):
-            used = {options.ratio_for(value) for value in batch.get(ORACLE) or [None]}
-            self.stats.selection_ratios = tuple(sorted(used.union(self.stats.selection_ratios)))
+        options = getattr(self.label, "options", None)  # a CriticalStepLabeller's (tokenized rows have none)
+        if options is not None:
+            used = options.ratios_used(batch.get(ORACLE) or [None])
+            self.stats.selection_ratios = tuple(sorted(set(used).union(self.stats.selection_ratios)))
         return out
 
 

@@ -200,18 +200,16 @@ def check_messages(messages: Any, row: Any = None) -> list[dict[str, Any]]:
         if not isinstance(turn, Mapping):
             raise TrajectoryError(row, where, f"expected a dict turn with `role` and `content`; got "
                                   f"{type(turn).__name__}.", _NORMALIZE)
-        message = {k: v for k, v in turn.items() if v is not None or k == "content"}
+        message = clean_message(turn)
         role = message.get("role")
         if role not in CANONICAL_ROLES:
             raise TrajectoryError(row, f"{where}.role", f"role {role!r}; expected one of {list(CANONICAL_ROLES)}.",
                                   "Normalize with atlas_hf.normalize_trajectories(role_map={...}).")
-        calls = message.get("tool_calls")
+        calls = turn.get("tool_calls")
         if calls is not None and (not isinstance(calls, (list, tuple)) or not all(isinstance(c, Mapping) for c in calls)):
             raise TrajectoryError(row, f"{where}.tool_calls", f"expected a list of tool calls (dicts); got {calls!r:.80}.",
                                   "Write OpenAI tool calls: [{'type': 'function', 'function': {'name': ..., "
                                   "'arguments': ...}}].")
-        if not calls:
-            message.pop("tool_calls", None)
         content = message.get("content")
         if isinstance(content, (list, tuple)):
             content = message["content"] = text_of_parts(content, row, f"{where}.content")

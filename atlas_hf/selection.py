@@ -7,7 +7,7 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Iterable, Literal, Sequence, get_args
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.schema import parse_oracle_column
@@ -17,6 +17,8 @@ DEFAULT_MAX_RATIO = 0.3
 
 StepSelection = Literal["critical", "all", "random", "non_critical"]
 STEP_SELECTIONS: tuple[str, ...] = get_args(StepSelection)
+RATIO_SELECTIONS: tuple[str, ...] = ("random", "non_critical")
+"""The selections that draw steps at random, at `selection_ratio`."""
 TruncationSide = Literal["left", "right"]
 
 
@@ -57,11 +59,23 @@ class LabellingOptions:
         if self.max_length is not None and self.max_length < 1:
             raise InvalidInputError(f"max_length must be positive or None, got {self.max_length!r}.")
 
+    @property
+    def draws_at_ratio(self) -> bool:
+        """Whether the selection draws steps at random at a ratio (`RATIO_SELECTIONS`)."""
+        return self.step_selection in RATIO_SELECTIONS
+
     def ratio_for(self, oracle_column: str | None) -> float:
         """The ratio `"random"` and `"non_critical"` select at, for a row with this `atlas_oracle` value."""
         if self.selection_ratio is not None:
             return self.selection_ratio
         return parse_oracle_column(oracle_column)[1] or DEFAULT_MAX_RATIO
+
+    def ratios_used(self, oracle_columns: Iterable[str | None]) -> tuple[float, ...]:
+        """The ratios rows with these `atlas_oracle` values are drawn at, sorted; () when the selection
+        draws nothing at a ratio (`"critical"`, `"all"`)."""
+        if not self.draws_at_ratio:
+            return ()
+        return tuple(sorted({self.ratio_for(value) for value in oracle_columns}))
 
     @classmethod
     def from_config(cls, args: Any) -> "LabellingOptions":

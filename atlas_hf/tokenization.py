@@ -313,7 +313,7 @@ class CriticalStepLabeller:
             `list[int]`: The selected step indices, sorted.
         """
         n = num_steps(messages)
-        if self.options.step_selection not in ("random", "non_critical"):
+        if not self.options.draws_at_ratio:
             return select_steps(n, critical_steps or [], self.options.step_selection)
         rng = random.Random(row_seed(self.options.selection_seed, messages))
         return select_steps(n, critical_steps or [], self.options.step_selection, self.options.ratio_for(oracle_column), rng)

@@ -32,6 +32,7 @@ from atlas_hf.config import AtlasSFTConfig
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.labelling import LabelStats, label_dataset
 from atlas_hf.lm_head import add_supervised_lm_head
+from atlas_hf.selection import RATIO_SELECTIONS
 from atlas_hf.tokenization import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ class AtlasSFTTrainer(SFTTrainer):
             ratio = stats.selection_ratios[0] if len(stats.selection_ratios) == 1 else list(stats.selection_ratios)
         return {
             "step_selection": self.args.step_selection,
-            "selection_ratio": ratio if self.args.step_selection in ("random", "non_critical") else None,
+            "selection_ratio": ratio if self.args.step_selection in RATIO_SELECTIONS else None,
             "epochs": self.state.epoch if self.state.epoch else self.args.num_train_epochs,
             "rows": stats.rows,
             "supervised_tokens": stats.supervised_tokens,
