@@ -254,7 +254,7 @@ class CriticalStepAnnotator:
         return self._columns([a for a in results if a is not None], oracle_column_value(identity, self.max_ratio))
 
     @staticmethod
-    def _columns(results: list[Annotation], identity: str) -> dict[str, Any]:
+    def _columns(results: list[Annotation], oracle_column: str) -> dict[str, Any]:
         """The output columns, typed so that `datasets` never infers a null type from one batch.
 
         `datasets` fixes a column's type from the first batch it writes: an all-None `atlas_error` or
@@ -271,7 +271,7 @@ class CriticalStepAnnotator:
         for name, dtype in typed:
             if not any(columns[name]):
                 columns[name] = np.zeros((len(results), 0), dtype=dtype)
-        columns[ORACLE] = [identity] * len(results)
+        columns[ORACLE] = [oracle_column] * len(results)
         return columns
 
     def _ask(
