@@ -484,3 +484,22 @@ def test_settings_live_in_a_config_without_the_key() -> None:
         AnthropicOracle(max_concurency=4)
     with pytest.raises(ValueError, match="max_concurrency must be at least 1"):
         AnthropicOracle(max_concurrency=0)
+
+
+PINNED_PROMPTS = {"atlas-selector-v1": "a32de82671323fa9461052e423474f3cdd5118876237ea220cb93a4e2a24ecb8"}
+"""sha256 of the system prompt, the answer tool and the user messages of the 13 sample trajectories, per
+prompt version (atlas-selector-v1 is 0.4.0's, byte for byte)."""
+
+
+def test_the_claude_prompt_is_pinned_to_its_version():
+    """Cached answers are keyed by PROMPT_VERSION: a prompt that changes without a new version would
+    serve answers given to another prompt. Change the prompt, bump the version, pin the new hash."""
+    import hashlib
+
+    from atlas_hf.oracles.prompt import ANSWER_TOOL, PROMPT_VERSION, SYSTEM_PROMPT, build_user_message
+    from atlas_hf.sample import load_sample
+
+    rows = [row["messages"] for row in load_sample()]
+    payload = SYSTEM_PROMPT + json.dumps(ANSWER_TOOL, sort_keys=True) + "".join(
+        build_user_message(m, 0.3, "fb" if i == 0 else None) for i, m in enumerate(rows))
+    assert hashlib.sha256(payload.encode()).hexdigest() == PINNED_PROMPTS.get(PROMPT_VERSION), PROMPT_VERSION

@@ -248,3 +248,33 @@ def test_claude_and_the_local_judges_read_the_same_steps_and_definitions(model: 
     for name, definition in CATEGORY_DEFINITIONS.items():
         assert f"- {name}: {definition.full}" in SYSTEM_PROMPT
         assert f"- {name}: {definition.brief}." in local
+
+
+PINNED_LOCAL_PROMPTS = {
+    "local-yes-no-v2": "1e50bbb23f23cefe95fd6c4ed5d8738c87ae5282f38cd849a31c30077fc321b2",
+    "plain-v2": "a364c28cddcaaee607352966d34a0d36b902f373df7d6a7bbfc37afb4faf15ed",
+}
+"""sha256 of the local judge's prefix and the perplexity baseline's text for the 13 sample trajectories
+(byte-level tokenizer, so the decoded ids are the text), per version."""
+
+
+def _local_prompt_hashes(model: Any, tokenizer: Any) -> dict[str, str]:
+    import hashlib
+
+    from atlas_hf.oracles.baselines import PERPLEXITY_LAYOUT
+    from atlas_hf.oracles.local import PROMPT_VERSION
+    from atlas_hf.sample import load_sample
+
+    rows = [row["messages"] for row in load_sample()]
+    judge, ppl = LocalOracle(model, tokenizer, max_length=8192), PerplexityOracle(model, tokenizer, max_length=8192)
+    judged = "".join(tokenizer.decode(judge._prefix_ids(m, budget_for_questions=0)) for m in rows)
+    scored = "".join(tokenizer.decode(ppl._encode_trajectory(m)[0]) for m in rows)
+    return {PROMPT_VERSION: hashlib.sha256(judged.encode()).hexdigest(),
+            PERPLEXITY_LAYOUT: hashlib.sha256(scored.encode()).hexdigest()}
+
+
+def test_the_local_prompts_are_pinned_to_their_versions(model: Any, tokenizer: Any) -> None:
+    """As for Claude's prompt: the local judge's text and the perplexity baseline's change only with a
+    new version in their identity (so in the cache key). Change one, bump it, pin the new hash."""
+    hashes = _local_prompt_hashes(model, tokenizer)
+    assert hashes == {version: PINNED_LOCAL_PROMPTS.get(version) for version in hashes}
