@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from atlas_hf.errors import TrajectoryError
-from atlas_hf.schema import clean_message, text_of_parts
+from atlas_hf.schema import canonical_tool_calls, clean_message, text_of_parts
 
 DEFAULT_ROLE_MAP: dict[str, str] = {
     "system": "system",
@@ -43,7 +43,8 @@ def parse_function_call(text: str, first_id: int) -> list[dict[str, Any]] | None
         first_id (`int`): The number of the first call's id (`call_<n>`), so ids stay unique in a chat.
 
     Returns:
-        `list[dict] | None`: The calls, arguments as JSON strings; None if the text is not a call.
+        `list[dict] | None`: The calls, as written (`canonical_tool_calls` parses JSON-string arguments); None
+        if the text is not a call.
     """
     try:
         parsed = json.loads(text)
@@ -55,8 +56,6 @@ def parse_function_call(text: str, first_id: int) -> list[dict[str, Any]] | None
     tool_calls = []
     for k, call in enumerate(calls):
         arguments = call.get("arguments", {})
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, ensure_ascii=False)
         tool_calls.append(
             {
                 "id": f"call_{first_id + k}",
@@ -117,6 +116,8 @@ class ChatReader:
                 f"{where}.tool_calls",
                 f"expected a list of tool calls (dicts) on an assistant turn; got {calls!r:.60} on a {role} turn.",
             )
+        if calls:
+            message["tool_calls"] = canonical_tool_calls(calls, row, f"{where}.tool_calls")
         if content is None and not (role == "assistant" and message.get("tool_calls")):
             raise TrajectoryError(
                 row,

@@ -35,6 +35,8 @@ class CriticalStepDataCollator:
         step_selection, selection_ratio, selection_seed: which steps carry loss (see `LabellingOptions`;
             `selection_ratio=None` reads the ratio cap each row's annotation recorded).
         truncation_side: which end of a row over `max_length` is cut.
+        fit_template: rewrite turns the chat template has no place for (see `prepare_messages`);
+            False raises instead.
     """
 
     def __init__(
@@ -48,13 +50,15 @@ class CriticalStepDataCollator:
         selection_ratio: float | None = None,
         selection_seed: int = 0,
         truncation_side: TruncationSide = "left",
+        fit_template: bool = True,
     ) -> None:
         if padding_side not in ("right", "left"):
             raise InvalidInputError(f"padding_side must be 'right' or 'left', got {padding_side!r}.")
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_token_id is None:
             raise InvalidInputError("The tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token.")
-        self.options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
+        self.options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length,
+                                        fit_template)
         self.tokenizer = tokenizer
         self.pad_token_id = int(pad_token_id)
         self.max_length = max_length

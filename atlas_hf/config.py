@@ -39,6 +39,11 @@ class AtlasSFTConfig(SFTConfig):
             (`"right"`). The selected steps that lose labelled tokens are counted and logged. It replaces
             TRL's `truncation_mode`, whose default (`"keep_start"`) is not applied: `"keep_end"` is the
             same as `"left"`, and `truncation_mode="keep_end"` with `truncation_side="right"` is refused.
+        fit_template (`bool`, *optional*, defaults to `True`):
+            Where the chat template has no system role, no tool role or drops `tool_calls`, rewrite those
+            turns to fit (the system prompt folded into the first user turn, tool results as user turns,
+            calls written as text), as a user of that model would by hand; each kind is logged once and
+            counted. `False` raises an error naming the row instead.
         skip_unsupervised_rows (`bool`, *optional*, defaults to `True`):
             Drop rows with no supervised token (nothing selected, or everything truncated away): they
             would cost a forward and backward pass for a zero loss. Their number is logged.
@@ -71,6 +76,11 @@ class AtlasSFTConfig(SFTConfig):
     truncation_side: str = field(
         default="left",
         metadata={"help": "Which end of a row over `max_length` is cut.", "choices": ["left", "right"]},
+    )
+    fit_template: bool = field(
+        default=True,
+        metadata={"help": "Rewrite turns the chat template has no place for (system prompt, tool results, tool "
+                  "calls) instead of raising."},
     )
     skip_unsupervised_rows: bool = field(
         default=True, metadata={"help": "Drop rows with no supervised token (counted and logged)."}

@@ -18,6 +18,8 @@ Every stage reads and writes `datasets` rows with these columns:
 
 from __future__ import annotations
 
+import json
+
 import numbers
 import re
 from typing import Any, Mapping, Sequence
@@ -171,6 +173,59 @@ def text_of_parts(parts: Sequence[Any], row: Any, field: str) -> str:
     return "".join(texts)
 
 
+_CALLS_FIX = "Write OpenAI tool calls: [{'type': 'function', 'function': {'name': ..., 'arguments': {...}}}]."
+
+
+def canonical_tool_calls(calls: Any, row: Any = None, field: str = "tool_calls") -> list[dict[str, Any]]:
+    """A turn's tool calls in the convention of transformers' chat templates.
+
+    Each call becomes `{"type": "function", "function": {"name", "arguments"}}` (its `id` kept) with
+    `arguments` a mapping: OpenAI's JSON strings are parsed, an empty or null string reads as `{}`,
+    and flat `{"name", "arguments"}` calls are nested under `function`.
+
+    Args:
+        calls (`list[dict]`): The turn's `tool_calls`.
+        row (`int` or `str`, *optional*): The row, for the error message.
+        field (`str`): Where the calls are (e.g. `messages[2].tool_calls`), for the error message.
+
+    Returns:
+        `list[dict]`: New calls; the input is not changed.
+
+    Raises:
+        `TrajectoryError`: Not a list of dicts, a call without a string `name`, or `arguments` that are
+            not a JSON object (invalid JSON is named with the position of the error).
+    """
+    if not isinstance(calls, (list, tuple)) or not all(isinstance(c, Mapping) for c in calls):
+        raise TrajectoryError(row, field, f"expected a list of tool calls (dicts); got {calls!r:.80}.", _CALLS_FIX)
+    out = []
+    for k, call in enumerate(calls):
+        nested = isinstance(call.get("function"), Mapping)
+        function = call["function"] if nested else call
+        where = f"{field}[{k}]" + (".function" if nested else "")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise TrajectoryError(row, f"{where}.name", f"a tool call needs a string name; got {name!r:.60}.", _CALLS_FIX)
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as error:
+                raise TrajectoryError(row, f"{where}.arguments", f"invalid JSON ({error.msg} at character "
+                                      f"{error.pos}): {arguments!r:.80}.",
+                                      "Write the arguments as a JSON object (or a dict).") from None
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, Mapping):
+            raise TrajectoryError(row, f"{where}.arguments", f"arguments must be a JSON object; got "
+                                  f"{type(arguments).__name__} {arguments!r:.60}.",
+                                  "Wrap them in an object, e.g. {\"value\": ...}.")
+        canonical: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": dict(arguments)}}
+        if call.get("id") is not None:
+            canonical = {"id": call["id"], **canonical}
+        out.append(canonical)
+    return out
+
+
 def check_messages(messages: Any, row: Any = None) -> list[dict[str, Any]]:
     """One row's canonical messages, checked: what every stage reads before it uses a trajectory.
 
@@ -206,10 +261,8 @@ def check_messages(messages: Any, row: Any = None) -> list[dict[str, Any]]:
             raise TrajectoryError(row, f"{where}.role", f"role {role!r}; expected one of {list(CANONICAL_ROLES)}.",
                                   "Normalize with atlas_hf.normalize_trajectories(role_map={...}).")
         calls = turn.get("tool_calls")
-        if calls is not None and (not isinstance(calls, (list, tuple)) or not all(isinstance(c, Mapping) for c in calls)):
-            raise TrajectoryError(row, f"{where}.tool_calls", f"expected a list of tool calls (dicts); got {calls!r:.80}.",
-                                  "Write OpenAI tool calls: [{'type': 'function', 'function': {'name': ..., "
-                                  "'arguments': ...}}].")
+        if calls:
+            calls = message["tool_calls"] = canonical_tool_calls(calls, row, f"{where}.tool_calls")
         content = message.get("content")
         if isinstance(content, (list, tuple)):
             content = message["content"] = text_of_parts(content, row, f"{where}.content")

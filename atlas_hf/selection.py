@@ -38,6 +38,8 @@ class LabellingOptions:
         selection_seed (`int`): Seed of the random selections.
         truncation_side (`str`): `"left"` (drop the oldest tokens) or `"right"` (the newest).
         max_length (`int`, *optional*): The longest row kept.
+        fit_template (`bool`): Rewrite turns the chat template has no place for (a system prompt, tool
+            results, tool calls) to fit it (`atlas_hf.chat_template.prepare_messages`); False raises.
 
     Raises:
         `InvalidInputError`: A value out of its range, named with the accepted ones.
@@ -48,6 +50,7 @@ class LabellingOptions:
     selection_seed: int = 0
     truncation_side: TruncationSide = "left"
     max_length: int | None = None
+    fit_template: bool = True
 
     def __post_init__(self) -> None:
         if self.step_selection not in STEP_SELECTIONS:
@@ -81,7 +84,7 @@ class LabellingOptions:
     def from_config(cls, args: Any) -> "LabellingOptions":
         """The options an `AtlasSFTConfig` (or any object with these fields) sets."""
         return cls(args.step_selection, args.selection_ratio, args.selection_seed, args.truncation_side,
-                   args.max_length)
+                   args.max_length, getattr(args, "fit_template", True))
 
 
 def max_selected_steps(num_steps: int, ratio: float) -> int:

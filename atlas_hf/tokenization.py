@@ -1,26 +1,24 @@
-"""Render trajectories with the model's own chat template and label only the selected assistant turns.
+"""Render trajectories with the model's chat template and label only the selected assistant turns.
 
-The labelling works for any chat template, with or without `{% generation %}` markers: the text of
-assistant turn `p` is the part of the full rendering between the rendering of `messages[:p]` with
-the generation prompt (which ends with the assistant header) and the rendering of `messages[:p+1]`
-(which ends with the template's end-of-turn marker). Characters are mapped to tokens through the
-fast tokenizer's offsets, so the labels cover the turn's content, the tool calls as the template
-renders them, and the end-of-turn marker, never the role header.
+Messages are made ready for the template (`chat_template.prepare_messages`), rendered with the
+template training uses (`chat_template.training_template`: TRL's training version where TRL has
+one), and the character spans of what the model writes in the selected turns
+(`turn_spans.assistant_turn_spans`) are mapped to tokens through the fast tokenizer's offsets.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import warnings
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from atlas_hf.chat_template import chat_template_of, end_of_turn_text, parse_tools, prepare_messages, render_chat
-from atlas_hf.errors import InvalidInputError, TemplateError
-from atlas_hf.schema import CRITICAL_STEPS, MESSAGES, ORACLE, assistant_indices, check_critical_steps, check_messages, num_steps
+from atlas_hf.chat_template import parse_tools, prepare_messages, template_profile
+from atlas_hf.errors import InvalidInputError, TemplateError, TrajectoryError
+from atlas_hf.schema import CRITICAL_STEPS, MESSAGES, ORACLE, check_critical_steps, check_messages, num_steps
+from atlas_hf.turn_spans import assistant_turn_spans
 from atlas_hf.selection import LabellingOptions, StepSelection, TruncationSide, row_seed, select_steps
 
 logger = logging.getLogger(__name__)
@@ -35,134 +33,18 @@ class LabelledTrajectory:
         input_ids (`list[int]`): The tokens fed forward.
         labels (`list[int]`): The token itself on supervised positions, `IGNORE_INDEX` elsewhere.
         num_truncated_steps (`int`): Selected steps that lost labelled tokens to `max_length`.
+        num_rewritten_turns (`int`): Turns rewritten to fit the chat template (`prepare_messages`).
     """
 
     input_ids: list[int]
     labels: list[int]
     num_truncated_steps: int = 0
+    num_rewritten_turns: int = 0
 
     @property
     def num_supervised(self) -> int:
         """Tokens that carry loss."""
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
-
-
-def assistant_turn_spans(
-    tokenizer: Any,
-    messages: Sequence[dict[str, Any]],
-    steps: Sequence[int],
-    tools: Any = None,
-) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendering of `messages` and the character span of each of `steps` in it.
-
-    A span starts after the assistant header and ends after the end-of-turn marker (trailing
-    whitespace the template adds between turns excluded). `messages` must be prepared
-    (see `prepare_messages`). Two renderings suffice for templates that write a turn's content
-    verbatim (the content is fenced with markers once); others are read prefix by prefix.
-
-    Args:
-        tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer, with a chat template.
-        messages (`list[dict]`): Prepared turns.
-        steps (`list[int]`): The assistant turns (0-based step indices) to locate.
-        tools (`list[dict]` or `str`, *optional*): The row's tools, for the template.
-
-    Returns:
-        `tuple[str, list[tuple[int, int]]]`: The rendering and one `(start, end)` character span per step.
-
-    Raises:
-        `TemplateError`: The template renders a turn in a way that cannot be located.
-    """
-    tools = parse_tools(tools)
-    full = render_chat(tokenizer, list(messages), tools, False)
-    turns = assistant_indices(messages)
-    bad = [s for s in steps if not 0 <= s < len(turns)]
-    if bad:
-        raise InvalidInputError(f"steps {bad} are out of range for a trajectory of {len(turns)} assistant steps "
-                         f"(0..{len(turns) - 1}).")
-    positions = [turns[s] for s in sorted(steps)]
-    spans = _fenced_spans(tokenizer, messages, positions, tools, full)
-    if spans is None:
-        spans = _prefix_spans(tokenizer, messages, positions, tools, full)
-    return full, spans
-
-
-def _prefix_spans(
-    tokenizer: Any, messages: Sequence[dict[str, Any]], positions: list[int], tools: Any, full: str
-) -> list[tuple[int, int]]:
-    """Spans read prefix by prefix: turn p lies between the rendering of `messages[:p]` with the
-    generation prompt and the rendering of `messages[:p+1]`."""
-    spans: list[tuple[int, int]] = []
-    for p in positions:
-        head = render_chat(tokenizer, list(messages[:p]), tools, True) if p > 0 else None
-        upto = render_chat(tokenizer, list(messages[: p + 1]), tools, False)
-        if head is None or not full.startswith(head) or not full.startswith(upto) or len(upto) < len(head):
-            spans.append(_search_span(tokenizer, full, messages[p], spans[-1][1] if spans else 0))
-            continue
-        start, end = len(head), len(upto)
-        while end > start and full[end - 1].isspace():
-            end -= 1
-        spans.append((start, end))
-    return spans
-
-
-_FENCE = "@@atlas{}{}@@"
-_FENCE_RE = re.compile(r"@@atlas([SE])(\d+)@@")
-
-
-def _fenced_spans(
-    tokenizer: Any, messages: Sequence[dict[str, Any]], positions: list[int], tools: Any, full: str
-) -> list[tuple[int, int]] | None:
-    """Spans found in one rendering whose selected turns' content is fenced by markers, or None
-    when the template does not write the content verbatim (the fenced rendering, markers removed,
-    must equal the plain one) or has no end-of-turn marker to close a span with."""
-    if not positions:
-        return []
-    eot = end_of_turn_text(tokenizer)
-    if not eot:
-        return None
-    fenced = list(messages)
-    for k, p in enumerate(positions):
-        fenced[p] = {**messages[p], "content": _FENCE.format("S", k) + (messages[p].get("content") or "") + _FENCE.format("E", k)}
-    try:
-        text = render_chat(tokenizer, fenced, tools, False)
-    except Exception:
-        return None
-    plain, starts, ends, removed, last = [], {}, {}, 0, 0
-    for match in _FENCE_RE.finditer(text):
-        plain.append(text[last : match.start()])
-        where = match.start() - removed
-        (starts if match.group(1) == "S" else ends)[int(match.group(2))] = where
-        removed += match.end() - match.start()
-        last = match.end()
-    plain.append(text[last:])
-    if "".join(plain) != full or len(starts) != len(positions) or len(ends) != len(positions):
-        return None
-    spans = []
-    for k in range(len(positions)):
-        close = full.find(eot, ends[k])
-        bound = starts[k + 1] if k + 1 < len(positions) else len(full)
-        if close < 0 or close >= bound:
-            return None
-        spans.append((starts[k], close + len(eot)))
-    return spans
-
-
-def _search_span(tokenizer: Any, full: str, message: dict[str, Any], after: int) -> tuple[int, int]:
-    """Fallback for templates whose prefixes are not prefixes of the whole (e.g. ones that rewrite
-    earlier turns): find the turn's content in the text, then the end-of-turn marker after it."""
-    content = (message.get("content") or "").strip()
-    start = full.find(content, after) if content else -1
-    if start < 0:
-        raise TemplateError(
-            "The chat template renders an assistant turn in a way atlas_hf cannot locate (its text "
-            f"{content[:60]!r} is not in the rendering). Use a template whose renderings of a "
-            "conversation's prefixes are prefixes of its rendering."
-        )
-    end = start + len(content)
-    eot = end_of_turn_text(tokenizer)
-    if eot and full.startswith(eot, end):
-        end += len(eot)
-    return start, end
 
 
 def label_trajectory(
@@ -172,6 +54,7 @@ def label_trajectory(
     tools: Any = None,
     max_length: int | None = None,
     truncation_side: TruncationSide = "left",
+    fit_template: bool = True,
 ) -> LabelledTrajectory:
     """Tokenize a trajectory and label the tokens of the assistant turns `steps` (0-based).
 
@@ -188,18 +71,24 @@ def label_trajectory(
         tools (`list[dict]` or `str`, *optional*): The row's tools, for the template.
         max_length (`int`, *optional*): The longest row kept.
         truncation_side (`str`, defaults to `"left"`): `"left"` or `"right"`.
+        fit_template (`bool`, defaults to `True`): Rewrite turns the template has no place for
+            (`prepare_messages`); False raises instead.
 
     Returns:
-        `LabelledTrajectory`: The tokens, labels and the count of truncated steps.
+        `LabelledTrajectory`: The tokens, labels and the counts of truncated steps and rewritten turns.
 
     Raises:
         `InvalidInputError`: `truncation_side` is neither.
+        `TrajectoryError`: `messages` is malformed (e.g. tool-call arguments that are not JSON).
         `TemplateError`: The template cannot render or locate a turn.
     """
     LabellingOptions(truncation_side=truncation_side)  # validates it
-    full, spans = assistant_turn_spans(tokenizer, prepare_messages(tokenizer, messages), steps, tools)
+    prepared = prepare_messages(tokenizer, check_messages(messages), fit_template)
+    full, spans = assistant_turn_spans(tokenizer, prepared.messages, steps, parse_tools(tools))
     encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    return _labels_from_spans(encoding["input_ids"], encoding["offset_mapping"], spans, max_length, truncation_side)
+    out = _labels_from_spans(encoding["input_ids"], encoding["offset_mapping"], spans, max_length, truncation_side)
+    out.num_rewritten_turns = prepared.num_rewritten
+    return out
 
 
 def truncate_labelled(
@@ -269,10 +158,13 @@ class CriticalStepLabeller:
             each row's recorded cap (`LabellingOptions`).
         selection_seed (`int`, defaults to `0`): Seed of the random selections.
         truncation_side (`str`, defaults to `"left"`): Which end of a row over `max_length` is cut.
+        fit_template (`bool`, defaults to `True`): Where the chat template has no system role, no tool
+            role or no `tool_calls`, rewrite those turns to fit (`prepare_messages`; counted per row in
+            `num_rewritten_turns`); False raises a `TemplateError` naming the row instead.
 
     Raises:
         `InvalidInputError`: A slow tokenizer, or an option out of range.
-        `TemplateError`: The tokenizer has no chat template.
+        `TemplateError`: The tokenizer has no chat template, or one that cannot render a user turn.
 
     Example:
         >>> tokenized = dataset.map(CriticalStepLabeller(tokenizer, max_length=4096), batched=True)
@@ -286,18 +178,20 @@ class CriticalStepLabeller:
         selection_ratio: float | None = None,
         selection_seed: int = 0,
         truncation_side: TruncationSide = "left",
+        fit_template: bool = True,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise InvalidInputError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
-        chat_template_of(tokenizer)
-        self.options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length)
+        template_profile(tokenizer)
+        self.options = LabellingOptions(step_selection, selection_ratio, selection_seed, truncation_side, max_length,
+                                        fit_template)
         self.tokenizer = tokenizer
 
     @classmethod
     def from_options(cls, tokenizer: Any, options: LabellingOptions) -> "CriticalStepLabeller":
         """The labeller of `options` (built once, from an `AtlasSFTConfig` or the collator's arguments)."""
         return cls(tokenizer, options.max_length, options.step_selection, options.selection_ratio,
-                   options.selection_seed, options.truncation_side)
+                   options.selection_seed, options.truncation_side, options.fit_template)
 
     def selected_steps(self, messages: Sequence[dict[str, Any]], critical_steps: Sequence[int] | None,
                        oracle_column: str | None = None) -> list[int]:
@@ -318,8 +212,8 @@ class CriticalStepLabeller:
         rng = random.Random(row_seed(self.options.selection_seed, messages))
         return select_steps(n, critical_steps or [], self.options.step_selection, self.options.ratio_for(oracle_column), rng)
 
-    def render_row(self, row: dict[str, Any], index: int | str | None = None) -> tuple[str, list[tuple[int, int]]]:
-        """One row's rendering and the character spans of its selected turns.
+    def render_row(self, row: dict[str, Any], index: int | str | None = None) -> tuple[str, list[tuple[int, int]], int]:
+        """One row's rendering, the character spans of its selected turns, and its rewritten turns.
 
         Args:
             row (`dict`): `messages`, `critical_steps` (for the selections that read it), optional
@@ -327,12 +221,13 @@ class CriticalStepLabeller:
             index (`int` or `str`, *optional*): The row's index, for error messages.
 
         Returns:
-            `tuple[str, list[tuple[int, int]]]`: The rendering and the spans (`assistant_turn_spans`).
+            `tuple[str, list[tuple[int, int]], int]`: The rendering, the spans (`assistant_turn_spans`) and
+            the number of turns rewritten to fit the template (`prepare_messages`).
 
         Raises:
             `TrajectoryError`: `messages` or `critical_steps` is malformed (the row, the field, the fix).
             `ValueError`: `critical_steps` is missing and the step selection needs it.
-            `TemplateError`: The chat template cannot render the row.
+            `TemplateError`: The chat template cannot render the row (the row and the family named).
         """
         messages = check_messages(row.get(MESSAGES), index)
         critical = row.get(CRITICAL_STEPS)
@@ -341,10 +236,17 @@ class CriticalStepLabeller:
                              "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")
         critical = check_critical_steps(critical, num_steps(messages), index)
         steps = self.selected_steps(messages, critical, row.get(ORACLE))
+        prepared = prepare_messages(self.tokenizer, messages, self.options.fit_template, index)
         try:
-            return assistant_turn_spans(self.tokenizer, prepare_messages(self.tokenizer, messages), steps, row.get("tools"))
+            tools = parse_tools(row.get("tools"))
+        except ValueError:
+            raise TrajectoryError(index, "tools", "is not JSON.", "Write the tool schemas as a list, or as that "
+                                  "list in JSON.") from None
+        try:
+            full, spans = assistant_turn_spans(self.tokenizer, prepared.messages, steps, tools)
         except TemplateError as error:
             raise TemplateError(f"Row {index}: {error}") from None
+        return full, spans, prepared.num_rewritten
 
     def label_rows(self, rows: Sequence[dict[str, Any]], indices: Sequence[int | str] | None = None) -> list[LabelledTrajectory]:
         """Label rows, tokenizing them in one batch.
@@ -360,11 +262,13 @@ class CriticalStepLabeller:
             See `render_row`.
         """
         rendered = [self.render_row(row, indices[i] if indices else i) for i, row in enumerate(rows)]
-        encoding = self.tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
-        return [
-            _labels_from_spans(ids, offsets, spans, self.options.max_length, self.options.truncation_side)
-            for ids, offsets, (_, spans) in zip(encoding["input_ids"], encoding["offset_mapping"], rendered)
-        ]
+        encoding = self.tokenizer([text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        labelled = []
+        for ids, offsets, (_, spans, rewritten) in zip(encoding["input_ids"], encoding["offset_mapping"], rendered):
+            out = _labels_from_spans(ids, offsets, spans, self.options.max_length, self.options.truncation_side)
+            out.num_rewritten_turns = rewritten
+            labelled.append(out)
+        return labelled
 
     def label_row(self, row: dict[str, Any], index: int | str | None = None) -> LabelledTrajectory:
         """Label one row (see `label_rows`).
@@ -386,6 +290,7 @@ class CriticalStepLabeller:
             "labels": [row.labels for row in labelled],
             "num_supervised": [row.num_supervised for row in labelled],
             "num_truncated_steps": [row.num_truncated_steps for row in labelled],
+            "num_rewritten_turns": [row.num_rewritten_turns for row in labelled],
         }
 
 
