@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 
 _EXPORTS: dict[str, str] = {
     # raw rows -> canonical `messages`, from any published schema
@@ -50,8 +50,11 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_MAX_RATIO": "atlas_hf.selection",
     # steps -> token labels, with the model's own chat template
     "CriticalStepLabeller": "atlas_hf.tokenization",
-    "CriticalStepTokenizer": "atlas_hf.tokenization",  # deprecated name of CriticalStepLabeller
     "label_trajectory": "atlas_hf.tokenization",
+    "template_profile": "atlas_hf.chat_template",
+    "TemplateProfile": "atlas_hf.chat_template",
+    "prepare_messages": "atlas_hf.chat_template",
+    "training_template": "atlas_hf.chat_template",
     "CriticalStepDataCollator": "atlas_hf.collator",
     "label_dataset": "atlas_hf.labelling",
     # labels -> a trained adapter
@@ -90,6 +93,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.agreement import oracle_agreement
     from atlas_hf.annotate import annotate_dataset, CriticalStepAnnotator
     from atlas_hf.annotation_stats import annotation_statistics
+    from atlas_hf.chat_template import TemplateProfile, prepare_messages, template_profile, training_template
     from atlas_hf.collator import CriticalStepDataCollator
     from atlas_hf.config import AtlasSFTConfig
     from atlas_hf.errors import (
@@ -125,7 +129,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.policy import TransformersPolicy
     from atlas_hf.sample import load_sample
     from atlas_hf.selection import DEFAULT_MAX_RATIO, LabellingOptions, max_selected_steps, select_steps
-    from atlas_hf.tokenization import CriticalStepLabeller, CriticalStepTokenizer, label_trajectory
+    from atlas_hf.tokenization import CriticalStepLabeller, label_trajectory
     from atlas_hf.trainer import AtlasSFTTrainer
     from atlas_hf.trajectory import (
         NormalizationReport,

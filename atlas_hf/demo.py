@@ -12,7 +12,7 @@ import os
 import warnings
 from typing import Any
 
-from atlas_hf.schema import MESSAGES
+from atlas_hf.schema import MESSAGES, check_messages
 from atlas_hf.selection import DEFAULT_MAX_RATIO
 from atlas_hf.training import default_training_config, train
 
@@ -30,14 +30,13 @@ def trajectory_tokens(tokenizer: Any, dataset: Any) -> int:
     Returns:
         `int`: The total number of tokens.
     """
-    from atlas_hf.chat_template import parse_tools, prepare_messages
+    from atlas_hf.chat_template import parse_tools, prepare_messages, render_chat, training_template
 
     tools = dataset["tools"] if "tools" in dataset.column_names else [None] * len(dataset)
-    return sum(
-        len(tokenizer.apply_chat_template(prepare_messages(tokenizer, messages), tools=parse_tools(t),
-                                          tokenize=True, return_dict=False))
-        for messages, t in zip(dataset[MESSAGES], tools)
-    )
+    template = training_template(tokenizer)
+    texts = (render_chat(tokenizer, prepare_messages(tokenizer, check_messages(messages, i), row=i).messages,
+                         parse_tools(t), False, template) for i, (messages, t) in enumerate(zip(dataset[MESSAGES], tools)))
+    return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
 
 
 def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: str | None = None,

@@ -12,7 +12,10 @@ import functools
 import inspect
 from typing import Any, Callable, Sequence
 
+from atlas_hf.chat_template import prepare_messages
 from atlas_hf.errors import InvalidInputError
+from atlas_hf.schema import check_messages
+from atlas_hf.turn_spans import end_of_turn_texts, next_turn_prompt
 
 Conversation = list[dict[str, Any]]
 Policy = Callable[[list[Conversation]], list[str]]
@@ -149,7 +152,13 @@ class TransformersPolicy:
         stops = {tokenizer.eos_token_id}
         generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         stops.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+        special = set(tokenizer.all_special_ids)
+        for end in end_of_turn_texts(tokenizer):  # a turn also ends on its template's marker (`<|end|>`, `<|return|>`)
+            ids = tokenizer(end, add_special_tokens=False)["input_ids"]
+            if ids and ids[0] in special:
+                stops.add(ids[0])
         self.stop_ids = sorted(i for i in stops if i is not None)
+        self._reply_header = ""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._cache: dict[int, tuple[list[int], list[tuple[Any, Any]]]] = {}
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -160,8 +169,12 @@ class TransformersPolicy:
         self._extra = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
 
     def _prompt_ids(self, conversation: Conversation) -> list[int]:
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """The conversation as the agent was trained on it: prepared and rendered as `label_trajectory` does."""
+        messages = prepare_messages(self.tokenizer, check_messages(conversation)).messages
+        text, self._reply_header = next_turn_prompt(self.tokenizer, messages)
+        # Tokenized with a reply after it, as in training: "\n\n" alone is one token, before a word two.
+        encoded = self.tokenizer(text + "A", add_special_tokens=False, return_offsets_mapping=True)
+        return [i for i, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]) if end <= len(text)]
 
     def __call__(self, conversations: list[Conversation]) -> list[str]:
         import torch
@@ -204,7 +217,9 @@ class TransformersPolicy:
         if self.reuse_cache:
             self._remember(keys, prompts, generated, self._returned_cache(out), width + fed, steps_fed)
         stops = set(self.stop_ids)
+        header = self.tokenizer(self._reply_header, add_special_tokens=False)["input_ids"] if self._reply_header else []
         texts = [ids[:-1] if ids and ids[-1] in stops else ids for ids in generated]
+        texts = [ids[len(header):] if header and ids[:len(header)] == header else ids for ids in texts]  # a channel header
         return [text.strip() for text in self.tokenizer.batch_decode(texts, skip_special_tokens=True)]
 
     def _decode(self, input_ids: Any, mask: Any, positions: Any, width: int, cache: Any,

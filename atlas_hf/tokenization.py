@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import warnings
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -292,13 +291,4 @@ class CriticalStepLabeller:
             "num_truncated_steps": [row.num_truncated_steps for row in labelled],
             "num_rewritten_turns": [row.num_rewritten_turns for row in labelled],
         }
-
-
-class CriticalStepTokenizer(CriticalStepLabeller):
-    """Deprecated: the old name of `CriticalStepLabeller` (it labels; it is not a tokenizer). Removed in 0.5."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn("CriticalStepTokenizer is renamed CriticalStepLabeller; the old name goes in atlas_hf 0.5.",
-                      FutureWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)
 

@@ -31,7 +31,7 @@ from atlas_hf.schema import assistant_indices
 Span = tuple[int, int]
 _FENCE = "@@atlas{}{}@@"
 _FENCE_RE = re.compile(r"@@atlas([SE])(\d+)@@")
-_end_of_turn: dict[str, str] = {}
+_end_of_turn: dict[str, tuple[str, str]] = {}
 
 
 def _render_tracked(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, template: str) -> tuple[str, list[Span]]:
@@ -61,29 +61,57 @@ def _trim(full: str, start: int, end: int) -> Span:
     return start, end
 
 
+def _turn_ends(tokenizer: Any, profile: TemplateProfile) -> tuple[str, str]:
+    """What the template writes after an assistant turn's content where another turn follows (read token
+    by token against the next case), and where the conversation ends there; stripped, cached per template."""
+    if profile.template not in _end_of_turn:
+        marker = "atlas_end_probe_5b1e"
+        probe = [{"role": "user", "content": "probe"}, {"role": "assistant", "content": marker}]
+        if profile.text_parts:
+            probe = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in probe]
+        ends = []
+        for turns in (probe + probe[:1], probe):
+            try:
+                text = render_chat(tokenizer, turns, None, False, profile.template)
+                ends.append(text[text.index(marker) + len(marker):])
+            except Exception:
+                ends.append("")
+        ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ends]
+        same = next((k for k, (a, b) in enumerate(zip(*ids)) if a != b), min(map(len, ids)))
+        followed = tokenizer.decode(ids[0][:same]).strip()
+        if not followed:  # nothing in common (gpt-oss's `<|end|>` / `<|return|>`): the next special token
+            first = next((i for i in ids[0] if tokenizer.decode([i]).strip()), None)
+            followed = tokenizer.decode([first]) if first in tokenizer.all_special_ids else ""
+        _end_of_turn[profile.template] = (followed, ends[1].strip())
+    return _end_of_turn[profile.template]
+
+
 def end_of_turn_text(tokenizer: Any, profile: TemplateProfile | None = None) -> str:
-    """The text the template writes right after an assistant turn's content, stripped (cached per template).
+    """The text the template writes right after an assistant turn's content where another turn follows.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer.
         profile (`TemplateProfile`, *optional*): Its profile (`template_profile`).
 
     Returns:
-        `str`: E.g. `<|im_end|>` for ChatML templates; "" when the template writes nothing there or
-        cannot render the probe.
+        `str`: E.g. `<|im_end|>` for ChatML templates, `<|end|>` for Phi-3 (not the eos it writes only to
+        close a conversation); "" when the template writes nothing there or cannot render the probe.
     """
-    profile = profile or template_profile(tokenizer)
-    if profile.template not in _end_of_turn:
-        marker = "atlas_end_probe_5b1e"
-        probe = [{"role": "user", "content": "probe"}, {"role": "assistant", "content": marker}]
-        if profile.text_parts:
-            probe = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in probe]
-        try:
-            text = render_chat(tokenizer, probe, None, False, profile.template)
-            _end_of_turn[profile.template] = text[text.index(marker) + len(marker):].strip()
-        except Exception:
-            _end_of_turn[profile.template] = ""
-    return _end_of_turn[profile.template]
+    return _turn_ends(tokenizer, profile or template_profile(tokenizer))[0]
+
+
+def end_of_turn_texts(tokenizer: Any) -> list[str]:
+    """The texts that may end an assistant turn: `end_of_turn_text`, and what ends the conversation's last
+    turn when it differs (gpt-oss's `<|return|>` after `<|end|>`).
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer.
+
+    Returns:
+        `list[str]`: The distinct non-empty ones, in that order.
+    """
+    followed, last = _turn_ends(tokenizer, template_profile(tokenizer))
+    return [text for text in dict.fromkeys((followed, last)) if text]
 
 
 class _Renderer:
@@ -115,11 +143,34 @@ class _Renderer:
         """The generation blocks inside turn `position`'s region (read prefix by prefix), from the first to the last."""
         start = self.output_start(position, 0)
         end = _common_prefix(self.prefix(position + 1, False), self.full)
+        if position == len(self.messages) - 1:
+            end = self.conversation_end(start, end)
         inside = [(max(a, start), min(b, end)) for a, b in blocks if a < end and b > start]
         if not inside:
             raise TemplateError(f"the {self.profile.family} chat template marks no generated text in assistant turn "
                                 f"{position}; check that its `{{% generation %}}` blocks cover every assistant turn.")
         return _trim(self.full, inside[0][0], inside[-1][1])
+
+    def conversation_end(self, start: int, end: int) -> int:
+        """Where the last turn ends when the template closes the conversation with text of its own (Phi-3's
+        trailing eos, masked by TRL): where a following user turn would start, if the turn's end-of-turn
+        marker is there; else `end`."""
+        probe = {"role": "user", "content": "atlas_probe"}
+        if self.profile.text_parts:
+            probe["content"] = [{"type": "text", "text": "atlas_probe"}]
+        try:
+            after = _common_prefix(render_chat(self.tokenizer, [*self.messages, probe], self.tools, False,
+                                               self.profile.template), self.full)
+        except Exception:
+            return end
+        eot = end_of_turn_text(self.tokenizer, self.profile)
+        close = self.full.rfind(eot, start, after) + len(eot) if eot else -1
+        if close <= start or not start < after < end:
+            return end
+        rest = self.full[close:end]  # do they part within the first token after the marker (`<|im_end|>`, `<|user|>`)?
+        offsets = self.tokenizer(rest, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        first = next((b for a, b in offsets if rest[a:b].strip()), len(rest))
+        return close if after - close <= first else end
 
     def search_span(self, position: int, after: int) -> Span:
         """Fallback for templates that rewrite earlier turns: the turn's content, then the end-of-turn marker."""
@@ -260,3 +311,34 @@ def assistant_turn_spans(
             f"{str(error)[:200]}). Check the turns against what the model's template expects (roles, tool "
             "calls), or set `tokenizer.chat_template` to a template that takes them."
         ) from None
+
+
+_REPLY_PROBE = "atlas_reply_probe_7c2d"
+
+
+def next_turn_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """What the model reads before writing its next turn, as training rendered it, and what it writes first.
+
+    The prompt is the rendering of `messages` plus one probe assistant turn, cut where that turn's labels
+    would start, so a rollout sees exactly the context the agent was trained in (a template's own
+    generation prompt may differ: DeepSeek-V3's prefills `<think>`, which its training rendering does not).
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): The model's tokenizer, with a chat template.
+        messages (`list[dict]`): The conversation so far, prepared (`prepare_messages`), ending on a turn
+            that is not the assistant's.
+
+    Returns:
+        `tuple[str, str]`: The prompt, and the text a trained turn starts with before its content
+        (gpt-oss's `<|channel|>final<|message|>`, Qwen3's empty think block; usually "").
+
+    Raises:
+        `TemplateError`: The template cannot render the conversation.
+    """
+    probe = {"role": "assistant", "content": _REPLY_PROBE}
+    if template_profile(tokenizer).text_parts:
+        probe["content"] = [{"type": "text", "text": _REPLY_PROBE}]
+    turns = [*messages, probe]
+    full, [(start, _)] = assistant_turn_spans(tokenizer, turns, [len(assistant_indices(turns)) - 1])
+    content = full.find(_REPLY_PROBE, start)
+    return full[:start], full[start:content] if content >= 0 else ""

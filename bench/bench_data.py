@@ -37,6 +37,7 @@ def main() -> None:
     from atlas_hf.collator import CriticalStepDataCollator
     from atlas_hf.models import load_default_tokenizer
     from atlas_hf.chat_template import prepare_messages
+    from atlas_hf.schema import check_messages
     from atlas_hf.tokenization import CriticalStepLabeller
 
     datasets.disable_progress_bars()
@@ -46,7 +47,7 @@ def main() -> None:
     # TRL's SmolLM2 rendering cannot take `content: None` nor keeps tool calls: both sides get the
     # same prepared messages, so they tokenize the same text.
     for row in rows:
-        row["messages"] = prepare_messages(tokenizer, row["messages"])
+        row["messages"] = prepare_messages(tokenizer, check_messages(row["messages"])).messages
     dataset = datasets.Dataset.from_list(rows)
     n = len(dataset)
 

@@ -43,9 +43,11 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def _render_length(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[int], str]:
-    from atlas_hf.chat_template import prepare_messages
+    from atlas_hf.chat_template import prepare_messages, render_chat, training_template
+    from atlas_hf.schema import check_messages
 
-    text = tokenizer.apply_chat_template(prepare_messages(tokenizer, messages), tokenize=False)
+    prepared = prepare_messages(tokenizer, check_messages(messages)).messages
+    text = render_chat(tokenizer, prepared, None, False, training_template(tokenizer))
     return tokenizer(text, add_special_tokens=False)["input_ids"], text
 
 

@@ -12,7 +12,8 @@ selected turn's region (between the renderings of the prefixes before and after 
 generation prompt (what `add_generation_prompt=True` renders before the model writes); where TRL has
 no training template, the region minus the generation prompt is the truth. Where a template is not
 prefix-preserving at a turn (gpt-oss drops the analysis of turns before a final answer), the turn's
-region is its `{% generation %}` block instead. Whitespace after the last
+region is its `{% generation %}` blocks instead (the same number for each turn, Diffusion Gemma's two;
+a last block after the last turn, Phi-3's closing eos, is no turn's). Whitespace after the last
 character the model writes is not a label (the model never generates it). Every prefix is rendered
 anew, so the result does not depend on the labeller's one-rendering shortcuts.
 """
@@ -106,7 +107,12 @@ def reference_labels(tokenizer: Any, messages: list[dict], steps: list[int], too
             start = _common_prefix(render(p, True), full)
         end = _common_prefix(render(p + 1, False), full)
         if end <= start or start < previous or (p and not full.startswith(render(p, False))):  # not prefix-preserving here: the turn's own mask run (see below)
-            start, end = _generation_blocks(tokenizer, messages, tools, template)[step]
+            blocks = _generation_blocks(tokenizer, messages, tools, template)
+            if len(blocks) == len(turns) + 1:  # a block of its own closes the conversation (Phi-3's eos): no turn's
+                blocks = blocks[:-1]
+            per_turn, uneven = divmod(len(blocks), len(turns))
+            assert not uneven, f"{len(blocks)} generation blocks for {len(turns)} assistant turns"
+            start, end = blocks[step * per_turn][0], blocks[(step + 1) * per_turn - 1][1]
             with_prompt, bare = render(p, True), render(p, False)
             prompt = with_prompt[len(bare):] if with_prompt.startswith(bare) else ""
             if prompt and full.startswith(prompt, start):  # the generation prompt is not the model's

@@ -11,6 +11,7 @@ from datasets import Dataset
 
 from atlas_hf.collator import CriticalStepDataCollator
 from atlas_hf.chat_template import tool_calls_as_text
+from atlas_hf.schema import check_messages
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, label_trajectory
 
 from conftest import END_OF_TURN, read_fireact, read_tau_bench
@@ -44,7 +45,8 @@ def check_segment(name: str, segment: str, turn: dict) -> None:
         assert body.startswith(turn.get("content") or "")
         for call in calls:
             assert f'"name": "{call["function"]["name"]}"' in body
-            assert call["function"]["arguments"] in body
+            arguments = call["function"]["arguments"]
+            assert json.dumps(json.loads(arguments) if isinstance(arguments, str) else arguments) in body
         assert body.count("<tool_call>") == len(calls)
     elif calls:  # templates without tool calls get them as text
         expected = (turn.get("content") or "") + ("\n" if turn.get("content") else "") + tool_calls_as_text(calls)
@@ -94,7 +96,8 @@ def test_input_is_the_template_rendering(chat_tokenizers, real_rows, name):
     out = CriticalStepLabeller(tokenizer, step_selection="all").label_row(row)
     from atlas_hf.chat_template import prepare_messages
 
-    rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, row["messages"]), tokenize=False)
+    rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, check_messages(row["messages"])).messages,
+                                             tokenize=False)
     decoded = tokenizer.decode(out.input_ids)
     assert rendered.startswith(decoded)
     rest = rendered[len(decoded):]  # only the turns after the last assistant turn
@@ -203,20 +206,24 @@ def test_bad_rows_name_the_row_and_field(smol_tokenizer):
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
     """The fast path (content fenced by markers, one extra rendering) finds the prefix-by-prefix spans."""
-    from atlas_hf.chat_template import prepare_messages
-    from atlas_hf.tokenization import _fenced_spans, _prefix_spans
+    from atlas_hf.chat_template import prepare_messages, render_chat, template_profile
+    from atlas_hf.turn_spans import _fenced_spans, _Renderer
 
     tokenizer = chat_tokenizers[name]
+    profile = template_profile(tokenizer)
     fast = 0
     for row in real_rows[::3]:
-        messages = prepare_messages(tokenizer, row["messages"])
+        messages = prepare_messages(tokenizer, check_messages(row["messages"])).messages
         positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         chosen = [positions[s] for s in row["critical_steps"]]
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        fenced = _fenced_spans(tokenizer, messages, chosen, None, full)
+        renderer = _Renderer(tokenizer, messages, None, profile, render_chat(tokenizer, messages, None, False, profile.template))
+        fenced = _fenced_spans(renderer, chosen)
         if fenced is not None:
             fast += 1
-            assert fenced == _prefix_spans(tokenizer, messages, chosen, None, full)
+            prefix = []
+            for p in chosen:
+                prefix.append(renderer.prefix_span(p, prefix[-1][1] if prefix else 0))
+            assert fenced == prefix
     assert fast > 0
 
 

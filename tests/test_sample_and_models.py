@@ -80,12 +80,13 @@ def test_sample_tool_rows_are_consistent(sample):
             assert row["tools"] is None
             assert all("tool_calls" not in m and m["role"] != "tool" for m in row["messages"])
             continue
-        names = {tool["function"]["name"] for tool in row["tools"]}
+        schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in row["tools"]}
         open_calls: dict[str, str] = {}
         for message in row["messages"]:
             for call in message.get("tool_calls", []):
-                assert call["function"]["name"] in names
-                json.loads(call["function"]["arguments"])
+                schema = schemas[call["function"]["name"]]
+                arguments = call["function"]["arguments"]  # a mapping with the schema's keys, as templates take it
+                assert set(schema.get("required", [])) <= set(arguments) <= set(schema["properties"])
                 open_calls[call["id"]] = call["function"]["name"]
             if message["role"] == "tool":
                 assert open_calls.pop(message["tool_call_id"]) == message["name"]

@@ -73,15 +73,6 @@ def test_oracle_registry_builds_by_name_and_takes_plugins():
         registry._REGISTRY.pop("test-everything", None)
 
 
-def test_the_old_labeller_name_warns_and_labels_the_same(smol_tokenizer):
-    from atlas_hf import CriticalStepLabeller, CriticalStepTokenizer, load_sample
-
-    rows = load_sample().select(range(3))
-    with pytest.warns(FutureWarning, match="renamed CriticalStepLabeller"):
-        old = CriticalStepTokenizer(smol_tokenizer, max_length=512)
-    assert old(rows.to_dict()) == CriticalStepLabeller(smol_tokenizer, max_length=512)(rows.to_dict())
-
-
 def _undocumented() -> list[str]:
     """Public functions and classes of atlas_hf whose docstrings do not say what they take and return.
 

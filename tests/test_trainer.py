@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from atlas_hf.selection import row_seed, select_steps
 from atlas_hf.chat_template import prepare_messages
+from atlas_hf.schema import check_messages
 from atlas_hf.tokenization import IGNORE_INDEX
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer, supports_padding_free
 from conftest import read_fireact
@@ -53,7 +54,7 @@ def naive_batch(tokenizer, trainer: AtlasSFTTrainer, rows: list[dict]) -> dict[s
     """The naive way: the whole trajectory tokenized, the same labels, right-padded, no truncation."""
     ids, labels = [], []
     for i, row in enumerate(rows):
-        text = tokenizer.apply_chat_template(prepare_messages(tokenizer, row["messages"]), tokenize=False)
+        text = tokenizer.apply_chat_template(prepare_messages(tokenizer, check_messages(row["messages"])).messages, tokenize=False)
         full = tokenizer(text, add_special_tokens=False)["input_ids"]
         cut = trainer.train_dataset[i]
         assert full[: len(cut["input_ids"])] == cut["input_ids"], "the trainer's row is not a prefix of the whole"

@@ -18,6 +18,16 @@ from conftest import FIREACT, TAU_BENCH, read_fireact, read_tau_bench
 # --------------------------------------------------------------------------- real data, schema="auto"
 
 
+
+def with_parsed_arguments(messages: list[dict]) -> list[dict]:
+    """The turns as `normalize_trajectories` must return them: tool-call arguments as mappings."""
+    out = json.loads(json.dumps(messages))
+    for message in out:
+        for call in message.get("tool_calls") or []:
+            if isinstance(call["function"]["arguments"], str):
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"] or "{}")
+    return out
+
 def test_fireact_messages_rows_read_unchanged():
     raw = read_fireact()
     ds = load_trajectories(FIREACT)
@@ -41,14 +51,13 @@ def test_tau_bench_traj_key_with_tool_calls_read_unchanged():
     assert ds["task_id"][:] == [r["task_id"] for r in raw]
     n_calls = n_null = n_tool = 0
     for got, want in zip(ds["messages"], raw):
-        assert got == want["traj"]  # keys, tool_calls, null content, tool_call_id/name, all exactly
+        assert got == with_parsed_arguments(want["traj"])  # keys, tool_calls, null content, tool_call_id/name
         for message in got:
             if message.get("tool_calls"):
                 n_calls += 1
                 n_null += message["content"] is None
                 for call in message["tool_calls"]:
-                    assert isinstance(call["function"]["arguments"], str)
-                    json.loads(call["function"]["arguments"])
+                    assert isinstance(call["function"]["arguments"], dict)  # transformers' convention
             if message["role"] == "tool":
                 n_tool += 1
                 assert set(message) == {"role", "content", "tool_call_id", "name"}
@@ -66,7 +75,7 @@ def test_tau_bench_round_trip_through_parquet(tmp_path):
     ds.to_parquet(str(path))
     again = load_trajectories(path)
     for got, want in zip(again["messages"], raw):
-        assert got == want["traj"]
+        assert got == with_parsed_arguments(want["traj"])
 
 
 def test_load_trajectories_json_list_and_jsonl(tmp_path):
@@ -179,7 +188,7 @@ def test_sharegpt_other_role_names_and_function_calls():
     call = messages[2]
     assert call["content"] is None
     assert call["tool_calls"] == [
-        {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+        {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}
     ]
     assert messages[3] == {"role": "tool", "content": "3C", "tool_call_id": "call_0", "name": "weather"}
     assert messages[6] == {"role": "assistant", "content": "not json, kept as text"}
@@ -251,7 +260,7 @@ def test_struct_typed_column_with_none_keys_is_cleaned():
     ]
     source = Dataset.from_list([{"messages": messages}])
     assert source[0]["messages"][0]["tool_calls"] is None  # the injection this guards against
-    assert normalize_trajectories(source)[0]["messages"] == messages
+    assert normalize_trajectories(source)[0]["messages"] == with_parsed_arguments(messages)
 
 
 def test_clean_message_and_step_helpers():
