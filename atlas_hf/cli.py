@@ -56,9 +56,13 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         args.use_batches and args.oracle != "anthropic" and "--use-batches is for --oracle anthropic",
         args.dry_run and args.oracle != "anthropic" and f"--dry-run estimates what Claude costs; '{args.oracle}' is free",
         args.model and args.oracle in ("random", "all") and f"--model means nothing to the '{args.oracle}' baseline",
-        args.oracle != "anthropic" and any(v is not None for v in (args.timeout, args.max_retries, args.max_concurrency,
-                                                                   args.poll_interval))
-        and "--timeout, --max-retries, --max-concurrency and --poll-interval are for --oracle anthropic",
+        args.oracle not in ("anthropic", "openai") and any(
+            v is not None for v in (args.timeout, args.max_retries, args.max_concurrency))
+        and "--timeout, --max-retries and --max-concurrency are for --oracle anthropic or openai",
+        args.poll_interval is not None and args.oracle != "anthropic" and "--poll-interval is for --oracle anthropic",
+        args.oracle == "openai" and not args.model and "--oracle openai needs --model (the model's name on the server)",
+        args.base_url and args.oracle not in ("anthropic", "openai")
+        and "--base-url is the server of --oracle openai (or anthropic)",
         _output_folder_problem(args.output, "--output"),
     )
     for problem in filter(None, misuse):
@@ -70,6 +74,8 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
                          ("max_concurrency", "max_concurrency"), ("poll_interval", "batch_poll_interval")):
         if getattr(args, flag) is not None:
             client[option] = getattr(args, flag)
+    if args.base_url:
+        client["base_url"] = args.base_url
     oracle = build_oracle(args.oracle, model=args.model, seed=args.seed, **client)
     if args.dry_run:
         print(oracle.estimate_cost(list(dataset[MESSAGES]), args.max_ratio))
@@ -196,8 +202,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from atlas_hf.evaluation import EVAL_RESULTS_FILE, evaluate_agent
     from atlas_hf.models import load_model_and_tokenizer
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    model, tokenizer = load_model_and_tokenizer(args.model, args.adapter, dtype)
+    if args.base_url:  # the agent is served: OpenAI-compatible requests, every live episode's turn in flight
+        from atlas_hf.openai_policy import OpenAIChatPolicy
+
+        if not args.model or args.adapter:
+            print("error: --base-url needs --model (the served model's name) and takes no --adapter "
+                  "(serve the adapter, e.g. vllm --enable-lora, and name it in --model).", file=sys.stderr)
+            return EXIT_USAGE
+        model, tokenizer = OpenAIChatPolicy(args.model, args.base_url, max_tokens=args.max_new_tokens,
+                                            max_concurrency=args.batch_size), None
+    else:
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+        model, tokenizer = load_model_and_tokenizer(args.model, args.adapter, dtype)
     report = evaluate_agent(model, args.envs, args.episodes, args.seed, tokenizer=tokenizer,
                             max_turns=args.max_turns, batch_size=args.batch_size,
                             max_new_tokens=args.max_new_tokens, records_path=args.records)
@@ -228,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="folder to save the annotated dataset to")
     p.add_argument("--oracle", choices=list_oracles(), default=default_oracle_name(),
                    help="who chooses the steps (default: anthropic with ANTHROPIC_API_KEY set, else local)")
-    p.add_argument("--model", help="the oracle's model (a Claude model name, or a local model path)")
+    p.add_argument("--model", help="the oracle's model (a Claude model name, the served model's name for --oracle "
+                                   "openai, or a local model path)")
+    p.add_argument("--base-url", help="the OpenAI-compatible server of --oracle openai, e.g. http://localhost:8000/v1 "
+                                      "(its key, if any, in OPENAI_API_KEY)")
     p.add_argument("--max-ratio", type=ratio, default=DEFAULT_MAX_RATIO,
                    help=f"the most steps chosen, as a fraction (default {DEFAULT_MAX_RATIO}; 1.0 with --oracle all)")
     p.add_argument("--cache-dir", default=os.path.join(".atlas_cache", "annotations"),
@@ -240,10 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=positive_int, help="worker processes of the map")
     p.add_argument("--split", default="train")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, help="seconds per Claude request attempt (default 120)")
+    p.add_argument("--timeout", type=float, help="seconds per request attempt (default 120; openai 300)")
     p.add_argument("--max-retries", type=int,
                    help="the SDK's retries of a failed request: 408/409/429/5xx, timeouts, dropped connections (default 8)")
-    p.add_argument("--max-concurrency", type=int, help="Claude requests in flight at once (default 16)")
+    p.add_argument("--max-concurrency", type=int, help="requests in flight at once (default 16)")
     p.add_argument("--poll-interval", type=float, help="seconds between polls of a Message Batch (default 30)")
     p.set_defaults(func=_cmd_annotate)
 
@@ -280,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="roll out a model (or an adapter on it) in text environments; success rates")
     p.add_argument("--adapter", help="PEFT adapter folder or Hub id (its results go to DIR/atlas_eval.json)")
-    p.add_argument("--model", help="base model (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="base model (default: the adapter's base, else the embedded SmolLM2-135M-Instruct); "
+                                   "with --base-url, the served model's name")
+    p.add_argument("--base-url", help="roll out through this OpenAI-compatible server (vLLM, SGLang, TGI, transformers "
+                                      "serve), e.g. http://localhost:8000/v1; --batch-size requests in flight")
     p.add_argument("--envs", default="babyai/GoToLocal",
                    help="comma-separated environment names (default: %(default)s; see atlas_hf.envs.list_envs())")
     p.add_argument("--episodes", type=positive_int, default=100, help="episodes per environment (default: %(default)s)")

@@ -29,7 +29,7 @@ def episodes_to_play(
 
     Returns:
         `tuple`: `(wanted, kept, done)`: the (env, seed) pairs asked for, in order; the records the
-        file holds; and those records by (env, seed).
+        file holds; and those records by (env, seed), less the episodes a failed policy request ended.
 
     Raises:
         `InvalidInputError`: `episodes` or `max_turns` is not positive, or the file holds episodes
@@ -40,7 +40,7 @@ def episodes_to_play(
             raise InvalidInputError(f"{what} must be positive, got {value!r}.")
     wanted = [(name, seed + i) for name in names for i in range(episodes)]
     kept = resumable_records(records_path, max_turns) if records_path is not None else []
-    return wanted, kept, {(r["env"], int(r["seed"])): r for r in kept}
+    return wanted, kept, {(r["env"], int(r["seed"])): r for r in kept if not r.get("error")}  # failed requests: again
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from atlas_hf.episode_records import RecordSink, episodes_to_play, write_jsonl
 from atlas_hf.errors import InvalidInputError
-from atlas_hf.policy import as_policy
+from atlas_hf.policy import PolicyFailure, as_policy
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -65,6 +65,8 @@ class EnvResult:
         mean_turns (`float`): Mean number of agent turns.
         invalid_action_rate (`float`): Fraction of turns whose action could not be played as asked
             (unparsable, or naming nothing in view).
+        failed_requests (`int`): Episodes ended by a policy request that failed (`PolicyFailure`);
+            counted as failures, and played again by a resumed evaluation.
     """
 
     episodes: int
@@ -74,6 +76,7 @@ class EnvResult:
     mean_reward: float
     mean_turns: float
     invalid_action_rate: float
+    failed_requests: int = 0
 
     @classmethod
     def from_records(cls, records: Sequence[dict[str, Any]]) -> "EnvResult":
@@ -89,6 +92,7 @@ class EnvResult:
             mean_reward=sum(r["reward"] for r in records) / n if n else 0.0,
             mean_turns=turns / n if n else 0.0,
             invalid_action_rate=sum(r["invalid_actions"] for r in records) / turns if turns else 0.0,
+            failed_requests=sum(bool(r.get("error")) for r in records),
         )
 
 
@@ -146,6 +150,9 @@ class EvaluationReport:
                 f"{r.mean_reward:>7.3f} {r.mean_turns:>6.1f} {r.invalid_action_rate:>8.1%}"
             )
         lines.append(f"{'mean of environments':<28} {'':>8} {self.success_rate:>8.1%}")
+        failed = sum(r.failed_requests for r in self.envs.values())
+        if failed:
+            lines.append(f"{failed} episodes ended on a failed policy request (counted as failures; a resumed run replays them)")
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> Path:
@@ -281,6 +288,14 @@ def evaluate_agent(
                 "messages": [{"role": "user", "content": env.reset(episode_seed)}],
             }})
 
+    def end(record: dict[str, Any], env: Any) -> None:
+        finished.append(record)
+        if sink is not None:
+            sink.append(record)
+        pools[record["env"]].append(env)
+        bar.update(1)
+        bar.set_postfix(success=f"{sum(r['success'] for r in finished)}/{len(finished)}", refresh=False)
+
     start()
     try:
         while live:
@@ -290,6 +305,10 @@ def evaluate_agent(
             still = []
             for episode, reply in zip(live, replies):
                 record, env = episode["record"], episode["env_obj"]
+                if isinstance(reply, PolicyFailure):  # the episode ends here, recorded; a resumed run replays it
+                    record["success"], record["error"] = False, reply.reason
+                    end(record, env)
+                    continue
                 result = env.step(reply)
                 record["messages"].append({"role": "assistant", "content": reply})
                 record["turns"] += 1
@@ -300,12 +319,7 @@ def evaluate_agent(
                 if result.done or record["turns"] >= max_turns:
                     if not result.done:
                         record["success"] = False
-                    finished.append(record)
-                    if sink is not None:
-                        sink.append(record)
-                    pools[record["env"]].append(env)
-                    bar.update(1)
-                    bar.set_postfix(success=f"{sum(r['success'] for r in finished)}/{len(finished)}", refresh=False)
+                    end(record, env)
                 else:
                     record["messages"].append({"role": "user", "content": result.observation})
                     still.append(episode)

@@ -1,6 +1,8 @@
 """Policies for `evaluate_agent`: a transformers model as a batched, KV-cached greedy policy.
 
-A policy is any callable `policy(conversations: list[list[dict]]) -> list[str]`. `as_policy` wraps
+A policy is any callable `policy(conversations: list[list[dict]]) -> list[str]` (a `PolicyFailure`
+in place of a reply it could not produce); `OpenAIChatPolicy` (`atlas_hf.openai_policy`) is one over
+an OpenAI-compatible server. `as_policy` wraps
 a transformers model in `TransformersPolicy`: every live episode's conversation is decoded in one
 left-padded batch, and each episode keeps its key/value cache between turns, so a turn computes
 only its new tokens.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from atlas_hf.chat_template import prepare_messages
@@ -18,7 +21,23 @@ from atlas_hf.schema import check_messages
 from atlas_hf.turn_spans import end_of_turn_texts, next_turn_prompt
 
 Conversation = list[dict[str, Any]]
-Policy = Callable[[list[Conversation]], list[str]]
+
+
+@dataclass(frozen=True)
+class PolicyFailure:
+    """A reply a policy could not produce (a request that failed after its retries).
+
+    `evaluate_agent` ends that episode as a failure with `reason` in its record, and a resumed
+    evaluation plays it again; the other episodes go on.
+
+    Attributes:
+        reason (`str`): What went wrong, without secrets.
+    """
+
+    reason: str
+
+
+Policy = Callable[[list[Conversation]], list["str | PolicyFailure"]]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

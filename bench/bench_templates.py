@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_templates.py --write-reference R  # also keep the truth in R (JSON)
     PYTHONPATH=<other checkout> .venv/bin/python bench/bench_templates.py --reference R
                                                                    # the table for another atlas_hf
+                                                                   # (bench/results/templates_<its version>.json)
 
 Each original template in `trl/chat_templates/` is set on the SmolLM2 tokenizer with its markers as
 special tokens (`tests/template_corpus.py`). The rows: 16 FireAct ReAct chats, 20 tau-bench
@@ -127,7 +128,8 @@ def main() -> None:
     pairs = sum(total.values())
     print(f"{'all':26s} " + " ".join(f"{total[k]:17d}" for k in kinds))
     print("share: " + ", ".join(f"{k} {total[k] / pairs:.0%}" for k in kinds))
-    path = write_results("templates", {"rows": len(rows), "templates": {n: dict(table[n]) for n in ORIGINALS},
+    name = f"templates_{atlas_hf.__version__}" if args.reference else "templates"  # another checkout: its own file
+    path = write_results(name, {"rows": len(rows), "templates": {n: dict(table[n]) for n in ORIGINALS},
                                        "total": dict(total), "atlas_hf": atlas_hf.__version__})
     print(f"written to {path}")
 

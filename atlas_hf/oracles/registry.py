@@ -36,6 +36,12 @@ def _anthropic(model: str | None = None, seed: int = 0, **options: Any) -> Any:
     return AnthropicOracle(**({"model": model} if model else {}), **options)
 
 
+def _openai(model: str | None = None, seed: int = 0, **options: Any) -> Any:
+    from atlas_hf.oracles.openai_chat import OpenAIChatOracle
+
+    return OpenAIChatOracle(model=model, **options)
+
+
 def _local(model: str | None = None, seed: int = 0, **options: Any) -> Any:
     from atlas_hf.oracles.local import LocalOracle
 
@@ -62,6 +68,7 @@ def _all(model: str | None = None, seed: int = 0, **options: Any) -> Any:
 
 _REGISTRY: dict[str, OracleFactory] = {
     "anthropic": _anthropic,
+    "openai": _openai,
     "local": _local,
     "random": _random,
     "all": _all,
@@ -90,7 +97,7 @@ def list_oracles() -> list[str]:
     """The registered oracle names, built-in ones first.
 
     Returns:
-        `list[str]`: e.g. `["anthropic", "local", "random", "all", "perplexity"]`.
+        `list[str]`: e.g. `["anthropic", "openai", "local", "random", "all", "perplexity"]`.
     """
     return list(_REGISTRY)
 
@@ -100,7 +107,8 @@ def build_oracle(name: str, *, model: str | None = None, seed: int = 0, **option
 
     Args:
         name (`str`): One of `list_oracles()`.
-        model (`str`, *optional*): The oracle's model: a Claude model id for `anthropic`, a local
+        model (`str`, *optional*): The oracle's model: a Claude model id for `anthropic`, the served
+            model's name for `openai` (with `base_url=` its server), a local
             model folder or Hub id for `local` and `perplexity`; ignored by `random` and `all`.
         seed (`int`): The seed of the `random` baseline.
         **options: Keyword arguments of the oracle's class (e.g. `timeout=`, `max_retries=`,
