@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "validate_annotation": "atlas_hf.oracles.base",
     "AnthropicOracle": "atlas_hf.oracles.anthropic",
     "AnthropicOracleConfig": "atlas_hf.oracles.anthropic_config",
+    "OpenAIChatOracle": "atlas_hf.oracles.openai_chat",
+    "OpenAIOracleConfig": "atlas_hf.oracles.openai_chat",
     "LocalOracle": "atlas_hf.oracles.local",
     "RandomOracle": "atlas_hf.oracles.baselines",
     "AllStepsOracle": "atlas_hf.oracles.baselines",
@@ -68,6 +70,8 @@ _EXPORTS: dict[str, str] = {
     "read_records": "atlas_hf.episode_records",
     "recorded_report": "atlas_hf.evaluation",
     "TransformersPolicy": "atlas_hf.policy",
+    "PolicyFailure": "atlas_hf.policy",
+    "OpenAIChatPolicy": "atlas_hf.openai_policy",
     "paired_difference": "atlas_hf.evaluation",
     "wilson_interval": "atlas_hf.evaluation",
     "load_model_and_tokenizer": "atlas_hf.models",
@@ -120,13 +124,15 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
     from atlas_hf.labelling import label_dataset
     from atlas_hf.loading import load_rows, load_trajectories
     from atlas_hf.models import load_default_model, load_default_tokenizer, load_model_and_tokenizer
+    from atlas_hf.openai_policy import OpenAIChatPolicy
     from atlas_hf.oracles.anthropic import AnthropicOracle
     from atlas_hf.oracles.anthropic_config import AnthropicOracleConfig
     from atlas_hf.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
     from atlas_hf.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
     from atlas_hf.oracles.local import LocalOracle
+    from atlas_hf.oracles.openai_chat import OpenAIChatOracle, OpenAIOracleConfig
     from atlas_hf.oracles.registry import build_oracle, list_oracles, register_oracle
-    from atlas_hf.policy import TransformersPolicy
+    from atlas_hf.policy import PolicyFailure, TransformersPolicy
     from atlas_hf.sample import load_sample
     from atlas_hf.selection import DEFAULT_MAX_RATIO, LabellingOptions, max_selected_steps, select_steps
     from atlas_hf.tokenization import CriticalStepLabeller, label_trajectory

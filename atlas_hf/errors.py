@@ -54,6 +54,11 @@ class TemplateError(AtlasError, ValueError):
     """A chat template could not render a trajectory."""
 
 
+class DistributedSetupError(AtlasError, RuntimeError):
+    """A launch asked for a parallelism (FSDP, DeepSpeed) that accelerate did not set up, so training would
+    silently run with full replicas instead of shards."""
+
+
 class AtlasFileNotFoundError(AtlasError, FileNotFoundError):
     """A file or folder atlas_hf was pointed at is missing or is not what was expected."""
 

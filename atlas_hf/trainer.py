@@ -32,6 +32,7 @@ from atlas_hf.config import AtlasSFTConfig
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.labelling import LabelStats, label_dataset
 from atlas_hf.lm_head import add_supervised_lm_head
+from atlas_hf.parallelism import check_parallelism
 from atlas_hf.selection import RATIO_SELECTIONS
 from atlas_hf.tokenization import IGNORE_INDEX
 
@@ -148,6 +149,7 @@ class AtlasSFTTrainer(SFTTrainer):
             peft_config=peft_config,
             **kwargs,
         )
+        check_parallelism(self.accelerator)
         self.args.padding_free = self.padding_free = padding_free
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model
         self.supervised_only_head = bool(args.supervised_only_head) and add_supervised_lm_head(base)

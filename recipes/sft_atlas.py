@@ -54,6 +54,7 @@ from atlas_hf.annotation_stats import annotation_statistics, format_annotation_s
 from atlas_hf.oracles import build_oracle, list_oracles
 from atlas_hf.hub import publish
 from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+from atlas_hf.parallelism import full_numel, local_shard, parallelism_summary
 from atlas_hf.loading import load_rows
 from atlas_hf.selection import DEFAULT_MAX_RATIO
 
@@ -207,14 +208,24 @@ def load_model(model_args: ModelConfig, training_args: AtlasSFTConfig) -> tuple[
 
 
 def dump_replica(trainer: AtlasSFTTrainer, folder: str) -> Path:
-    """Write this process's trainable parameters to `<folder>/rank<N>.safetensors`."""
+    """Write this process's trainable parameters to `<folder>/rank<N>.safetensors` (the local shard of a
+    sharded one, FSDP2's `DTensor`), and how the run and each parameter are laid out to `<folder>/rank<N>.json`."""
     from safetensors.torch import save_file
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    tensors, layout = {}, {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        local = local_shard(parameter)  # an FSDP2 DTensor's or a ZeRO-3 partition's own part
+        tensors[name] = local.detach().to("cpu").contiguous()
+        layout[name] = {"class": type(parameter).__name__, "numel": full_numel(parameter), "local_numel": local.numel(),
+                        "placements": [str(p) for p in getattr(parameter, "placements", [])]}
     path = Path(folder) / f"rank{trainer.accelerator.process_index}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
+    layout = {"parallelism": parallelism_summary(trainer.accelerator, trainer.model), "parameters": layout}
+    path.with_suffix(".json").write_text(json.dumps(layout, indent=1))
     return path
 
 

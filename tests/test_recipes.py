@@ -312,6 +312,74 @@ def test_sft_recipe_under_accelerate_two_processes(tiny_model_dir, data_dir, smo
     assert all(abs(w - expected) > 10 * tolerance * expected for w in wrong), (expected, wrong)
 
 
+@pytest.mark.slow
+def test_fsdp2_recipe_on_cpus_refuses_to_train_with_full_replicas(tiny_model_dir, data_dir, tmp_path):
+    """`accelerate launch` with fsdp2.yaml on two CPU processes: accelerate sets FSDP up only on GPUs, so
+    the run would be DDP with a full replica per process. The trainer says so and stops, before any step."""
+    out = tmp_path / "out"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [
+        str(accelerate), "launch", "--config_file", str(CONFIGS / "fsdp2.yaml"), "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(free_port()), str(RECIPE),
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir / "train.jsonl"),
+        "--use_peft", "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+        "--report_to", "none", "--output_dir", str(out),
+    ]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert "DistributedSetupError: The launch asked for FSDP (ACCELERATE_USE_FSDP=true)" in result.stderr
+    assert "set this run up as MULTI_CPU with 2 process(es)" in result.stderr
+    assert not (out / "adapter_model.safetensors").exists()
+
+
+def adapter_loss(model_dir: Path, adapter_dir: Path, tokenizer) -> float:
+    """The token-mean loss on ROWS of the base model with the saved adapter, reloaded with PEFT."""
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    total = count = 0.0
+    for row in ROWS:
+        labelled = label_trajectory(tokenizer, row["messages"], row["critical_steps"])
+        labels = torch.tensor(labelled.labels[1:])
+        with torch.no_grad():
+            logits = model(torch.tensor([labelled.input_ids])).logits[0, :-1].double()
+        total += F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        count += int((labels != IGNORE_INDEX).sum())
+    return total / count
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_recipe_partitions_and_matches_one_process(tiny_model_dir, data_dir, smol_tokenizer, tmp_path):
+    """deepspeed_zero3.yaml on two CPU processes: every parameter is partitioned (each rank holds half of
+    it), and the saved adapter, reloaded, has the loss of the same training on one process."""
+    pytest.importorskip("deepspeed")
+    flags = ["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir / "train.jsonl"),
+             "--use_peft", "--lora_dropout", "0", "--max_steps", "3", "--learning_rate", "1e-2",
+             "--save_strategy", "no", "--report_to", "none"]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "OMP_NUM_THREADS": "1"}
+    accelerate = Path(sys.executable).parent / "accelerate"
+    sharded, single, replicas = tmp_path / "zero3", tmp_path / "one", tmp_path / "replicas"
+    launch = [str(accelerate), "launch", "--config_file", str(CONFIGS / "deepspeed_zero3.yaml"), "--num_processes", "2",
+              "--mixed_precision", "no", "--main_process_port", str(free_port()), str(RECIPE), *flags,
+              "--per_device_train_batch_size", "2", "--output_dir", str(sharded), "--replica_dump_dir", str(replicas)]
+    result = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    for rank in (0, 1):
+        layout = json.loads((replicas / f"rank{rank}.json").read_text())
+        assert layout["parallelism"]["distributed_type"] == "DEEPSPEED" and layout["parallelism"]["num_processes"] == 2
+        assert layout["parallelism"]["sharded_parameters"] == layout["parallelism"]["parameters"] > 0
+        assert all(p["local_numel"] == -(-p["numel"] // 2) for p in layout["parameters"].values())
+    one = [sys.executable, str(RECIPE), *flags, "--per_device_train_batch_size", "4", "--output_dir", str(single)]
+    result = subprocess.run(one, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+    base = per_row_nll(tiny_model_dir, smol_tokenizer)
+    trained = adapter_loss(tiny_model_dir, sharded, smol_tokenizer)
+    assert trained < token_mean(base) - 0.1  # it trained
+    assert trained == pytest.approx(adapter_loss(tiny_model_dir, single, smol_tokenizer), rel=1e-4)
+
+
 def test_sft_recipe_takes_a_trl_sft_command_line_with_a_test_split(tiny_model_dir, tmp_path):
     """The command line of `trl sft` (train and test splits, `--eval_strategy steps`) plus the step selection."""
     folder = tmp_path / "data"
