@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from common import SHARED_DATA, write_results  # noqa: E402
-from template_corpus import ORIGINALS, SYNTHETIC, family_tokenizer, reference_labels, sample_steps  # noqa: E402
+from template_corpus import (  # noqa: E402
+    ORIGINALS, SYNTHETIC, family_tokenizer, labelled_segments, reference_labels, sample_steps)
 
 
 def corpus_rows(fireact: int, tau: int) -> list[dict]:
@@ -92,6 +93,10 @@ def classify(base, rows: list[dict], truth: dict) -> dict[str, Counter]:
                 continue
             exact = expected is not None and out.input_ids == expected["input_ids"] and out.labels == expected["labels"]
             table[name]["exact" if exact else "wrong"] += 1
+            if not exact and expected is not None:
+                mine, truth_ = (labelled_segments(tokenizer, o["input_ids"], o["labels"]) for o in (vars(out), expected))
+                diff = next(((a, b) for a, b in zip(mine, truth_) if a != b), (mine[len(truth_):], truth_[len(mine):]))
+                print(f"wrong: {name} row {i}: labelled {diff[0]!r:.300} where the truth is {diff[1]!r:.300}")
     return table
 
 

@@ -84,11 +84,15 @@ class ScriptArguments(trl.ScriptArguments):
 
         annotate (`str`, *optional*, defaults to `"none"`):
             `"none"` trains on the `critical_steps` the data carries. Otherwise the oracle that marks them
-            first: `"anthropic"` (Claude; needs `ANTHROPIC_API_KEY`), `"local"` (a local judge model), or the
+            first: `"anthropic"` (Claude; needs `ANTHROPIC_API_KEY`), `"openai"` (a model behind an
+            OpenAI-compatible server, `--annotate_base_url`), `"local"` (a local judge model), or the
             baselines `"random"`, `"all"` and `"perplexity"`. Marks already in the data are replaced.
         annotate_model (`str`, *optional*):
-            The oracle's model: a Claude model name, or a local model path. Defaults to the oracle's own
-            default.
+            The oracle's model: a Claude model name, the served model's name for `"openai"`, or a local
+            model path. Defaults to the oracle's own default (`"openai"` has none).
+        annotate_base_url (`str`, *optional*):
+            The server of `--annotate openai` (vLLM, SGLang, TGI, `transformers serve`; its key, if any, in
+            `OPENAI_API_KEY`), or a proxy for `--annotate anthropic`.
         annotate_max_ratio (`float`, *optional*, defaults to `0.3`):
             The most steps an oracle may mark, as a fraction of a trajectory's steps.
         annotate_cache_dir (`str`, *optional*):
@@ -123,6 +127,9 @@ class ScriptArguments(trl.ScriptArguments):
     annotate_model: str | None = field(
         default=None, metadata={"help": "The oracle's model (a Claude model name or a local model path)."}
     )
+    annotate_base_url: str | None = field(
+        default=None, metadata={"help": "The OpenAI-compatible server of --annotate openai (e.g. http://host:8000/v1)."}
+    )
     annotate_max_ratio: float = field(
         default=DEFAULT_MAX_RATIO, metadata={"help": "The most steps an oracle may mark, as a fraction of the steps."}
     )
@@ -151,7 +158,8 @@ class ScriptArguments(trl.ScriptArguments):
 def annotate_rows(dataset: Dataset, script_args: ScriptArguments, training_args: AtlasSFTConfig) -> Dataset:
     """Mark the critical steps with the chosen oracle; the main process asks it, the others read its cache."""
     cache_dir = script_args.annotate_cache_dir or os.path.join(training_args.output_dir, "annotation_cache")
-    oracle = build_oracle(script_args.annotate, model=script_args.annotate_model, seed=training_args.seed)
+    server = {"base_url": script_args.annotate_base_url} if script_args.annotate_base_url else {}
+    oracle = build_oracle(script_args.annotate, model=script_args.annotate_model, seed=training_args.seed, **server)
     with training_args.main_process_first(desc="annotating critical steps", local=False):
         annotated, _ = annotate_dataset(dataset, oracle, script_args.annotate_max_ratio, cache_dir)
     logger.info("Annotated: %s", format_annotation_statistics(annotation_statistics(annotated)))

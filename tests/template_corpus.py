@@ -129,6 +129,19 @@ def reference_labels(tokenizer: Any, messages: list[dict], steps: list[int], too
     return ids[:last], labels[:last]
 
 
+def labelled_segments(tokenizer: Any, input_ids: list[int], labels: list[int]) -> list[str]:
+    """Each run of consecutive labelled tokens, decoded (a label is its token or IGNORE)."""
+    segments, run = [], []
+    for token, label in zip(input_ids, labels):
+        if label != IGNORE:
+            assert label == token
+            run.append(token)
+        elif run:
+            segments.append(tokenizer.decode(run))
+            run = []
+    return segments + ([tokenizer.decode(run)] if run else [])
+
+
 def sample_steps(messages: list[dict], rng: random.Random, ratio: float = 0.3) -> list[int]:
     """A random `ratio` of a trajectory's steps (at least one), sorted."""
     n = sum(m["role"] == "assistant" for m in messages)

@@ -15,23 +15,9 @@ from atlas_hf.schema import check_messages
 from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, label_trajectory
 
 from conftest import END_OF_TURN, read_fireact, read_tau_bench
+from template_corpus import labelled_segments
 
 TEMPLATES = ["smollm2", "llama3", "qwen_tools"]
-
-
-def labelled_segments(tokenizer, input_ids, labels) -> list[str]:
-    """Decode each run of consecutive labelled tokens."""
-    segments, run = [], []
-    for token, label in zip(input_ids, labels):
-        if label != IGNORE_INDEX:
-            assert label == token
-            run.append(token)
-        elif run:
-            segments.append(tokenizer.decode(run))
-            run = []
-    if run:
-        segments.append(tokenizer.decode(run))
-    return segments
 
 
 def check_segment(name: str, segment: str, turn: dict) -> None:

@@ -402,3 +402,28 @@ def test_sft_recipe_takes_a_trl_sft_command_line_with_a_test_split(tiny_model_di
     bad = subprocess.run([*command[:-2], "--dataset_test_split", "validation"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "validation" in bad.stderr
+
+
+@pytest.mark.slow
+def test_sft_recipe_annotates_through_an_openai_compatible_server(tiny_model_dir, smol_tokenizer, tmp_path):
+    """`--annotate openai --annotate_model M --annotate_base_url URL`: the rows are marked by the server's
+    answers (the stand-in picks each trajectory's last step) before training on them."""
+    from openai_standin import OpenAIStandIn
+
+    rows = [{"messages": row["messages"]} for row in ROWS]  # no marks: the oracle must make them
+    (tmp_path / "raw.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    with OpenAIStandIn(models=("judge",)) as server:
+        command = [sys.executable, str(RECIPE), "--model_name_or_path", str(tiny_model_dir),
+                   "--dataset_name", str(tmp_path / "raw.jsonl"), "--annotate", "openai", "--annotate_model", "judge",
+                   "--annotate_base_url", server.base_url, "--use_peft", "--max_steps", "1",
+                   "--per_device_train_batch_size", "4", "--save_strategy", "no", "--report_to", "none",
+                   "--output_dir", str(out)]
+        env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert len(server.requests) == len(ROWS)
+    summary = json.loads((out / "atlas_summary.json").read_text())
+    last_steps = [label_trajectory(smol_tokenizer, row["messages"], [sum(m["role"] == "assistant" for m in row["messages"]) - 1])
+                  for row in ROWS]
+    assert summary["rows"] == len(ROWS) and summary["supervised_tokens"] == sum(r.num_supervised for r in last_steps)

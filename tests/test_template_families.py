@@ -18,7 +18,8 @@ from atlas_hf.schema import check_messages
 from atlas_hf.tokenization import IGNORE_INDEX
 
 from conftest import read_fireact, read_tau_bench
-from template_corpus import ORIGINALS, SYNTHETIC, family_tokenizer, reference_labels, reference_template, sample_steps
+from template_corpus import (ORIGINALS, SYNTHETIC, family_tokenizer, labelled_segments, reference_labels,
+                             reference_template, sample_steps)
 
 TRAINED_ON = ["qwen3", "qwen3_5_think", "gemma4", "gptoss", "glm4moe", "phi3"]
 
@@ -35,18 +36,6 @@ def family(smol_tokenizer):
     return get
 
 
-def segments(tokenizer, ids, labels) -> list[str]:
-    out, run = [], []
-    for token, label in zip(ids, labels):
-        if label != IGNORE_INDEX:
-            assert label == token
-            run.append(token)
-        elif run:
-            out.append(tokenizer.decode(run))
-            run = []
-    return out + ([tokenizer.decode(run)] if run else [])
-
-
 def check_row(tokenizer, row: dict, index) -> str:
     """Label one row and compare it with the truth; returns 'exact' or 'refused'."""
     try:
@@ -61,10 +50,10 @@ def check_row(tokenizer, row: dict, index) -> str:
             CriticalStepLabeller(tokenizer).label_row(row, index)
         return "refused"
     out = CriticalStepLabeller(tokenizer).label_row(row, index)
-    assert (out.input_ids, out.labels) == truth, (index, segments(tokenizer, out.input_ids, out.labels)[:3],
-                                                  segments(tokenizer, *truth)[:3])
+    assert (out.input_ids, out.labels) == truth, (index, labelled_segments(tokenizer, out.input_ids, out.labels)[:3],
+                                                  labelled_segments(tokenizer, *truth)[:3])
     turns = [m for m in row["messages"] if m["role"] == "assistant"]
-    found = segments(tokenizer, out.input_ids, out.labels)
+    found = labelled_segments(tokenizer, out.input_ids, out.labels)
     assert len(found) == len(row["critical_steps"])
     for text, step in zip(found, row["critical_steps"]):  # the decoded labels hold the turn's own text
         turn = turns[step]
