@@ -89,6 +89,7 @@ _EXPORTS: dict[str, str] = {
     "ColumnNotFoundError": "atlas_hf.errors",
     "HubPublishError": "atlas_hf.errors",
     "EnvironmentNotFoundError": "atlas_hf.errors",
+    "DistributedSetupError": "atlas_hf.errors",
 }
 
 __all__ = list(_EXPORTS)
@@ -105,6 +106,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
         AtlasError,
         AtlasFileNotFoundError,
         ColumnNotFoundError,
+        DistributedSetupError,
         EnvironmentNotFoundError,
         HubPublishError,
         InvalidInputError,

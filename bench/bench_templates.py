@@ -14,7 +14,9 @@ random 30% of its steps selected. The truth (`template_corpus.reference_labels`:
 minus the generation prompt) is computed on the rows as this checkout prepares them. A pair is
 *exact* when `CriticalStepLabeller` returns the truth's tokens and labels, *refused* when it raises an
 `AtlasError` (and the truth cannot be rendered either, or the template cannot take the row), *crash*
-on any other exception, *wrong* otherwise. `--reference` compares another checkout's labeller with
+on any other exception, *wrong* otherwise; *unverified* when the labeller answers on a row that has no
+independent truth (a template without a TRL training version that is not prefix-preserving at a
+selected turn: Gemma 4 v5 renders tool results inside the model's turn). `--reference` compares another checkout's labeller with
 a truth written earlier, which is how the table before a change is measured.
 """
 
@@ -62,8 +64,8 @@ def write_reference(base, rows: list[dict]) -> dict:
                 continue
             try:
                 ids, labels = reference_labels(tokenizer, messages, row["critical_steps"])
-            except Exception:
-                truth[name].append(None)
+            except Exception:  # the template takes the row, but the truth cannot be read off it independently
+                truth[name].append({"unverified": True})
                 continue
             truth[name].append({"input_ids": ids, "labels": labels})
     return truth
@@ -90,6 +92,9 @@ def classify(base, rows: list[dict], truth: dict) -> dict[str, Counter]:
                 continue
             except Exception:
                 table[name]["crash"] += 1
+                continue
+            if expected is not None and expected.get("unverified"):
+                table[name]["unverified"] += 1
                 continue
             exact = expected is not None and out.input_ids == expected["input_ids"] and out.labels == expected["labels"]
             table[name]["exact" if exact else "wrong"] += 1
@@ -123,7 +128,7 @@ def main() -> None:
         if args.write_reference:
             args.write_reference.write_text(json.dumps(truth))
     table = classify(base, rows, truth)
-    kinds = ["exact", "refused", "refused (wrongly)", "crash", "wrong"]
+    kinds = ["exact", "refused", "refused (wrongly)", "crash", "wrong", "unverified"]
     total = Counter()
     print(f"atlas_hf {atlas_hf.__version__} from {Path(atlas_hf.__file__).parent}; {len(rows)} rows x {len(ORIGINALS)} templates")
     print(f"{'template':26s} " + " ".join(f"{k:>17s}" for k in kinds))

@@ -136,7 +136,7 @@ def test_publish_without_anything_is_a_usage_error():
     (("--oracle", "random", "--use-batches"), "--use-batches is for --oracle anthropic"),
     (("--oracle", "local", "--dry-run"), "--dry-run estimates what Claude costs"),
     (("--oracle", "all", "--model", "x"), "--model means nothing"),
-    (("--oracle", "random", "--timeout", "5"), "--timeout, --max-retries, --max-concurrency and --poll-interval"),
+    (("--oracle", "random", "--timeout", "5"), "--timeout, --max-retries and --max-concurrency are for --oracle anthropic or openai"),
 ])
 def test_flags_an_oracle_cannot_use_are_usage_errors(tmp_path, flags, complaint):
     result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "o"), *flags)

@@ -66,15 +66,15 @@ def test_the_oracle_annotates_through_a_real_server_and_resumes(served, tmp_path
     from atlas_hf.oracles.openai_chat import OpenAIChatOracle
 
     base_url, model = served
-    sample = load_sample().select(range(3))
-    oracle = OpenAIChatOracle(model=model, base_url=base_url, max_tokens=96, max_concurrency=3, timeout=120)
+    sample = load_sample().select(range(2))
+    oracle = OpenAIChatOracle(model=model, base_url=base_url, max_tokens=64, max_concurrency=2, timeout=120)
     annotated, annotator = annotate_dataset(sample, oracle, 0.3, tmp_path)
-    assert annotator.stats.sent == 3 and oracle.usage.requests >= 3 and oracle.usage.input_tokens > 0
+    assert annotator.stats.sent == 2 and oracle.usage.requests >= 2 and oracle.usage.input_tokens > 0
     for row in annotated:
         assert bool(row["critical_steps"]) != bool(row["atlas_error"])  # a valid answer, or the reason why not
     marked = sum(bool(row["atlas_error"]) for row in annotated)
-    _, again = annotate_dataset(sample, OpenAIChatOracle(model=model, base_url=base_url, max_tokens=96), 0.3, tmp_path)
-    assert again.stats.sent == marked and again.stats.cached == 3 - marked
+    _, again = annotate_dataset(sample, OpenAIChatOracle(model=model, base_url=base_url, max_tokens=64), 0.3, tmp_path)
+    assert again.stats.sent == marked and again.stats.cached == 2 - marked
 
 
 def test_rollouts_through_the_server_act_as_the_model_in_process(served):
@@ -85,9 +85,9 @@ def test_rollouts_through_the_server_act_as_the_model_in_process(served):
     from atlas_hf.openai_policy import OpenAIChatPolicy
 
     base_url, model = served
-    settings = dict(envs="babyai/GoToLocal", episodes=3, seed=11, max_turns=3, batch_size=3, max_new_tokens=24,
+    settings = dict(envs="babyai/GoToLocal", episodes=2, seed=11, max_turns=3, batch_size=2, max_new_tokens=20,
                     progress=False)
-    remote = evaluate_agent(OpenAIChatPolicy(model, base_url, max_tokens=24, timeout=120), **settings)
+    remote = evaluate_agent(OpenAIChatPolicy(model, base_url, max_tokens=20, timeout=120), **settings)
     local = evaluate_agent(load_default_model(), tokenizer=load_default_tokenizer(), **settings)
     assert not any(r.get("error") for r in remote.records)
     assert [r["actions"] for r in remote.records] == [r["actions"] for r in local.records]
