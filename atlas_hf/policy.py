@@ -55,12 +55,13 @@ def _preallocated_layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
-        def __init__(self, capacity: int, keys: Any = None, values: Any = None) -> None:
+        def __init__(self, capacity: int, buffers: tuple[Any, Any] | None = None, length: int = 0) -> None:
             super().__init__()
-            self.capacity, self._length = capacity, 0
-            if keys is not None:
-                self._allocate(keys, values)
-                self.update(keys, values)
+            self.capacity, self._length = capacity, length
+            if buffers is not None:  # (rows, heads, >= capacity, dim) buffers whose first `length` positions are filled
+                self._keys, self._values = buffers
+                self.device, self.is_initialized = self._keys.device, True
+                self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
 
         def _allocate(self, keys: Any, values: Any) -> None:
             self.device = keys.device
@@ -84,18 +85,28 @@ def _preallocated_layer_class() -> type:
     return PreallocatedLayer
 
 
-def _preallocated_cache(past: list[tuple[Any, Any]] | None, capacity: int) -> Any:
+def _preallocated_cache(capacity: int, buffers: list[tuple[Any, Any]] | None = None, length: int = 0) -> Any:
     """A `DynamicCache` whose layers append into buffers of `capacity` positions, in place.
 
     transformers' dynamic layers grow by concatenation, copying the whole cache at every decoded
     token: with a batch of long conversations that copy was half the cost of a rollout turn.
+
+    Args:
+        capacity (`int`): Positions each layer's buffers hold (allocated at the first forward when
+            `buffers` is None).
+        buffers (`list[tuple[Tensor, Tensor]]`, *optional*): Per layer, key and value buffers of shape
+            `(rows, kv_heads, >= capacity, head_dim)` to write into.
+        length (`int`): Positions of `buffers` already filled (the cache's current length).
+
+    Returns:
+        `DynamicCache`: The cache.
     """
     from transformers import DynamicCache
 
     layer = _preallocated_layer_class()
     cache = DynamicCache()
-    cache.layers = [layer(capacity, k, v) for k, v in past] if past else []
-    if not past:
+    cache.layers = [layer(capacity, pair, length) for pair in buffers] if buffers else []
+    if not buffers:
         cache.layer_class_to_replicate = functools.partial(layer, capacity)
     return cache
 
@@ -179,7 +190,9 @@ class TransformersPolicy:
         self.stop_ids = sorted(i for i in stops if i is not None)
         self._reply_header = ""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
-        self._cache: dict[int, tuple[list[int], list[tuple[Any, Any]]]] = {}
+        self._cache: dict[int, tuple[list[int], int, int]] = {}  # conversation -> (token ids, row, start) in `_store`
+        self._store: list[tuple[Any, Any]] | None = None  # per layer, the key/value buffers, reused call after call
+        self.buffer_allocations = 0
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._config = base.config
         accepted = inspect.signature(type(base).forward).parameters
@@ -200,7 +213,8 @@ class TransformersPolicy:
 
         prompts = [self._prompt_ids(c) for c in conversations]
         keys = [id(c) for c in conversations]
-        cached = [self._cache.get(k) if self.reuse_cache else None for k in keys]
+        reuse = self.reuse_cache and self._store is not None  # a call that raised left no buffers
+        cached = [self._cache.get(k) if reuse else None for k in keys]
         reusable = [min(_common_prefix(c[0], ids), len(ids) - 1) if c else 0 for c, ids in zip(cached, prompts)]
         # Every row feeds its last `fed` tokens and takes the rest from its cache: one left-padded block.
         fed = max(len(ids) - r for ids, r in zip(prompts, reusable))
@@ -214,17 +228,12 @@ class TransformersPolicy:
             tail = ids[past[i]:]
             input_ids[i, fed - len(tail):] = torch.tensor(tail)
             mask[i, width + fed - len(ids):] = 1
-        layers: list[tuple[Any, Any]] = []
-        if width:
-            for layer, (k0, v0) in enumerate(next(c[1] for c in cached if c)):
-                k = k0.new_zeros((rows, k0.shape[0], width, k0.shape[2]))
-                v = v0.new_zeros((rows, v0.shape[0], width, v0.shape[2]))
-                for i, c in enumerate(cached):
-                    if past[i]:
-                        k[i, :, width - past[i]:] = c[1][layer][0][:, :past[i]]
-                        v[i, :, width - past[i]:] = c[1][layer][1][:, :past[i]]
-                layers.append((k, v))
-        cache = _preallocated_cache(layers, width + fed + self.max_new_tokens)
+        capacity = width + fed + self.max_new_tokens
+        buffers = self._laid_out(cached, past, width, capacity)
+        if buffers is None:  # the first call: the cache allocates them at the first forward, with headroom
+            capacity += capacity // 2
+            self.buffer_allocations += 1
+        cache = _preallocated_cache(capacity, buffers, width)
         mask, input_ids = mask.to(device), input_ids.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generated: list[list[int]] = [[] for _ in prompts]
@@ -233,8 +242,11 @@ class TransformersPolicy:
             out, steps_fed = self._decode(input_ids, mask, positions, width, cache, generated)
         finally:
             self._config._attn_implementation = own_attention
-        if self.reuse_cache:
-            self._remember(keys, prompts, generated, self._returned_cache(out), width + fed, steps_fed)
+        self._store = [(layer._keys, layer._values) for layer in cache.layers]
+        self._cache = {}
+        if self.reuse_cache:  # each row's own tokens, and where their keys/values lie in `_store`
+            for i, key in enumerate(keys):
+                self._cache[key] = (prompts[i] + generated[i][:steps_fed], i, width + fed - len(prompts[i]))
         stops = set(self.stop_ids)
         header = self.tokenizer(self._reply_header, add_special_tokens=False)["input_ids"] if self._reply_header else []
         texts = [ids[:-1] if ids and ids[-1] in stops else ids for ids in generated]
@@ -275,16 +287,45 @@ class TransformersPolicy:
         cache = getattr(output, "cache", None)
         return cache if cache is not None else output.past_key_values
 
-    def _remember(self, keys: list[int], prompts: list[list[int]], generated: list[list[int]], cache: Any,
-                  prompt_width: int, steps_fed: int) -> None:
-        """Keep each row's own tokens and their keys/values (padding cut out) for its next turn."""
-        self._cache = {}
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        for i, key in enumerate(keys):
-            ids = prompts[i] + generated[i][:steps_fed]
-            start = prompt_width - len(prompts[i])
-            self._cache[key] = (ids, [(k[i, :, start:start + len(ids)].clone(), v[i, :, start:start + len(ids)].clone())
-                                      for k, v in layers])
+    def _laid_out(self, cached: list[Any], past: list[int], width: int, capacity: int) -> list[tuple[Any, Any]] | None:
+        """The key/value buffers for this call, each row's reused positions moved to end at `width` and
+        its padding zeroed; None on the first call (the cache allocates them at the first forward).
+
+        One pair of buffers per layer is kept from call to call and rearranged in place: rows only
+        move up (episodes that ended drop out, the others keep their order), so a row is read before
+        any row is written over it. Buffers too small for `capacity`, or rows out of order, get a new
+        pair with 50% headroom, filled from the old one, which is then freed.
+        """
+        if self._store is None:
+            return None
+        rows = len(past)
+        sources = [c[1] for c, n in zip(cached, past) if n]
+        in_order = all(a < b for a, b in zip(sources, sources[1:])) and all(
+            c[1] >= i for i, (c, n) in enumerate(zip(cached, past)) if n)
+        keys0 = self._store[0][0]
+        if in_order and keys0.shape[0] >= rows and keys0.shape[2] >= capacity:
+            target = [(k[:rows], v[:rows]) for k, v in self._store]
+        else:
+            size = capacity + capacity // 2
+            self.buffer_allocations += 1
+            target = [(k.new_empty((rows, k.shape[1], size, k.shape[3])), v.new_empty((rows, v.shape[1], size, v.shape[3])))
+                      for k, v in self._store]
+        for i, (c, n) in enumerate(zip(cached, past)):
+            for (k, v), (k0, v0) in zip(target, self._store):
+                if n:
+                    _, row, start = c
+                    # a copy first: in place, the old and new positions of a row may overlap
+                    k[i, :, width - n:width] = k0[row, :, start:start + n].clone()
+                    v[i, :, width - n:width] = v0[row, :, start:start + n].clone()
+                k[i, :, :width - n] = 0  # padding: masked, but it must hold numbers, not stale NaN bits
+                v[i, :, :width - n] = 0
+        self._store = None  # an old pair is freed here, once read
+        return target
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the key/value buffers the policy holds between calls."""
+        return sum(t.numel() * t.element_size() for pair in self._store or [] for t in pair)
 
 
 def as_policy(agent: Any, tokenizer: Any = None, max_new_tokens: int = 64) -> Policy:

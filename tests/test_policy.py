@@ -1,8 +1,10 @@
-"""The rollout policy's attention: `grouped_query_attention` computes what eager attention computes."""
+"""The rollout policy: `grouped_query_attention` computes what eager attention computes, and the key/value
+cache lives in two reused buffers."""
 
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -38,7 +40,7 @@ def test_grouped_attention_matches_eager_on_padded_rows_against_a_cache(new_toke
     cache_arg = "cache" if "cache" in inspect.signature(type(eager).forward).parameters else "past_key_values"
     with torch.inference_mode():
         for model in (eager, grouped):
-            cache = _preallocated_cache(None, 12 + new_tokens + 4)  # a strided view of a larger buffer
+            cache = _preallocated_cache(12 + new_tokens + 4)  # a strided view of a larger buffer
             model(input_ids=prompt, attention_mask=mask, position_ids=positions[:, :12], use_cache=True,
                   **{cache_arg: cache})
             out = model(input_ids=new, attention_mask=full_mask, position_ids=positions[:, 12:], use_cache=True,
@@ -46,3 +48,37 @@ def test_grouped_attention_matches_eager_on_padded_rows_against_a_cache(new_toke
             logits.append(out.logits)
     assert logits[0].abs().max() > 0.1  # not a comparison of zeros
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+
+
+def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokenizer):
+    """Over many turns the policy holds one key/value buffer per layer, at most 1.5x what the live
+    conversations need (their longest prompt plus `max_new_tokens`, for every live row), rearranged in
+    place as episodes end, a new one only when it grows past that, and replies as a policy that
+    recomputes every conversation from scratch."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from atlas_hf.policy import TransformersPolicy
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         initializer_range=0.5)
+    model = LlamaForCausalLM(config).eval()
+    reused, fresh = TransformersPolicy(model, smol_tokenizer, max_new_tokens=6), \
+        TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False)
+    chats = {policy: [[{"role": "user", "content": f"Goal {i}: reach the {'red ' * i}door."}] for i in range(4)]
+             for policy in (reused, fresh)}
+    per_position = 2 * 2 * 2 * 8 * 4  # layers x (keys, values) x kv heads x head dim x float32 bytes
+    needed, first = 0, None
+    for turn in range(10):
+        live = 4 - turn // 4  # episodes end: the batch shrinks
+        replies = {policy: policy(chats[policy][:live]) for policy in (reused, fresh)}
+        assert replies[reused] == replies[fresh], turn
+        for policy in (reused, fresh):
+            for chat, reply in zip(chats[policy], replies[policy]):
+                chat += [{"role": "assistant", "content": reply or "left"}, {"role": "user", "content": "A wall. " * 3}]
+        needed = max(needed, max(len(reused._prompt_ids(c)) for c in chats[reused][:live]) + 6)
+        first = first or needed
+        assert reused.cache_bytes <= 1.5 * 4 * needed * per_position
+    # buffers grow geometrically (x1.5): never a fresh allocation per turn
+    assert reused.buffer_allocations <= 1 + math.log(needed / first) / math.log(1.5) < 10

@@ -22,7 +22,7 @@ import re
 from collections import deque
 from typing import Any, Callable
 
-from atlas_hf.envs.base import StepResult
+from atlas_hf.envs.base import StepResult, action_line
 from atlas_hf.errors import InvalidInputError
 
 LEVELS: dict[str, str] = {
@@ -60,7 +60,6 @@ PRIMITIVE_ACTIONS = {"left": 0, "right": 1, "forward": 2, "pickup": 3, "drop": 4
 """minigrid's primitive moves by name."""
 OBJECT_TYPES = ("ball", "box", "key", "door")
 """The kinds of object the agent is told about (and may name in an action)."""
-_ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
 _NAMED = re.compile(
     r"^(go to|goto|pick ?up|go through|toggle and go through)\s+(?:the\s+)?([a-z]+)\s+([a-z]+)\s+(\d+)$"
 )
@@ -68,10 +67,7 @@ _NAMED = re.compile(
 
 def parse_action(text: str) -> str:
     """The action in a reply: the text after the last `Action:` (else the last line), lower-cased."""
-    found = _ACTION_LINE.findall(text or "")
-    line = found[-1] if found else (text or "").strip().splitlines()[-1:] or [""]
-    line = line if isinstance(line, str) else line[0]
-    return re.sub(r"\s+", " ", line.strip().strip(".!\"'`").strip().lower())
+    return action_line(text).lower()
 
 
 def _require_minigrid() -> Any:
@@ -133,7 +129,8 @@ class BabyAITextEnv:
         self._done = done
         success = done and reward > 0
         observation = feedback if done else f"{feedback}\n{self.describe()}"
-        return StepResult(observation, reward, done, {"success": success, "invalid_action": invalid, "action": action})
+        return StepResult(observation, reward, done, {"success": success, "invalid_action": invalid, "action": action,
+                                                          "score": float(success)})
 
     # ----------------------------------------------------------------- what the agent sees
     def object_name(self, obj: Any) -> str:

@@ -143,7 +143,8 @@ def expert_episode(level: str, seed: int, max_turns: int = 64) -> dict[str, Any]
         max_turns (`int`, defaults to `64`): Expert turns before the episode is cut.
 
     Returns:
-        `dict`: `messages` (the chat), `env`, `seed`, `success`, `reward`, `turns`. An episode the bot
+        `dict`: `messages` (the chat), `env`, `seed`, `success`, `reward`, `score` (1.0 on success, else
+        0.0: BabyAI has no partial credit), `turns`. An episode the bot
         gives up on (it does on a few rare layouts) ends there with `success=False`.
     """
     from minigrid.utils.baby_ai_bot import DisappearedBoxError
@@ -165,4 +166,4 @@ def expert_episode(level: str, seed: int, max_turns: int = 64) -> dict[str, Any]
             break
         messages.append({"role": "user", "content": result.observation})
     return {MESSAGES: messages, "env": env.name, "seed": int(seed), "success": bool(success),
-            "reward": float(reward), "turns": (len(messages)) // 2}
+            "reward": float(reward), "score": float(bool(success)), "turns": (len(messages)) // 2}

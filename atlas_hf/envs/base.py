@@ -10,10 +10,11 @@ exactly the format it learnt.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from atlas_hf.errors import EnvironmentNotFoundError
+from atlas_hf.errors import EnvironmentNotFoundError, InvalidInputError
 
 
 @dataclass
@@ -25,7 +26,8 @@ class StepResult:
         reward (`float`): The environment's reward for this step (BabyAI: > 0 only on success).
         done (`bool`): Whether the episode is over (success, failure or the environment's own time limit).
         info (`dict`): `success` (bool), `invalid_action` (bool: unparsable or naming nothing that can be
-            done now), and environment-specific details.
+            done now), `score` (float in [0, 1]: the progress so far, where the environment measures
+            it; else success), and environment-specific details.
     """
 
     observation: str
@@ -47,6 +49,36 @@ class TextEnv(Protocol):
     def step(self, action_text: str) -> StepResult:
         """Play one reply of the agent (free text: a thought and an action); never raises on bad text."""
         ...
+
+
+SPLIT_STRIDE = 1_000_000
+"""Environment seeds `[0, 1M)` play an environment's training games, `[1M, 2M)` its test games and
+`[2M, 3M)` its dev games, in environments that have splits (ScienceWorld, TextWorldExpress)."""
+SPLITS = ("train", "test", "dev")
+
+
+def split_of_seed(seed: int) -> tuple[str, int]:
+    """The split an environment seed plays and its index there: `(split, seed % SPLIT_STRIDE)`.
+
+    Raises:
+        `InvalidInputError`: A negative seed, or one past the dev split.
+    """
+    if seed < 0 or seed >= SPLIT_STRIDE * len(SPLITS):
+        raise InvalidInputError(f"Seed {seed} names no split: use [0, 1M) for training games, [1M, 2M) for test "
+                                "and [2M, 3M) for dev.")
+    return SPLITS[seed // SPLIT_STRIDE], seed % SPLIT_STRIDE
+
+
+_ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def action_line(text: str) -> str:
+    """The action of a reply: the text after its last `Action:` (else its last line), stripped of
+    surrounding quotes and full stops; case kept."""
+    found = _ACTION_LINE.findall(text or "")
+    lines = (text or "").strip().splitlines()
+    line = found[-1] if found else (lines[-1] if lines else "")
+    return re.sub(r"\s+", " ", line.strip().strip(".!\"'`").strip())
 
 
 _REGISTRY: dict[str, tuple[str, Callable[..., TextEnv] | str]] = {}
@@ -73,8 +105,10 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
     """Build a registered text environment.
 
     Args:
-        name (`str`): A name from `list_envs()`, e.g. `"babyai/GoToLocal"`.
-        **kwargs: Passed to the environment's constructor.
+        name (`str`): A name from `list_envs()`, e.g. `"babyai/GoToLocal"`, optionally with constructor
+            arguments after a colon, `"twx/cookingworld:numLocations=2,step_limit=50"` (integers,
+            floats and true/false are read as such), so an evaluation's environment names say it all.
+        **kwargs: Passed to the environment's constructor (over the ones in `name`).
 
     Returns:
         `TextEnv`: A fresh environment; call `reset(seed)` before `step`.
@@ -83,6 +117,9 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
         `EnvironmentNotFoundError`: `name` is not registered (the message lists the names that are).
         `ImportError`: The environment's optional dependency is missing (the message says what to install).
     """
+    name, _, arguments = name.partition(":")
+    if arguments:
+        kwargs = {**_read_arguments(name, arguments), **kwargs}
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise EnvironmentNotFoundError(f"Unknown environment {name!r}. Registered environments: {known}.")
@@ -91,3 +128,25 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
         module, _, attribute = factory.partition(":")
         factory = getattr(importlib.import_module(module), attribute)
     return factory(**kwargs)
+
+
+def _read_arguments(name: str, arguments: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in arguments.split(","):
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not key.isidentifier():
+            raise InvalidInputError(f"{name}:{arguments}: {item!r} is not `key=value`; write "
+                                    f"`{name}:key=value,key=value`.")
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            values[key] = lowered == "true"
+            continue
+        for kind in (int, float):
+            try:
+                values[key] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            values[key] = text
+    return values
