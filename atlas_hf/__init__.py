@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 _EXPORTS: dict[str, str] = {
     # raw rows -> canonical `messages`, from any published schema

@@ -356,7 +356,8 @@ def _evaluation_dict(evaluation: Any, folder: Path) -> dict[str, Any] | None:
 
 
 def eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
-    """Rollout results as Hub `model-index` entries: one per environment, `success_rate` in percent.
+    """Rollout results as Hub `model-index` entries: per environment, the success rate and the mean
+    progress score, in percent.
 
     Args:
         evaluation (`Mapping`): An `EvaluationReport.to_dict()`.
@@ -367,9 +368,13 @@ def eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
     config = evaluation.get("config") or {}
     first, episodes = config.get("seed", 0), config.get("episodes")
     split = f"seeds {first}-{first + episodes - 1}" if episodes else f"seeds from {first}"
-    return [
-        EvalResult(task_type="reinforcement-learning", task_name="Agent rollouts", dataset_type=env,
-                   dataset_name=env, dataset_split=split, metric_type="success_rate",
-                   metric_name="Success rate (%)", metric_value=round(100 * float(result["success_rate"]), 2))
-        for env, result in evaluation["envs"].items()
-    ]
+    results = []
+    for env, result in evaluation["envs"].items():
+        common = dict(task_type="reinforcement-learning", task_name="Agent rollouts", dataset_type=env,
+                      dataset_name=env, dataset_split=split)
+        results.append(EvalResult(**common, metric_type="success_rate", metric_name="Success rate (%)",
+                                  metric_value=round(100 * float(result["success_rate"]), 2)))
+        if "mean_score" in result:  # reports written before 0.6 have success only
+            results.append(EvalResult(**common, metric_type="progress_score", metric_name="Progress score (%)",
+                                      metric_value=round(100 * float(result["mean_score"]), 2)))
+    return results

@@ -52,6 +52,20 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     return low, high
 
 
+def episode_score(record: dict[str, Any]) -> float:
+    """An episode record's progress score in [0, 1]: its `score`, or its success where none was recorded."""
+    return float(record.get("score", float(bool(record["success"]))))
+
+
+def _bootstrap_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    if len(values) == 0:
+        return 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
 @dataclass
 class EnvResult:
     """The results of one environment.
@@ -67,6 +81,9 @@ class EnvResult:
             (unparsable, or naming nothing in view).
         failed_requests (`int`): Episodes ended by a policy request that failed (`PolicyFailure`);
             counted as failures, and played again by a resumed evaluation.
+        mean_score (`float`): Mean progress score in [0, 1] (ScienceWorld's score / 100,
+            TextWorldExpress's normalised score, BabyAI's success).
+        score_ci95 (`tuple[float, float]`): Bootstrap 95% interval of `mean_score` (episodes resampled).
     """
 
     episodes: int
@@ -77,6 +94,8 @@ class EnvResult:
     mean_turns: float
     invalid_action_rate: float
     failed_requests: int = 0
+    mean_score: float = 0.0
+    score_ci95: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
     def from_records(cls, records: Sequence[dict[str, Any]]) -> "EnvResult":
@@ -84,6 +103,7 @@ class EnvResult:
         n = len(records)
         successes = sum(bool(r["success"]) for r in records)
         turns = sum(r["turns"] for r in records)
+        scores = np.array([episode_score(r) for r in records])
         return cls(
             episodes=n,
             successes=successes,
@@ -93,6 +113,8 @@ class EnvResult:
             mean_turns=turns / n if n else 0.0,
             invalid_action_rate=sum(r["invalid_actions"] for r in records) / turns if turns else 0.0,
             failed_requests=sum(bool(r.get("error")) for r in records),
+            mean_score=float(np.mean(scores)) if n else 0.0,
+            score_ci95=_bootstrap_interval(scores),
         )
 
 
@@ -123,15 +145,26 @@ class EvaluationReport:
         """The mean of the environments' success rates (each environment weighs the same)."""
         return float(np.mean([r.success_rate for r in self.envs.values()])) if self.envs else 0.0
 
+    @property
+    def mean_score(self) -> float:
+        """The mean of the environments' mean progress scores (each environment weighs the same)."""
+        return float(np.mean([r.mean_score for r in self.envs.values()])) if self.envs else 0.0
+
     def successes_by_seed(self, env: str) -> dict[int, bool]:
         """`seed -> success` for one environment."""
         return {int(r["seed"]): bool(r["success"]) for r in self.records if r["env"] == env}
 
+    def scores_by_seed(self, env: str) -> dict[int, float]:
+        """`seed -> progress score` for one environment."""
+        return {int(r["seed"]): episode_score(r) for r in self.records if r["env"] == env}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: `{"envs": {name: {episodes, success_rate, ci95, ...}}, "success_rate", "config"}`."""
         return {
-            "envs": {name: {**vars(result), "ci95": list(result.ci95)} for name, result in self.envs.items()},
+            "envs": {name: {**vars(result), "ci95": list(result.ci95), "score_ci95": list(result.score_ci95)}
+                     for name, result in self.envs.items()},
             "success_rate": self.success_rate,
+            "mean_score": self.mean_score,
             "config": self.config,
         }
 
@@ -143,13 +176,13 @@ class EvaluationReport:
 
     def format_table(self) -> str:
         """A plain-text table: one line per environment, then the mean."""
-        lines = [f"{'environment':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'reward':>7} {'turns':>6} {'invalid':>8}"]
+        lines = [f"{'environment':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'score':>6} {'reward':>7} {'turns':>6} {'invalid':>8}"]
         for name, r in self.envs.items():
             lines.append(
                 f"{name:<28} {r.episodes:>8} {r.success_rate:>8.1%} {f'{r.ci95[0]:.0%}-{r.ci95[1]:.0%}':>15} "
-                f"{r.mean_reward:>7.3f} {r.mean_turns:>6.1f} {r.invalid_action_rate:>8.1%}"
+                f"{r.mean_score:>6.2f} {r.mean_reward:>7.3f} {r.mean_turns:>6.1f} {r.invalid_action_rate:>8.1%}"
             )
-        lines.append(f"{'mean of environments':<28} {'':>8} {self.success_rate:>8.1%}")
+        lines.append(f"{'mean of environments':<28} {'':>8} {self.success_rate:>8.1%} {'':>15} {self.mean_score:>6.2f}")
         failed = sum(r.failed_requests for r in self.envs.values())
         if failed:
             lines.append(f"{failed} episodes ended on a failed policy request (counted as failures; a resumed run replays them)")
@@ -167,9 +200,10 @@ EVAL_RESULTS_FILE = "atlas_eval.json"
 """The file `atlas-hf eval --adapter DIR` writes into DIR; `publish_adapter` puts it on the card."""
 
 
-def _paired_outcomes(a: EvaluationReport, b: EvaluationReport | None, name: str) -> np.ndarray:
-    sa = a.successes_by_seed(name)
-    sb = b.successes_by_seed(name) if b is not None else {}
+def _paired_outcomes(a: EvaluationReport, b: EvaluationReport | None, name: str, metric: str) -> np.ndarray:
+    by_seed = "successes_by_seed" if metric == "success" else "scores_by_seed"
+    sa = getattr(a, by_seed)(name)
+    sb = getattr(b, by_seed)(name) if b is not None else {}
     seeds = sorted(set(sa) & set(sb)) if b is not None else sorted(sa)
     if not seeds:
         raise InvalidInputError(f"The two reports share no episode of {name!r}: evaluate both on the same seeds.")
@@ -178,9 +212,9 @@ def _paired_outcomes(a: EvaluationReport, b: EvaluationReport | None, name: str)
 
 def paired_difference(
     a: EvaluationReport, b: EvaluationReport | None = None, envs: Sequence[str] | None = None,
-    resamples: int = 10000, seed: int = 0,
+    resamples: int = 10000, seed: int = 0, metric: str = "success",
 ) -> dict[str, Any]:
-    """Success of `a` minus `b`, averaged over `envs`, with a paired-bootstrap 95% interval.
+    """Success (or progress score) of `a` minus `b`, averaged over `envs`, with a paired-bootstrap 95% interval.
 
     Episodes are paired by (environment, seed); each resample draws the seeds of every environment
     with replacement and averages the per-environment differences, as the table's averages do. With
@@ -192,27 +226,30 @@ def paired_difference(
         envs (`Sequence[str]`, *optional*): The environments to average (default: those both have).
         resamples (`int`): Bootstrap resamples.
         seed (`int`): Seed of the resampling.
+        metric (`str`): `"success"` (0/1 per episode) or `"score"` (the progress score in [0, 1]).
 
     Returns:
-        `dict`: `difference` (rate units; `a`'s mean rate when `b` is None), `ci95` ([low, high]),
+        `dict`: `difference` (rate or score units; `a`'s mean rate when `b` is None), `ci95` ([low, high]),
         `episodes` (the pairs used).
 
     Raises:
         `ValueError`: No environment to compare, or the reports share no episode of one asked for.
     """
+    if metric not in ("success", "score"):
+        raise InvalidInputError(f"metric must be 'success' or 'score', got {metric!r}.")
     names = list(envs) if envs is not None else [n for n in a.envs if b is None or n in b.envs]
     if not names:
         raise InvalidInputError("No environment to compare.")
     rng = np.random.default_rng(seed)
     means, boot, pairs = [], np.zeros(resamples), 0
     for name in names:
-        diff = _paired_outcomes(a, b, name)
+        diff = _paired_outcomes(a, b, name, metric)
         means.append(diff.mean())
         boot += diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
         pairs += len(diff)
     boot /= len(names)
     low, high = np.percentile(boot, [2.5, 97.5])
-    return {"difference": float(np.mean(means)), "ci95": [float(low), float(high)], "episodes": pairs}
+    return {"difference": float(np.mean(means)), "ci95": [float(low), float(high)], "episodes": pairs, "metric": metric}
 
 
 def evaluate_agent(
@@ -283,7 +320,7 @@ def evaluate_agent(
             name, episode_seed = queue.pop()
             env = pools[name].pop() if pools[name] else make_env(name)
             live.append({"env_obj": env, "record": {
-                "env": name, "seed": episode_seed, "success": False, "reward": 0.0, "turns": 0,
+                "env": name, "seed": episode_seed, "success": False, "reward": 0.0, "score": 0.0, "turns": 0,
                 "max_turns": max_turns, "invalid_actions": 0, "actions": [],
                 "messages": [{"role": "user", "content": env.reset(episode_seed)}],
             }})
@@ -316,6 +353,7 @@ def evaluate_agent(
                 record["actions"].append(result.info.get("action", reply))
                 record["reward"] = float(result.reward)
                 record["success"] = bool(result.info.get("success", result.reward > 0))
+                record["score"] = float(result.info.get("score", record["success"]))
                 if result.done or record["turns"] >= max_turns:
                     if not result.done:
                         record["success"] = False

@@ -162,6 +162,10 @@ class TransformersPolicy:
     cache is kept between turns, so a turn computes only the tokens new since the last one (the
     observation and the template's markers), not the whole conversation again: the cached tokens
     are checked against the new prompt, and whatever differs is recomputed.
+    The keys and values live in one buffer per layer, kept from call to call and rearranged in place
+    (rows move up as episodes end), with 50% headroom and geometric growth: memory stays within the
+    weights plus 1.5x the keys/values of the live conversations (`cache_bytes`), instead of fresh
+    copies every turn.
 
     Args:
         model (`PreTrainedModel`): A causal LM (a PEFT model too).

@@ -138,11 +138,12 @@ def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokeniz
 
     published = Path(publish_adapter(adapter_dir, "someone/tiny-agent", local_dir=tmp_path / "hub"))
     card = ModelCard.load(published / "README.md")
-    results = {r.dataset_type: r for r in card.data.eval_results}
-    assert set(results) == {"babyai/GoToLocal", "babyai/PickupLoc"}
-    for env, result in results.items():
-        assert result.metric_type == "success_rate"
-        assert result.metric_value == round(100 * saved["envs"][env]["success_rate"], 2)
+    results = {(r.dataset_type, r.metric_type): r for r in card.data.eval_results}
+    assert set(results) == {(env, metric) for env in ("babyai/GoToLocal", "babyai/PickupLoc")
+                            for metric in ("success_rate", "progress_score")}
+    for (env, metric), result in results.items():
+        key = "success_rate" if metric == "success_rate" else "mean_score"
+        assert result.metric_value == round(100 * saved["envs"][env][key], 2)
         assert result.dataset_split == "seeds 1000000-1000002"
     assert "## Evaluation" in card.text and "| babyai/PickupLoc | 3 |" in card.text
 

@@ -50,7 +50,15 @@ def reason(action: str) -> str:
 
 
 def plan(task: str, milestones: list[str]) -> str:
-    """The first thought's plan: the task and the milestones to reach, in order."""
+    """The first thought's plan: the task and the milestones to reach, in order.
+
+    Args:
+        task (`str`): The task as the environment states it.
+        milestones (`list[str]`): The gold actions that raise the score, in order.
+
+    Returns:
+        `str`: The task, then "My plan: ..." (at most six milestones).
+    """
     steps = list(dict.fromkeys(milestones))
     shown = ", then ".join(steps[:6]) + (", and so on" if len(steps) > 6 else "")
     return f"{task.strip()} My plan: {shown}." if shown else task.strip()

@@ -8,7 +8,8 @@ simulator's words (`open door to kitchen`, `go to kitchen`, `pick up thermometer
     Action: activate stove
 
 When a command could mean several objects the simulator lists them, numbered, and the next
-reply picks one by its number. A command it cannot parse ("No known action matches that input")
+reply picks one by its number. Lists of things are shown sorted (`canonical`), so a seed always shows
+the same text. A command it cannot parse ("No known action matches that input")
 counts as invalid. The progress score is the task's own score / 100 (partial credit for each
 sub-goal), negative scores (a failed task) counted as 0; success is a score of 100.
 
@@ -77,6 +78,23 @@ def _jar() -> tuple[str, str]:
     return JAR_PATH, BASEPATH
 
 
+def canonical(observation: str) -> str:
+    """The observation with each run of listed things (tab-indented lines) sorted: the simulator lists
+    some objects (the art studio's paint cups) in an order that changes from one load to the next,
+    and a seed must always show the same text. Deeper-indented lines stay with the line above."""
+    lines, out, run = observation.split("\n"), [], []
+    for line in lines + [""]:
+        if line.startswith("\t\t") and run:
+            run[-1] += "\n" + line
+        elif line.startswith("\t"):
+            run.append(line)
+        else:
+            out += sorted(run)
+            run = []
+            out.append(line)
+    return "\n".join(out[:-1])
+
+
 class ScienceWorldEnv:
     """A ScienceWorld task played in text (see the module docstring).
 
@@ -124,13 +142,16 @@ class ScienceWorldEnv:
         Args:
             seed (`int`): The environment seed.
             gold_path (`bool`): Also generate the task's gold commands (`gold_actions()`).
+
+        Returns:
+            `str`: The instructions, the task and the first observation.
         """
         _, variation = self.variation(seed)
         self._server.load(self.task_name, variation, self.simplifications, gold_path)
         self._gold = list(self._server.getGoldActionSequence()) if gold_path else []
         self._server.reset()
         self.task = str(self._server.getTaskDescription())
-        observation = str(self._server.step("look around"))
+        observation = canonical(str(self._server.step("look around")))
         self.steps, self.score, self._done = 0, 0.0, False
         return INSTRUCTIONS.format(task=self.task) + observation.strip()
 
@@ -150,7 +171,7 @@ class ScienceWorldEnv:
         if action.lower() == CHECK_ACTIONS:
             return StepResult("Valid actions: " + ", ".join(self.valid_actions()) + ".", 0.0, False,
                               {"success": False, "invalid_action": False, "action": action, "score": self.score})
-        observation = str(self._server.step(action)).strip()
+        observation = canonical(str(self._server.step(action))).strip()
         self.steps += 1
         raw = float(self._server.getScore())
         success = raw >= 1.0

@@ -112,6 +112,9 @@ class TextWorldExpressEnv:
         Args:
             seed (`int`): The environment seed.
             gold_path (`bool`): Also generate the game's gold commands (`gold_actions()`).
+
+        Returns:
+            `str`: The instructions, the task and the first observation.
         """
         fold, generator_seed = self.generator_seed(seed)
         self._state = json.loads(self._server.generateNewGameJSON(generator_seed, fold, gold_path))
