@@ -19,6 +19,13 @@ from atlas_hf.envs.gold_expert import reason  # noqa: E402
 from atlas_hf.errors import InvalidInputError  # noqa: E402
 from atlas_hf.evaluation import EvaluationReport, evaluate_agent, paired_difference  # noqa: E402
 
+@pytest.fixture(autouse=True, scope="module")
+def _shut_the_jvms_down_after_this_module():
+    yield
+    jvm.shutdown()  # the rest of the suite does not pay for two idle JVMs
+    assert jvm.running_gateways() == 0
+
+
 TWX_GAMES = ["twx/cookingworld", "twx/twc", "twx/coin", "twx/mapreader", "twx/cookingworld:numLocations=2"]
 
 
