@@ -404,4 +404,14 @@ def recorded_report(
 
 
 def _env_names(envs: str | Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(n.strip() for n in (envs.split(",") if isinstance(envs, str) else envs)))
+    """The names of a list or a comma-separated string; a piece without `/` is one more argument of the
+    name before it (`"twx/cookingworld:numLocations=2,numIngredients=3,babyai/GoToLocal"` is two)."""
+    if isinstance(envs, str):
+        names: list[str] = []
+        for piece in (p.strip() for p in envs.split(",")):
+            if names and "/" not in piece and ":" in names[-1]:
+                names[-1] += f",{piece}"
+            else:
+                names.append(piece)
+        envs = names
+    return list(dict.fromkeys(n.strip() for n in envs))

@@ -300,6 +300,8 @@ class TransformersPolicy:
         any row is written over it. Buffers too small for `capacity`, or rows out of order, get a new
         pair with 50% headroom, filled from the old one, which is then freed.
         """
+        import torch
+
         if self._store is None:
             return None
         rows = len(past)
@@ -312,17 +314,19 @@ class TransformersPolicy:
         else:
             size = capacity + capacity // 2
             self.buffer_allocations += 1
-            target = [(k.new_empty((rows, k.shape[1], size, k.shape[3])), v.new_empty((rows, v.shape[1], size, v.shape[3])))
-                      for k, v in self._store]
-        for i, (c, n) in enumerate(zip(cached, past)):
-            for (k, v), (k0, v0) in zip(target, self._store):
-                if n:
-                    _, row, start = c
-                    # a copy first: in place, the old and new positions of a row may overlap
-                    k[i, :, width - n:width] = k0[row, :, start:start + n].clone()
-                    v[i, :, width - n:width] = v0[row, :, start:start + n].clone()
-                k[i, :, :width - n] = 0  # padding: masked, but it must hold numbers, not stale NaN bits
-                v[i, :, :width - n] = 0
+            with torch.inference_mode():
+                target = [(k.new_empty((rows, k.shape[1], size, k.shape[3])),
+                           v.new_empty((rows, v.shape[1], size, v.shape[3]))) for k, v in self._store]
+        with torch.inference_mode():  # the buffers were made in inference mode, and only it may write them
+            for i, (c, n) in enumerate(zip(cached, past)):
+                for (k, v), (k0, v0) in zip(target, self._store):
+                    if n:
+                        _, row, start = c
+                        # a copy first: in place, the old and new positions of a row may overlap
+                        k[i, :, width - n:width] = k0[row, :, start:start + n].clone()
+                        v[i, :, width - n:width] = v0[row, :, start:start + n].clone()
+                    k[i, :, :width - n] = 0  # padding: masked, but it must hold numbers, not stale NaN bits
+                    v[i, :, :width - n] = 0
         self._store = None  # an old pair is freed here, once read
         return target
 

@@ -82,3 +82,22 @@ def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokeni
         assert reused.cache_bytes <= 1.5 * 4 * needed * per_position
     # buffers grow geometrically (x1.5): never a fresh allocation per turn
     assert reused.buffer_allocations <= 1 + math.log(needed / first) / math.log(1.5) < 10
+
+
+def test_a_turn_that_fits_the_first_buffer_rearranges_it_in_place(smol_tokenizer):
+    """The first call's buffers (made during inference) are written in place by the next call when they
+    are big enough: no new allocation, the same reply as recomputing from scratch."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from atlas_hf.policy import TransformersPolicy
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    model = LlamaForCausalLM(config).eval()
+    reused = TransformersPolicy(model, smol_tokenizer, max_new_tokens=4)
+    fresh = TransformersPolicy(model, smol_tokenizer, max_new_tokens=4, reuse_cache=False)
+    chat = [{"role": "user", "content": "A long first observation of the room and the task. " * 8}]
+    chat += [{"role": "assistant", "content": reused([chat])[0] or "go"}, {"role": "user", "content": "Ok."}]
+    assert reused([chat]) == fresh([chat])
+    assert reused.buffer_allocations == 1
