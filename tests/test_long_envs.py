@@ -100,6 +100,33 @@ def test_same_seed_same_episode():
     assert a.reset(3) != a.reset(4)
 
 
+def test_scienceworld_same_seed_same_text_although_the_simulator_shuffles_its_lists():
+    env = make_env("scienceworld/chemistry-mix-paint-secondary-color")  # its desk lists come shuffled
+
+    def play(seed):
+        env.reset(seed, gold_path=True)
+        gold = env.gold_actions()
+        observations = [env.reset(seed)]
+        for action in gold[:20]:
+            result = env.step(action)
+            observations.append(result.observation)
+            if result.done:
+                break
+        return observations
+
+    first = [play(seed) for seed in (0, 1)]
+    assert [play(seed) for seed in (0, 1)] == first  # reloaded in the same JVM, after other loads
+
+
+def test_scienceworld_lists_are_sorted_with_each_thing_kept_whole():
+    from atlas_hf.envs.scienceworld import canonical
+
+    line = "\ta table. On the table is: a switch, which is off, a bowl (containing soil, a apple), a battery."
+    assert canonical(line) == "\ta table. On the table is: a battery, a bowl (containing a apple, soil), a switch, which is off."
+    assert canonical("Here:\n\tthe agent\n\ta cup (containing b, a)\nYou also see:") == \
+        "Here:\n\ta cup (containing a, b)\n\tthe agent\nYou also see:"
+
+
 @pytest.mark.parametrize("name", ["twx/cookingworld", "scienceworld/find-living-thing"])
 def test_invalid_actions_are_counted_and_never_raise(name):
     replies = ["Thought: hmm.\nAction: fly to the moon", "", "Action: check valid actions"]

@@ -79,20 +79,61 @@ def _jar() -> tuple[str, str]:
 
 
 def canonical(observation: str) -> str:
-    """The observation with each run of listed things (tab-indented lines) sorted: the simulator lists
-    some objects (the art studio's paint cups) in an order that changes from one load to the next,
-    and a seed must always show the same text. Deeper-indented lines stay with the line above."""
+    """The observation with every list of things sorted: the simulator lists the contents of a room,
+    a surface or a container in an order that changes from one load to the next (the art studio's
+    paint cups), and a seed must always show the same text.
+
+    Sorted are each run of tab-indented lines (deeper-indented lines stay with the line above), each
+    `... is: a, b, c.` list and each `(containing a, b)` list, inner lists first."""
     lines, out, run = observation.split("\n"), [], []
     for line in lines + [""]:
         if line.startswith("\t\t") and run:
             run[-1] += "\n" + line
         elif line.startswith("\t"):
-            run.append(line)
+            run.append(_sorted_line(line))
         else:
             out += sorted(run)
             run = []
-            out.append(line)
+            out.append(_sorted_line(line))
     return "\n".join(out[:-1])
+
+
+def _items(text: str) -> list[str]:
+    """`text` cut at its top-level `, ` (outside parentheses), each part's own lists sorted; `, which ...`
+    stays with the thing it describes."""
+    items, depth, begin, i = [], 0, 0, 0
+    while i < len(text):
+        char = text[i]
+        depth += (char == "(") - (char == ")")
+        if depth == 0 and text.startswith(", ", i) and not text.startswith(", which ", i):
+            items.append(text[begin:i])
+            begin = i + 2
+        i += 1
+    return [_sorted_parentheses(item) for item in items + [text[begin:]]]
+
+
+def _sorted_parentheses(text: str) -> str:
+    """`text` with the list inside each top-level `(containing ...)` sorted."""
+    out, i = [], 0
+    while (start := text.find("(containing ", i)) >= 0:
+        depth, end = 0, start
+        for end in range(start, len(text)):
+            depth += (text[end] == "(") - (text[end] == ")")
+            if depth == 0:
+                break
+        if depth:  # unbalanced: leave the rest as it is
+            break
+        inner = text[start + len("(containing "):end]
+        out += [text[i:start], "(containing ", ", ".join(sorted(_items(inner))), ")"]
+        i = end + 1
+    return "".join(out) + text[i:]
+
+
+def _sorted_line(line: str) -> str:
+    head, sep, tail = line.partition(" is: ")
+    if sep and tail.endswith(".") and "(" not in head:
+        return head + sep + ", ".join(sorted(_items(tail[:-1]))) + "."
+    return _sorted_parentheses(line)
 
 
 class ScienceWorldEnv:
