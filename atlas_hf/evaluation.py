@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from atlas_hf.episode_records import RecordSink, episodes_to_play, write_jsonl
 from atlas_hf.errors import InvalidInputError
-from atlas_hf.policy import PolicyFailure, as_policy
+from atlas_hf.policy import PolicyFailure, as_policy, takes_on_reply
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -127,11 +129,15 @@ class EvaluationReport:
         records (`list[dict]`): One record per episode: `env`, `seed`, `success`, `reward`, `turns`,
             `invalid_actions`, `actions`, `messages`.
         config (`dict`): How the evaluation ran (`seed`, `episodes`, `max_turns`, `batch_size`, `policy`).
+        timing (`dict`): Seconds of the run that played it: `wall_s`, `policy_s` (in policy calls),
+            `env_s` (in environment calls) and `env_wait_s` (waiting for them: `env_s - env_wait_s`
+            overlapped the policy). Empty for a report read back from records.
     """
 
     envs: dict[str, EnvResult]
     records: list[dict[str, Any]] = field(repr=False)
     config: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: Sequence[dict[str, Any]], config: dict[str, Any] | None = None) -> "EvaluationReport":
@@ -166,6 +172,7 @@ class EvaluationReport:
             "success_rate": self.success_rate,
             "mean_score": self.mean_score,
             "config": self.config,
+            **({"timing": self.timing} if self.timing else {}),
         }
 
     def write_records(self, path: str | Path) -> Path:
@@ -265,6 +272,7 @@ def evaluate_agent(
     records_path: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    overlap_env_steps: bool = True,
 ) -> EvaluationReport:
     """Run an agent for `episodes` episodes in each environment; success rates with intervals.
 
@@ -286,6 +294,11 @@ def evaluate_agent(
             missing, and a larger `episodes` plays only the new seeds. Use one file per agent.
             `resume=False` plays every episode and starts the file afresh.
         progress (`bool`): Show a progress bar of finished episodes.
+        overlap_env_steps (`bool`): Make the environment calls in a background thread (one at a time),
+            so they overlap the policy's compute: a reply is played as soon as the policy has it (a
+            policy that takes `on_reply=`, as `TransformersPolicy` and `OpenAIChatPolicy` do), and the
+            next wave's episodes are reset on the environments this wave has freed. `False` makes every
+            call inline. The records are the same either way; `report.timing` says what overlapped.
 
     Returns:
         `EvaluationReport`: per-environment results (`report.to_dict()["envs"][name]`) and the records.
@@ -303,27 +316,46 @@ def evaluate_agent(
     names = _env_names(envs)
     if batch_size <= 0:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size!r}.")
+    clock = time.perf_counter()
     wanted, kept, done = episodes_to_play(names, episodes, seed, max_turns, records_path if resume else None)
     pools: dict[str, list[Any]] = {name: [make_env(name)] for name in names}  # checks every name up front
     finished: list[dict[str, Any]] = [done[key] for key in wanted if key in done]
     queue = [key for key in wanted if key not in done]
     queue.reverse()
     live: list[dict[str, Any]] = []
+    prepared: dict[tuple[str, int], Future] = {}  # the next wave's episodes, reset while the policy computes
     sink = RecordSink(records_path, kept) if records_path is not None else None
     policy = as_policy(agent, tokenizer, max_new_tokens)
+    streams = overlap_env_steps and takes_on_reply(policy)
+    runner = _EnvRunner(overlap_env_steps)
+    policy_s = 0.0
     bar = tqdm(total=len(wanted), initial=len(finished), desc="Evaluating", unit="episode", disable=not progress)
+
+    def reset(name: str, episode_seed: int, env: Any) -> tuple[Any, str]:
+        env = env if env is not None else make_env(name)
+        return env, env.reset(episode_seed)
 
     def start() -> None:
         if live:  # waves: new episodes start together, so a batch's conversations have similar lengths
             return
-        while queue and len(live) < batch_size:
-            name, episode_seed = queue.pop()
-            env = pools[name].pop() if pools[name] else make_env(name)
+        wave = [queue.pop() for _ in range(min(batch_size, len(queue)))]
+        resets = [prepared.pop(key, None) or runner.submit(reset, *key, pools[key[0]].pop() if pools[key[0]] else None)
+                  for key in wave]
+        for (name, episode_seed), future in zip(wave, resets):
+            env, observation = runner.result(future)
             live.append({"env_obj": env, "record": {
                 "env": name, "seed": episode_seed, "success": False, "reward": 0.0, "score": 0.0, "turns": 0,
                 "max_turns": max_turns, "invalid_actions": 0, "actions": [],
-                "messages": [{"role": "user", "content": env.reset(episode_seed)}],
+                "messages": [{"role": "user", "content": observation}],
             }})
+
+    def prefetch() -> None:
+        """Reset the next wave's first episodes on the environments this wave has freed."""
+        for key in queue[::-1][:batch_size]:
+            if key not in prepared:
+                if not pools[key[0]]:
+                    break
+                prepared[key] = runner.submit(reset, *key, pools[key[0]].pop())
 
     def end(record: dict[str, Any], env: Any) -> None:
         finished.append(record)
@@ -333,20 +365,36 @@ def evaluate_agent(
         bar.update(1)
         bar.set_postfix(success=f"{sum(r['success'] for r in finished)}/{len(finished)}", refresh=False)
 
-    start()
     try:
+        start()
         while live:
-            replies = policy([episode["record"]["messages"] for episode in live])
+            steps: dict[int, tuple[Any, Future]] = {}
+
+            def step(i: int, reply: Any) -> None:  # a reply goes to its environment as soon as it is ready
+                if 0 <= i < len(live) and i not in steps and not isinstance(reply, PolicyFailure):
+                    steps[i] = (reply, runner.submit(live[i]["env_obj"].step, reply))
+
+            if overlap_env_steps:
+                prefetch()
+            began = time.perf_counter()
+            conversations = [episode["record"]["messages"] for episode in live]
+            replies = policy(conversations, on_reply=step) if streams else policy(conversations)
+            policy_s += time.perf_counter() - began
             if len(replies) != len(live):
                 raise InvalidInputError(f"The policy returned {len(replies)} replies for {len(live)} conversations.")
+            for i, reply in enumerate(replies):
+                step(i, reply)
             still = []
-            for episode, reply in zip(live, replies):
+            for i, (episode, reply) in enumerate(zip(live, replies)):
                 record, env = episode["record"], episode["env_obj"]
                 if isinstance(reply, PolicyFailure):  # the episode ends here, recorded; a resumed run replays it
                     record["success"], record["error"] = False, reply.reason
                     end(record, env)
                     continue
-                result = env.step(reply)
+                played, future = steps[i]
+                if played != reply:
+                    raise InvalidInputError(f"The policy passed on_reply a different reply for row {i} than it returned.")
+                result = runner.result(future)
                 record["messages"].append({"role": "assistant", "content": reply})
                 record["turns"] += 1
                 record["invalid_actions"] += int(bool(result.info.get("invalid_action")))
@@ -364,6 +412,7 @@ def evaluate_agent(
             live[:] = still
             start()
     finally:
+        runner.close()
         bar.close()
         if sink is not None:
             sink.close()
@@ -371,10 +420,56 @@ def evaluate_agent(
     config = {"seed": seed, "episodes": episodes, "max_turns": max_turns, "batch_size": batch_size,
               "policy": type(policy).__name__}
     report = EvaluationReport.from_records(finished, config)
+    report.timing = {"wall_s": time.perf_counter() - clock, "policy_s": policy_s, "env_s": runner.env_s,
+                     "env_wait_s": runner.wait_s}
     if records_path is not None:  # sorted, with any other episodes the file held kept after them
         played = {(r["env"], r["seed"]) for r in finished}
         write_jsonl(Path(records_path), finished + [r for r in kept if (r["env"], int(r["seed"])) not in played])
     return report
+
+
+class _EnvRunner:
+    """Every environment call of an evaluation, made one at a time in one background thread, so that
+    they overlap the policy's compute; or inline (`overlap=False`).
+
+    One thread, never two calls at once: the simulators that share a JVM are not safe to call
+    concurrently (a ScienceWorld task loaded beside another picks up its state).
+    """
+
+    def __init__(self, overlap: bool) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="atlas-env") if overlap else None
+        self.env_s = 0.0  # seconds inside environment calls
+        self.wait_s = 0.0  # seconds the evaluation waited for them
+
+    def _timed(self, function: Callable[..., Any], *args: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            self.env_s += time.perf_counter() - began
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(self._timed, function, *args)
+        future: Future = Future()
+        began = time.perf_counter()
+        try:
+            future.set_result(self._timed(function, *args))
+        except BaseException as error:  # raised where the result is read, as from the thread
+            future.set_exception(error)
+        self.wait_s += time.perf_counter() - began
+        return future
+
+    def result(self, future: Future) -> Any:
+        began = time.perf_counter()
+        try:
+            return future.result()
+        finally:
+            self.wait_s += time.perf_counter() - began
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def recorded_report(

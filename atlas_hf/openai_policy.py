@@ -16,12 +16,12 @@ rollouts are not the agent's.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Sequence
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.openai_client import describe_openai_error, import_openai, openai_client
-from atlas_hf.policy import Conversation, PolicyFailure
+from atlas_hf.policy import Conversation, PolicyFailure, ReplyCallback
 
 
 class OpenAIChatPolicy:
@@ -82,11 +82,14 @@ class OpenAIChatPolicy:
         except (AttributeError, IndexError, TypeError, ValueError) as error:  # a body the SDK could not read
             return PolicyFailure(f"malformed reply from the server: {type(error).__name__}: {str(error)[:200]}")
 
-    def __call__(self, conversations: list[Conversation]) -> list[str | PolicyFailure]:
+    def __call__(self, conversations: list[Conversation],
+                 on_reply: ReplyCallback | None = None) -> list[str | PolicyFailure]:
         """The next turn of every conversation, requested concurrently.
 
         Args:
             conversations (`list[list[dict]]`): Each live episode's messages so far.
+            on_reply (`Callable[[int, str | PolicyFailure], None]`, *optional*): Called with a row's index
+                and reply as each request completes, in the calling thread.
 
         Returns:
             `list[str | PolicyFailure]`: One reply per conversation, in order.
@@ -94,7 +97,13 @@ class OpenAIChatPolicy:
         Raises:
             `InvalidInputError`: The server rejected the key or does not serve the model.
         """
-        return list(self._pool.map(self._reply, conversations))
+        futures = {self._pool.submit(self._reply, c): i for i, c in enumerate(conversations)}
+        replies: list[str | PolicyFailure] = [""] * len(conversations)
+        for future in as_completed(futures):
+            replies[futures[future]] = future.result()
+            if on_reply is not None:
+                on_reply(futures[future], replies[futures[future]])
+        return replies
 
     def close(self) -> None:
         """Close the HTTP client and the request threads."""

@@ -38,6 +38,19 @@ class PolicyFailure:
 
 
 Policy = Callable[[list[Conversation]], list["str | PolicyFailure"]]
+"""`policy(conversations) -> replies`. A policy may also take `on_reply=`, a callable
+`on_reply(index, reply)` that it calls as each reply is ready, before it returns them all;
+`evaluate_agent` then plays a reply in its environment while the rest of the batch is still decoding."""
+
+ReplyCallback = Callable[[int, "str | PolicyFailure"], None]
+
+
+def takes_on_reply(policy: Policy) -> bool:
+    """Whether `policy` accepts the `on_reply=` keyword."""
+    try:
+        return "on_reply" in inspect.signature(policy).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -212,7 +225,18 @@ class TransformersPolicy:
         encoded = self.tokenizer(text + "A", add_special_tokens=False, return_offsets_mapping=True)
         return [i for i, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]) if end <= len(text)]
 
-    def __call__(self, conversations: list[Conversation]) -> list[str]:
+    def __call__(self, conversations: list[Conversation], on_reply: ReplyCallback | None = None) -> list[str]:
+        """The next turn of every conversation, decoded in one batch.
+
+        Args:
+            conversations (`list[list[dict]]`): Each live episode's messages so far.
+            on_reply (`Callable[[int, str], None]`, *optional*): Called with a row's index and reply as
+                soon as that row stops (a stop token), while the other rows go on decoding; rows that
+                reach `max_new_tokens` are not passed to it.
+
+        Returns:
+            `list[str]`: One reply per conversation, in order.
+        """
         import torch
 
         prompts = [self._prompt_ids(c) for c in conversations]
@@ -241,9 +265,11 @@ class TransformersPolicy:
         mask, input_ids = mask.to(device), input_ids.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generated: list[list[int]] = [[] for _ in prompts]
+        header = self.tokenizer(self._reply_header, add_special_tokens=False)["input_ids"] if self._reply_header else []
+        stopped = None if on_reply is None else (lambda i: on_reply(i, self._reply_text(generated[i], header)))
         own_attention = self._config._attn_implementation
         try:
-            out, steps_fed = self._decode(input_ids, mask, positions, width, cache, generated)
+            out, steps_fed = self._decode(input_ids, mask, positions, width, cache, generated, stopped)
         finally:
             self._config._attn_implementation = own_attention
         self._store = [(layer._keys, layer._values) for layer in cache.layers]
@@ -251,15 +277,20 @@ class TransformersPolicy:
         if self.reuse_cache:  # each row's own tokens, and where their keys/values lie in `_store`
             for i, key in enumerate(keys):
                 self._cache[key] = (prompts[i] + generated[i][:steps_fed], i, width + fed - len(prompts[i]))
-        stops = set(self.stop_ids)
-        header = self.tokenizer(self._reply_header, add_special_tokens=False)["input_ids"] if self._reply_header else []
-        texts = [ids[:-1] if ids and ids[-1] in stops else ids for ids in generated]
-        texts = [ids[len(header):] if header and ids[:len(header)] == header else ids for ids in texts]  # a channel header
-        return [text.strip() for text in self.tokenizer.batch_decode(texts, skip_special_tokens=True)]
+        return [self._reply_text(ids, header) for ids in generated]
+
+    def _reply_text(self, ids: list[int], header: list[int]) -> str:
+        """A row's generated tokens as its reply: without the stop token and the template's channel header."""
+        if ids and ids[-1] in self.stop_ids:
+            ids = ids[:-1]
+        if header and ids[:len(header)] == header:
+            ids = ids[len(header):]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def _decode(self, input_ids: Any, mask: Any, positions: Any, width: int, cache: Any,
-                generated: list[list[int]]) -> tuple[Any, int]:
-        """Greedy decoding of one turn for every row; returns the last output and the tokens fed back."""
+                generated: list[list[int]], stopped: Callable[[int], None] | None = None) -> tuple[Any, int]:
+        """Greedy decoding of one turn for every row, calling `stopped(row)` as a row ends on a stop
+        token; returns the last output and the tokens fed back."""
         import torch
 
         rows = len(generated)
@@ -277,6 +308,8 @@ class TransformersPolicy:
                     if not finished[i]:
                         generated[i].append(token)
                         finished[i] = token in stops
+                        if finished[i] and stopped is not None:
+                            stopped(i)
                 if all(finished) or step == self.max_new_tokens - 1:
                     break
                 mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)

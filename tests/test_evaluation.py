@@ -6,6 +6,8 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,68 @@ def test_policy_must_answer_every_conversation():
     pytest.importorskip("minigrid")
     with pytest.raises(ValueError, match="returned 1 replies for 2 conversations"):
         evaluate_agent(lambda convs: ["turn left"], "babyai/GoToLocal", episodes=2, batch_size=2, progress=False)
+
+
+class _LoggingEnv:
+    """Episode `seed` lasts `seed % 2 + 1` steps; every call is logged with its thread and whether the
+    policy was computing at the time."""
+
+    name = "test/logging"
+
+    def __init__(self, log: list, policy_busy: list, active: list) -> None:
+        self.log, self.policy_busy, self.active = log, policy_busy, active
+
+    def _enter(self, kind: str, seed: int) -> None:
+        self.active.append(1)
+        self.log.append((kind, seed, self.policy_busy[0], threading.current_thread().name, len(self.active)))
+        time.sleep(0.002)  # long enough that two calls at once would be seen
+        self.active.pop()
+
+    def reset(self, seed: int) -> str:
+        self.seed, self.turns = seed, 0
+        self._enter("reset", seed)
+        return f"episode {seed}"
+
+    def step(self, action_text: str):
+        from atlas_hf.envs import StepResult
+
+        self.turns += 1
+        self._enter("step", self.seed)
+        done = self.turns > self.seed % 2
+        return StepResult(f"turn {self.turns}", float(done), done, {"success": done})
+
+
+def test_environment_calls_overlap_the_policy_one_at_a_time_and_change_no_record():
+    from atlas_hf.envs import register_env
+
+    log, busy, active = [], [False], []
+    register_env("test/logging", lambda: _LoggingEnv(log, busy, active))
+
+    def policy(conversations, on_reply=None):
+        busy[0] = True
+        before = sum(kind == "step" for kind, *_ in log)
+        for i, conversation in enumerate(conversations):
+            if on_reply is not None:
+                on_reply(i, f"Action: step {len(conversation)}")
+        deadline = time.monotonic() + 10  # the policy "computes" until its rows' steps have been played
+        while on_reply is not None and sum(kind == "step" for kind, *_ in log) < before + len(conversations):
+            assert time.monotonic() < deadline, "no environment step ran while the policy was computing"
+            time.sleep(0.001)
+        busy[0] = False
+        return [f"Action: step {len(conversation)}" for conversation in conversations]
+
+    overlapped = evaluate_agent(policy, "test/logging", episodes=6, batch_size=2, progress=False)
+    calls, log[:] = list(log), []
+    inline = evaluate_agent(policy, "test/logging", episodes=6, batch_size=2, progress=False, overlap_env_steps=False)
+    assert [r["messages"] for r in overlapped.records] == [r["messages"] for r in inline.records]
+    assert [r["turns"] for r in inline.records] == [1, 2, 1, 2, 1, 2]
+    assert all(kind != "step" or during for kind, _, during, *_ in calls)  # every step played during the call
+    assert any(kind == "reset" and during for kind, _, during, *_ in calls)  # a next-wave reset too
+    assert {thread for *_, thread, _ in calls} == {"atlas-env_0"} and max(n for *_, n in calls) == 1
+    assert not any(during for _, _, during, *_ in log) and {thread for *_, thread, _ in log} == {"MainThread"}
+    timing = overlapped.timing
+    assert 0 <= timing["env_wait_s"] <= timing["env_s"] <= timing["wall_s"] and timing["policy_s"] <= timing["wall_s"]
+    assert inline.timing["env_wait_s"] >= inline.timing["env_s"] > 0  # inline: all of it waited for
 
 
 def _tiny_chat_model(tokenizer, seed: int = 0):

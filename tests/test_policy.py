@@ -101,3 +101,28 @@ def test_a_turn_that_fits_the_first_buffer_rearranges_it_in_place(smol_tokenizer
     chat += [{"role": "assistant", "content": reused([chat])[0] or "go"}, {"role": "user", "content": "Ok."}]
     assert reused([chat]) == fresh([chat])
     assert reused.buffer_allocations == 1
+
+
+def test_on_reply_hears_each_row_that_stops_as_it_stops(smol_tokenizer):
+    """`on_reply(row, reply)` comes for the rows that end on a stop token, with the reply later returned;
+    rows cut at `max_new_tokens` are only returned."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from atlas_hf.policy import TransformersPolicy, takes_on_reply
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         initializer_range=0.5)
+    model = LlamaForCausalLM(config).eval()
+    chats = [[{"role": "user", "content": f"Goal {i}: reach the {'red ' * i}door."}] for i in range(4)]
+    policy = TransformersPolicy(model, smol_tokenizer, max_new_tokens=5, reuse_cache=False)
+    first_tokens = [smol_tokenizer(r, add_special_tokens=False)["input_ids"][:1] for r in policy(chats)]
+    assert first_tokens[0] and len({tuple(t) for t in first_tokens}) > 1  # the rows begin differently
+    policy.stop_ids = sorted(set(policy.stop_ids) | set(first_tokens[0]))  # row 0 now stops at once
+    heard = {}
+    replies = policy(chats, on_reply=lambda row, reply: heard.setdefault(row, reply))
+    assert 0 in heard and heard[0] == replies[0] == ""
+    assert all(replies[row] == reply for row, reply in heard.items())
+    assert len(heard) < 4  # some rows ran to max_new_tokens and were only returned
+    assert takes_on_reply(policy) and not takes_on_reply(lambda conversations: [])
