@@ -69,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "EvaluationReport": "atlas_hf.evaluation",
     "read_records": "atlas_hf.episode_records",
     "recorded_report": "atlas_hf.evaluation",
+    "split_env_names": "atlas_hf.evaluation",
     "TransformersPolicy": "atlas_hf.policy",
     "PolicyFailure": "atlas_hf.policy",
     "OpenAIChatPolicy": "atlas_hf.openai_policy",
@@ -120,6 +121,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load on 
         evaluate_agent,
         paired_difference,
         recorded_report,
+        split_env_names,
         wilson_interval,
     )
     from atlas_hf.hub import publish, publish_adapter, publish_dataset

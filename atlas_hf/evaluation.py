@@ -313,7 +313,7 @@ def evaluate_agent(
 
     from atlas_hf.envs import make_env
 
-    names = _env_names(envs)
+    names = split_env_names(envs)
     if batch_size <= 0:
         raise InvalidInputError(f"batch_size must be positive, got {batch_size!r}.")
     clock = time.perf_counter()
@@ -490,7 +490,7 @@ def recorded_report(
         `ValueError`: `episodes` or `max_turns` is not positive, or the file holds episodes played with
             another `max_turns`.
     """
-    names = _env_names(envs)
+    names = split_env_names(envs)
     wanted, _, done = episodes_to_play(names, episodes, seed, max_turns, records_path)
     if any(key not in done for key in wanted):
         return None
@@ -498,13 +498,22 @@ def recorded_report(
                                          {"seed": seed, "episodes": episodes, "max_turns": max_turns})
 
 
-def _env_names(envs: str | Sequence[str]) -> list[str]:
-    """The names of a list or a comma-separated string; a piece without `/` is one more argument of the
-    name before it (`"twx/cookingworld:numLocations=2,numIngredients=3,babyai/GoToLocal"` is two)."""
+def split_env_names(envs: str | Sequence[str]) -> list[str]:
+    """Environment names from a list or a comma-separated string, duplicates dropped.
+
+    A piece with `=` and no `/` is one more argument of the name before it:
+    `"twx/cookingworld:numLocations=2,numIngredients=3,babyai/GoToLocal"` is two names.
+
+    Args:
+        envs (`str` or `Sequence[str]`): Names, or one comma-separated string of them.
+
+    Returns:
+        `list[str]`: The names, in order.
+    """
     if isinstance(envs, str):
         names: list[str] = []
         for piece in (p.strip() for p in envs.split(",")):
-            if names and "/" not in piece and ":" in names[-1]:
+            if names and "/" not in piece and "=" in piece and ":" in names[-1]:
                 names[-1] += f",{piece}"
             else:
                 names.append(piece)

@@ -331,7 +331,7 @@ class TransformersPolicy:
         One pair of buffers per layer is kept from call to call and rearranged in place: rows only
         move up (episodes that ended drop out, the others keep their order), so a row is read before
         any row is written over it. Buffers too small for `capacity`, or rows out of order, get a new
-        pair with 50% headroom, filled from the old one, which is then freed.
+        pair with 50% headroom, filled from the old one, which is freed before the next layer's is made.
         """
         import torch
 
@@ -341,18 +341,20 @@ class TransformersPolicy:
         sources = [c[1] for c, n in zip(cached, past) if n]
         in_order = all(a < b for a, b in zip(sources, sources[1:])) and all(
             c[1] >= i for i, (c, n) in enumerate(zip(cached, past)) if n)
-        keys0 = self._store[0][0]
-        if in_order and keys0.shape[0] >= rows and keys0.shape[2] >= capacity:
-            target = [(k[:rows], v[:rows]) for k, v in self._store]
-        else:
-            size = capacity + capacity // 2
-            self.buffer_allocations += 1
-            with torch.inference_mode():
-                target = [(k.new_empty((rows, k.shape[1], size, k.shape[3])),
-                           v.new_empty((rows, v.shape[1], size, v.shape[3]))) for k, v in self._store]
+        rows_held, positions_held = self._store[0][0].shape[0], self._store[0][0].shape[2]
+        fresh = not (in_order and rows_held >= rows and positions_held >= capacity)
+        size = capacity + capacity // 2
+        self.buffer_allocations += int(fresh)
+        store, self._store, target = self._store, None, []
         with torch.inference_mode():  # the buffers were made in inference mode, and only it may write them
-            for i, (c, n) in enumerate(zip(cached, past)):
-                for (k, v), (k0, v0) in zip(target, self._store):
+            for layer in range(len(store)):  # layer by layer, so that at most one old pair outlives its copy
+                k0, v0 = store[layer]
+                if fresh:
+                    k = k0.new_empty((rows, k0.shape[1], size, k0.shape[3]))
+                    v = v0.new_empty((rows, v0.shape[1], size, v0.shape[3]))
+                else:
+                    k, v = k0[:rows], v0[:rows]
+                for i, (c, n) in enumerate(zip(cached, past)):
                     if n:
                         _, row, start = c
                         # a copy first: in place, the old and new positions of a row may overlap
@@ -360,7 +362,9 @@ class TransformersPolicy:
                         v[i, :, width - n:width] = v0[row, :, start:start + n].clone()
                     k[i, :, :width - n] = 0  # padding: masked, but it must hold numbers, not stale NaN bits
                     v[i, :, :width - n] = 0
-        self._store = None  # an old pair is freed here, once read
+                target.append((k, v))
+                store[layer] = None  # a replaced pair is freed here, once read
+                del k0, v0
         return target
 
     @property

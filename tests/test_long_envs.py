@@ -156,10 +156,11 @@ def test_env_arguments_in_the_name_and_bad_ones_named():
     assert env.name == "twx/cookingworld:numLocations=2,numIngredients=3"
     with pytest.raises(InvalidInputError, match="not `key=value`"):
         make_env("twx/cookingworld:numLocations")
-    from atlas_hf.evaluation import _env_names
+    from atlas_hf.evaluation import split_env_names
 
-    assert _env_names("twx/cookingworld:numLocations=2,numIngredients=3, twx/coin,babyai/GoToLocal") == [
+    assert split_env_names("twx/cookingworld:numLocations=2,numIngredients=3, twx/coin,babyai/GoToLocal") == [
         "twx/cookingworld:numLocations=2,numIngredients=3", "twx/coin", "babyai/GoToLocal"]
+    assert split_env_names("twx/coin:numLocations=2,GoToLocal,GoToLocal") == ["twx/coin:numLocations=2", "GoToLocal"]
 
 
 def test_missing_java_says_what_to_install(monkeypatch):
