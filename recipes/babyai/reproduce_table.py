@@ -1,15 +1,23 @@
-"""The ATLaS paper's table at small scale on BabyAI: expert demos -> oracle -> five rows -> rollouts.
+"""The ATLaS paper's table at small scale on a suite: expert demos -> oracle -> five rows -> rollouts.
 
-    python recipes/babyai/reproduce_table.py --output-dir outputs/babyai
+    python recipes/babyai/reproduce_table.py --output-dir outputs/babyai               # the BabyAI suite
+    python recipes/babyai/reproduce_table.py --suite mixed --output-dir outputs/mixed  # BabyAI + TWX + ScienceWorld
 
-1. Expert demos (`BabyAIBot`, in the text action space) on the held-in levels, training seeds
-   from 0; a shared warm start on *other* levels (all steps, merged into the base) so the small
-   model can act at all before the rows split.
+A suite is its held-in environments (demos on training seeds), its held-out ones (never trained on)
+and a warm start on other games; `--held-in`, `--held-out` and `--warm-levels` override a suite's
+(full environment names, or bare BabyAI levels). Per environment: `--train-episodes` demos and
+`--eval-episodes` rollouts.
+
+1. Expert demos (`BabyAIBot` for BabyAI, the gold paths for ScienceWorld and TextWorldExpress) on
+   the held-in environments, training seeds from 0; a shared warm start on *other* games (all
+   steps, merged into the base) so the small model can act at all before the rows split.
 2. Critical steps chosen by an oracle: Claude with `ANTHROPIC_API_KEY` set, else `--oracle`.
 3. Five rows on identical demos, seeds and optimizer steps: `base` (the shared starting point, not
    trained further), `all`, `critical`, `random` and `non_critical` (at the annotation's cap, `--max-ratio`).
-4. Greedy rollouts of every row on the held-in and held-out levels, on evaluation seeds that never
-   overlap the training seeds (`--eval-seed`, default 1,000,000).
+4. Greedy rollouts of every row on the held-in and held-out environments, on evaluation seeds that
+   never overlap the training seeds (`--eval-seed`, default 1,000,000: the test split where an
+   environment has splits). Success per environment and, for environments that measure progress,
+   the mean progress score.
 
 Writes `results.json`, `table.md` and `chart.png` into `--output-dir`; every stage's output is kept
 there, so a re-run resumes where the last one stopped. Scale up on a GPU with `--model`,
@@ -29,19 +37,32 @@ from atlas_hf.selection import DEFAULT_MAX_RATIO
 
 ROWS = ("base", "all", "critical", "random", "non_critical")
 
+SUITES: dict[str, dict[str, Any]] = {
+    "babyai": {"warm_levels": "GoToRedBallGrey,GoToObj,GoToDoor,OpenDoor", "held_in": "GoToLocal,PickupLoc,OpenDoorLoc",
+               "held_out": "PickupDist,GoToObjDoor", "max_turns": 5, "max_new_tokens": 48},
+    # held out: a whole game (twc) and unseen task types; warm start on three other games
+    "mixed": {"warm_levels": "babyai/GoToObj,twx/coin,scienceworld/find-animal",
+              "held_in": "babyai/GoToLocal,twx/cookingworld,scienceworld/find-living-thing",
+              "held_out": "babyai/PickupDist,twx/twc,scienceworld/find-plant", "max_turns": 30, "max_new_tokens": 64},
+}
+"""The suites `--suite` names: what each of `--warm-levels`, `--held-in`, `--held-out`, `--max-turns` and
+`--max-new-tokens` defaults to."""
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output-dir", default="outputs/babyai")
+    p.add_argument("--suite", default="babyai", choices=sorted(SUITES),
+                   help="the environments and turn budget, unless the flags below say otherwise")
     p.add_argument("--model", default=None, help="base model path (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--warm-levels", default="GoToRedBallGrey,GoToObj,GoToDoor,OpenDoor",
-                   help="levels of the shared all-steps warm start ('' to skip it)")
-    p.add_argument("--warm-episodes", type=int, default=25, help="expert episodes per warm-start level")
+    p.add_argument("--warm-levels", default=None,
+                   help="environments of the shared all-steps warm start ('' to skip it; default: the suite's)")
+    p.add_argument("--warm-episodes", type=int, default=25, help="expert episodes per warm-start environment")
     p.add_argument("--warm-epochs", type=float, default=1.5, help="epochs of the warm-start demos")
-    p.add_argument("--held-in", default="GoToLocal,PickupLoc,OpenDoorLoc", help="training levels")
-    p.add_argument("--held-out", default="PickupDist,GoToObjDoor", help="levels never trained on")
-    p.add_argument("--train-episodes", type=int, default=30, help="expert episodes per held-in level")
-    p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per level and row")
+    p.add_argument("--held-in", default=None, help="training environments (default: the suite's)")
+    p.add_argument("--held-out", default=None, help="environments never trained on (default: the suite's)")
+    p.add_argument("--train-episodes", type=int, default=30, help="expert episodes per held-in environment")
+    p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per environment and row")
     p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
     p.add_argument("--oracle", default=None,
                    help="the critical-step oracle (default: anthropic with ANTHROPIC_API_KEY set, else local)")
@@ -54,12 +75,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=64, help="episodes stepped in lockstep")
-    p.add_argument("--max-turns", type=int, default=5,
-                   help="turn budget of an evaluation episode (the expert needs 1.4-2.4 turns on average on the default levels)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="longest reply in a rollout")
+    p.add_argument("--max-turns", type=int, default=None,
+                   help="turn budget of an evaluation episode (default: the suite's; BabyAI's 5, where the expert "
+                        "needs 1.4-2.4 turns on average on its default levels)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="longest reply in a rollout (default: the suite's)")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="base weights (adapters fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, value in SUITES[args.suite].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def env_names(names: str) -> list[str]:
+    """Comma-separated environment names, a bare BabyAI level standing for `babyai/<level>`."""
+    from atlas_hf.evaluation import split_env_names
+
+    return [name if "/" in name else f"babyai/{name}" for name in split_env_names(names) if name]
 
 
 def log(message: str, start: float) -> None:
@@ -67,28 +100,28 @@ def log(message: str, start: float) -> None:
 
 
 EXPERT_SOLVED: dict[str, str] = {}
-"""The expert's record on the demo seeds of each level, as `solved/episodes` (filled by `build_demos`)."""
+"""The expert's record on the demo seeds of each environment, as `solved/episodes` (filled by `build_demos`);
+only solved episodes become demos."""
 
 
-def build_demos(levels: list[str], episodes: int, seed: int) -> Any:
+def build_demos(envs: list[str], episodes: int, seed: int) -> Any:
     from datasets import concatenate_datasets
 
     from atlas_hf.envs import expert_trajectories
 
-    parts = [expert_trajectories(f"babyai/{level}", episodes, seed) for level in levels]
-    for level, part in zip(levels, parts):
-        EXPERT_SOLVED[level] = f"{len(part)}/{episodes}"
-        print(f"  expert on {level}: {len(part)}/{episodes} solved", flush=True)
+    parts = [expert_trajectories(env, episodes, seed) for env in envs]
+    for env, part in zip(envs, parts):
+        EXPERT_SOLVED[env] = f"{len(part)}/{episodes}"
+        print(f"  expert on {env}: {len(part)}/{episodes} solved", flush=True)
     return concatenate_datasets(parts)
 
 
-def expert_ceiling(levels: list[str], args: argparse.Namespace) -> dict[str, float]:
+def expert_ceiling(envs: list[str], args: argparse.Namespace) -> dict[str, float]:
     """The expert's success rate on the evaluation seeds within the rollouts' turn budget: the ceiling."""
     from atlas_hf.envs import expert_trajectories
 
-    return {f"babyai/{lv}": len(expert_trajectories(f"babyai/{lv}", args.eval_episodes, args.eval_seed,
-                                                     max_turns=args.max_turns)) / args.eval_episodes
-            for lv in levels}
+    return {env: len(expert_trajectories(env, args.eval_episodes, args.eval_seed, max_turns=args.max_turns))
+            / args.eval_episodes for env in envs}
 
 
 def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, args: argparse.Namespace,
@@ -104,7 +137,7 @@ def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, 
         output_dir=output_dir, step_selection=selection, selection_seed=seed,
         seed=seed, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20),
-        logging_steps=max(1, max_steps // 5), save_strategy="no", report_to=[], max_length=2048,
+        logging_steps=max(1, max_steps // 5), save_strategy="no", report_to=[], max_length=4096,  # long SW demos
         use_cpu=args.device == "cpu", disable_tqdm=True, gradient_checkpointing=False,  # small model: compute-bound
     )
     lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear",
@@ -126,7 +159,7 @@ def dtype_of(args: argparse.Namespace) -> Any:
 
 def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
     """The shared starting point: the base model, LoRA-tuned on all steps of the warm-start levels, merged."""
-    levels = [lv for lv in args.warm_levels.split(",") if lv]
+    levels = env_names(args.warm_levels)
     if not levels:
         return args.model
     folder = out / "warm_start"
@@ -144,12 +177,11 @@ def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
     return str(folder)
 
 
-def evaluate_row(base: str | None, adapter: str | None, levels: list[str], args: argparse.Namespace, path: Path) -> Any:
+def evaluate_row(base: str | None, adapter: str | None, envs: list[str], args: argparse.Namespace, path: Path) -> Any:
     from atlas_hf.evaluation import evaluate_agent, recorded_report
     from atlas_hf.models import load_model_and_tokenizer
 
     records = path.with_suffix(".jsonl")  # evaluate_agent resumes from it: only missing episodes are played
-    envs = [f"babyai/{lv}" for lv in levels]
     report = recorded_report(records, envs, args.eval_episodes, args.eval_seed, max_turns=args.max_turns)
     if report is not None:
         return report
@@ -165,32 +197,34 @@ def evaluate_row(base: str | None, adapter: str | None, levels: list[str], args:
 
 
 def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[str]) -> dict[str, Any]:
-    """The table: per row, success per level, held-in/held-out averages with intervals, paired differences."""
+    """The table: per row, success (and mean progress score) per environment, held-in/held-out
+    averages with intervals, paired differences."""
     from atlas_hf.evaluation import paired_difference, wilson_interval
 
     table: dict[str, Any] = {}
     for row, seeds in reports.items():
         levels: dict[str, Any] = {}
-        for name in [f"babyai/{lv}" for lv in held_in + held_out]:
+        for name in held_in + held_out:
             per_seed = [rep.envs[name] for rep in seeds]
             episodes = sum(r.episodes for r in per_seed)
             successes = sum(r.successes for r in per_seed)
             levels[name] = {"episodes": episodes, "success_rate": successes / episodes,
-                            "ci95": list(wilson_interval(successes, episodes))}
+                            "ci95": list(wilson_interval(successes, episodes)),
+                            "mean_score": sum(r.mean_score * r.episodes for r in per_seed) / episodes}
         entry: dict[str, Any] = {"levels": levels}
-        for split, names in (("held_in", held_in), ("held_out", held_out)):
-            envs = [f"babyai/{lv}" for lv in names]
+        for split, envs in (("held_in", held_in), ("held_out", held_out)):
             boots = [paired_difference(rep, None, envs) for rep in seeds]
+            scores = [paired_difference(rep, None, envs, metric="score") for rep in seeds]
             entry[split] = {"success_rate": sum(b["difference"] for b in boots) / len(boots),
                             "ci95": [sum(b["ci95"][i] for b in boots) / len(boots) for i in (0, 1)],
-                            "by_training_seed": [b["difference"] for b in boots]}
+                            "by_training_seed": [b["difference"] for b in boots],
+                            "mean_score": sum(b["difference"] for b in scores) / len(scores)}
         table[row] = entry
     if "critical" in reports:
         for other in ("all", "random", "non_critical"):
             if other not in reports:
                 continue
-            for split, names in (("held_in", held_in), ("held_out", held_out)):
-                envs = [f"babyai/{lv}" for lv in names]
+            for split, envs in (("held_in", held_in), ("held_out", held_out)):
                 diffs = [paired_difference(a, b, envs) for a, b in zip(reports["critical"], reports[other])]
                 table["critical"].setdefault("minus", {}).setdefault(other, {})[split] = {
                     "difference": sum(d["difference"] for d in diffs) / len(diffs),
@@ -201,23 +235,30 @@ def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[
 
 
 def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str], ceiling: dict[str, float] | None = None) -> str:
-    head = ["row", *held_in, "held-in avg", *held_out, "held-out avg"]
+    head = ["row", *[short(n) for n in held_in], "held-in avg", *[short(n) for n in held_out], "held-out avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if ceiling:
         cells = ["expert (ceiling)"]
         for names in (held_in, held_out):
-            rates = [100 * ceiling[f"babyai/{lv}"] for lv in names]
+            rates = [100 * ceiling[name] for name in names]
             cells += [f"{rate:.0f}" for rate in rates] + [f"{sum(rates) / len(rates):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     for row, entry in table.items():
         cells = [f"`{row}`"]
         for names, split in ((held_in, "held_in"), (held_out, "held_out")):
             for lv in names:
-                r = entry["levels"][f"babyai/{lv}"]
+                r = entry["levels"][lv]
                 cells.append(f"{100 * r['success_rate']:.0f} ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})")
             avg = entry[split]
             cells.append(f"**{100 * avg['success_rate']:.1f}** ({100 * avg['ci95'][0]:.0f}-{100 * avg['ci95'][1]:.0f})")
         lines.append("| " + " | ".join(cells) + " |")
+    if any(not name.startswith("babyai/") for name in held_in + held_out):  # environments that measure progress
+        lines += ["", "| mean progress score (0-100) | " + " | ".join(short(n) for n in held_in + held_out)
+                  + " | held-in avg | held-out avg |", "|---|" + "---|" * (len(held_in) + len(held_out) + 2)]
+        for row, entry in table.items():
+            cells = [f"{100 * entry['levels'][n]['mean_score']:.0f}" for n in held_in + held_out]
+            cells += [f"{100 * entry[split]['mean_score']:.1f}" for split in ("held_in", "held_out")]
+            lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
     minus = table.get("critical", {}).get("minus", {})
     if minus:
         lines += ["", "| critical minus | held-in (95% paired bootstrap) | held-out (95% paired bootstrap) |",
@@ -241,7 +282,12 @@ def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str], cei
     return "\n".join(lines) + "\n"
 
 
-def chart(table: dict[str, Any], path: Path) -> None:
+def short(name: str) -> str:
+    """A column name: a BabyAI level bare, any other environment in full."""
+    return name.removeprefix("babyai/")
+
+
+def chart(table: dict[str, Any], path: Path, suite: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,7 +305,7 @@ def chart(table: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(rows)), rows)
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("BabyAI rollouts by step selection (95% bootstrap intervals)")
+    ax.set_title(f"{suite} suite: rollouts by step selection (95% bootstrap intervals)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
@@ -277,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.time()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    held_in, held_out = args.held_in.split(","), args.held_out.split(",")
+    held_in, held_out = env_names(args.held_in), env_names(args.held_out)
     rows = [r for r in args.rows.split(",") if r]
     from atlas_hf.oracles import default_oracle_name
 
@@ -285,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_seeds = [int(s) for s in args.train_seeds.split(",")]
 
     base = warm_start(args, out, start)
-    log(f"expert demos on the held-in levels ({args.train_episodes} seeds each from 0)", start)
+    log(f"expert demos on the held-in environments ({args.train_episodes} seeds each from 0)", start)
     demos = build_demos(held_in, args.train_episodes, seed=0)
     from atlas_hf import annotate_dataset, annotation_statistics, build_oracle
 
@@ -299,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     levels = held_in + held_out
     ceiling = expert_ceiling(levels, args)
     print("  expert on the evaluation seeds within the turn budget: "
-          + ", ".join(f"{name.split('/')[1]} {rate:.0%}" for name, rate in ceiling.items()), flush=True)
+          + ", ".join(f"{name} {rate:.0%}" for name, rate in ceiling.items()), flush=True)
     for row in rows:
         reports[row] = []
         for seed in train_seeds if row != "base" else train_seeds[:1]:
@@ -309,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if not (Path(adapter) / "adapter_config.json").is_file():
                     log(f"training `{row}` (seed {seed}, {steps} steps)", start)
                     train_lora(base, annotated, adapter, row, args, seed, steps)
-            log(f"evaluating `{row}` (seed {seed}) on {len(levels)} levels x {args.eval_episodes} episodes", start)
+            log(f"evaluating `{row}` (seed {seed}) on {len(levels)} environments x {args.eval_episodes} episodes", start)
             report = evaluate_row(base, adapter, levels, args, out / "eval" / f"{row}-seed{seed}.json")
             print(report.format_table(), flush=True)
             reports[row].append(report)
@@ -324,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(markdown(table, held_in, held_out, ceiling))
-    chart(table, out / "chart.png")
+    chart(table, out / "chart.png", args.suite)
     log(f"done: {out / 'table.md'}, {out / 'results.json'}, {out / 'chart.png'}", start)
     print(markdown(table, held_in, held_out, ceiling))
     return results
