@@ -3,11 +3,13 @@
 Every one derives from `AtlasError`, and from the built-in exception it refines (`ValueError`,
 `KeyError`, ...), so `except ValueError` keeps working and `except AtlasError` catches what the
 package reports on purpose. A Hub failure is a `HubPublishError`, which is also the
-`huggingface_hub` `HfHubHTTPError` it came from (its response, request id and server message kept,
-the original as `__cause__`).
+`huggingface_hub` class it came from (`RepositoryNotFoundError`, `GatedRepoError`, ..., see
+`hub_publish_error_class`; its response, request id and server message kept, the original as `__cause__`).
 """
 
 from __future__ import annotations
+
+import functools
 
 from huggingface_hub.errors import HfHubHTTPError
 
@@ -74,6 +76,24 @@ class HubPublishError(AtlasError, HfHubHTTPError):
         response (`httpx.Response`): The Hub's response.
         server_message (`str`, *optional*): The Hub's own error text.
     """
+
+
+@functools.lru_cache(maxsize=None)
+def hub_publish_error_class(hub_class: type[HfHubHTTPError]) -> type[HubPublishError]:
+    """The `HubPublishError` raised for a failure of `hub_class`: a subclass of both, so a publish failure
+    stays catchable as the Hub's own class (`RepositoryNotFoundError`, `GatedRepoError`, ...), as
+    huggingface_hub refines its errors rather than replacing them.
+
+    Args:
+        hub_class (`type[HfHubHTTPError]`): The class huggingface_hub raised.
+
+    Returns:
+        `type[HubPublishError]`: `HubPublishError` itself for `HfHubHTTPError`, else a cached subclass of
+        `HubPublishError` and `hub_class`.
+    """
+    if hub_class is HfHubHTTPError or issubclass(hub_class, HubPublishError):
+        return HubPublishError
+    return type(f"HubPublishError[{hub_class.__name__}]", (HubPublishError, hub_class), {"__module__": __name__})
 
 
 class _AtlasKeyError(AtlasError, KeyError):

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from anthropic_standin import AnthropicStandIn  # noqa: E402
 
-from atlas_hf.oracles.anthropic import AnthropicOracle  # noqa: E402
-from atlas_hf.oracles.pricing import CACHE_READ_MULTIPLIER, CACHE_WRITE_MULTIPLIER  # noqa: E402
+from atlas_hf.annotation.oracles.anthropic import AnthropicOracle  # noqa: E402
+from atlas_hf.annotation.oracles.pricing import CACHE_READ_MULTIPLIER, CACHE_WRITE_MULTIPLIER  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 KEY = "test-anthropic-bench-key"

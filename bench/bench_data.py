@@ -34,11 +34,11 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from atlas_hf.collator import CriticalStepDataCollator
+    from atlas_hf.training.collator import CriticalStepDataCollator
     from atlas_hf.models import load_default_tokenizer
-    from atlas_hf.chat_template import prepare_messages
-    from atlas_hf.schema import check_messages
-    from atlas_hf.tokenization import CriticalStepLabeller
+    from atlas_hf.training.chat_template import prepare_messages
+    from atlas_hf.trajectories.schema import check_messages
+    from atlas_hf.training.labeller import CriticalStepLabeller
 
     datasets.disable_progress_bars()
     logging.getLogger("atlas_hf").setLevel(logging.ERROR)

@@ -51,7 +51,7 @@ def stock_generate_policy(model, tokenizer, max_new_tokens):
 def one_row(args) -> None:
     import torch
 
-    from atlas_hf.evaluation import evaluate_agent
+    from atlas_hf.evaluation.evaluator import evaluate_agent
     from atlas_hf.models import load_model_and_tokenizer
 
     torch.set_num_threads(os.cpu_count() or 1)

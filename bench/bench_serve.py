@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     from atlas_hf import evaluate_agent
     from atlas_hf.models import ensure_default_model_cached, load_default_model, load_default_tokenizer
-    from atlas_hf.openai_policy import OpenAIChatPolicy
+    from atlas_hf.evaluation.openai_policy import OpenAIChatPolicy
 
     folder = str(ensure_default_model_cached())
     common = dict(envs="babyai/GoToLocal", episodes=args.episodes, seed=100, max_turns=args.max_turns,

@@ -48,9 +48,9 @@ def corpus_rows(fireact: int, tau: int) -> list[dict]:
 
 
 def write_reference(base, rows: list[dict]) -> dict:
-    from atlas_hf.chat_template import prepare_messages
+    from atlas_hf.training.chat_template import prepare_messages
     from atlas_hf.errors import AtlasError
-    from atlas_hf.schema import check_messages
+    from atlas_hf.trajectories.schema import check_messages
 
     truth: dict = {}
     for name in ORIGINALS:
@@ -73,7 +73,7 @@ def write_reference(base, rows: list[dict]) -> dict:
 
 def classify(base, rows: list[dict], truth: dict) -> dict[str, Counter]:
     from atlas_hf.errors import AtlasError
-    from atlas_hf.tokenization import CriticalStepLabeller
+    from atlas_hf.training.labeller import CriticalStepLabeller
 
     table: dict[str, Counter] = defaultdict(Counter)
     for name in ORIGINALS:

@@ -43,8 +43,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def _render_length(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[int], str]:
-    from atlas_hf.chat_template import prepare_messages, render_chat, training_template
-    from atlas_hf.schema import check_messages
+    from atlas_hf.training.chat_template import prepare_messages, render_chat, training_template
+    from atlas_hf.trajectories.schema import check_messages
 
     prepared = prepare_messages(tokenizer, check_messages(messages)).messages
     text = render_chat(tokenizer, prepared, None, False, training_template(tokenizer))
@@ -67,8 +67,8 @@ def build_sample(args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any
     """Trajectories (`messages`, `critical_steps`, `source`) from both files."""
     from datasets import Dataset
 
-    from atlas_hf.oracles.baselines import RandomOracle
-    from atlas_hf.trajectory import normalize_trajectories
+    from atlas_hf.annotation.oracles.baselines import RandomOracle
+    from atlas_hf.trajectories.normalize import normalize_trajectories
 
     fireact_file, tau_file = DATA / "fireact" / "hotpotqa.jsonl", DATA / "tau-bench" / "gpt-4o-airline.json"
     for path in (fireact_file, tau_file):
@@ -93,7 +93,7 @@ def build_sample(args: argparse.Namespace, tokenizer: Any) -> list[dict[str, Any
 
 def naive_rows(tokenizer: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The naive way's rows (whole trajectory, same labels) and the token counts for the theoretical limit."""
-    from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller
+    from atlas_hf.training.labeller import IGNORE_INDEX, CriticalStepLabeller
 
     labeller = CriticalStepLabeller(tokenizer, max_length=None, step_selection="critical")
     out, upto_last, total, supervised = [], 0, 0, 0
@@ -116,7 +116,7 @@ def worker(config: str, data_path: Path, args: argparse.Namespace) -> dict[str, 
     from trl import SFTConfig, SFTTrainer
 
     from atlas_hf.models import load_default_model, load_default_tokenizer
-    from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+    from atlas_hf.training.trainer import AtlasSFTConfig, AtlasSFTTrainer
 
     torch.set_num_threads(args.threads)
     data = json.loads(data_path.read_text())

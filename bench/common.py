@@ -18,7 +18,7 @@ RESULTS = ROOT / "bench" / "results"
 def real_trajectories(per_file: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Rows of both real files as `messages` + `critical_steps` (random 30% steps standing in for an
     oracle's marks: the cost of labelling does not depend on which steps are marked, only how many)."""
-    from atlas_hf.selection import max_selected_steps
+    from atlas_hf.trajectories.schema import max_selected_steps
 
     fireact = SHARED_DATA / "fireact" / "hotpotqa.jsonl"
     tau = SHARED_DATA / "tau-bench" / "gpt-4o-airline.json"

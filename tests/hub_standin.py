@@ -116,6 +116,7 @@ class HubStandIn:
         self.commits: list[dict[str, Any]] = []  # every accepted commit: repo, sha, operations
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.force_status: int | None = None
+        self.force_code: str | None = None  # with force_status: the X-Error-Code of the forced failures
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -201,7 +202,8 @@ class HubStandIn:
                 try:
                     if hub.force_status is not None:
                         auth = self.headers.get("Authorization", "")
-                        raise HubError(hub.force_status, f"Internal error while handling a request with {auth!r}")
+                        raise HubError(hub.force_status, f"Internal error while handling a request with {auth!r}",
+                                       hub.force_code)
                     status, headers, payload = hub._route(method, split.path, parse_qs(split.query), self.headers, body)
                 except HubError as err:
                     headers = {"Content-Type": "application/json"}

@@ -12,12 +12,12 @@ import pytest
 from datasets import Dataset, load_from_disk
 from datasets.fingerprint import Hasher
 
-from atlas_hf.agreement import oracle_agreement
-from atlas_hf.annotate import AnnotationError, CriticalStepAnnotator, cache_key
-from atlas_hf.oracles.base import CATEGORIES, Annotation, usage_fields, validate_annotation
-from atlas_hf.oracles.pricing import ModelPrice, OracleUsage
-from atlas_hf.oracles.baselines import AllStepsOracle, RandomOracle
-from atlas_hf.selection import max_selected_steps
+from atlas_hf.annotation.agreement import oracle_agreement
+from atlas_hf.annotation.annotator import AnnotationError, CriticalStepAnnotator, cache_key
+from atlas_hf.annotation.oracles.base import CATEGORIES, Annotation, usage_fields, validate_annotation
+from atlas_hf.annotation.oracles.pricing import ModelPrice, OracleUsage
+from atlas_hf.annotation.oracles.baselines import AllStepsOracle, RandomOracle
+from atlas_hf.trajectories.schema import max_selected_steps
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -18,7 +18,7 @@ from atlas_hf import (
     TrajectoryError,
     normalize_trajectories,
 )
-from atlas_hf.cli import main as cli
+from atlas_hf.scripts.cli import main as cli
 
 USER, STEP = {"role": "user", "content": "find the key"}, {"role": "assistant", "content": "I look around."}
 GOOD = [USER, STEP, {"role": "user", "content": "You see a key."}, {"role": "assistant", "content": "I take it."}]

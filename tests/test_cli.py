@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from atlas_hf.agreement import oracle_agreement
-from atlas_hf.sample import load_sample
+from atlas_hf.annotation.agreement import oracle_agreement
+from atlas_hf.trajectories.sample import load_sample
 
 COMMANDS = ["annotate", "train", "publish", "eval", "eval-oracle", "demo"]
 
 
 def atlas_hf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "atlas_hf.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "atlas_hf.scripts.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
 
 
@@ -172,7 +172,7 @@ def test_train_takes_every_trl_flag_and_a_config_file(tmp_path, capsys):
     import torch
 
     (tmp_path / "train.yaml").write_text("learning_rate: 0.0003\nlora_alpha: 8\nselection_ratio: 0.5\n")
-    from atlas_hf.cli import main
+    from atlas_hf.scripts.cli import main
 
     assert main(["train", "sample", "-o", str(tmp_path / "out"), "--max_steps", "1", "--lora_r", "4",
                  "--config", str(tmp_path / "train.yaml"), "--step_selection", "random"]) == 0

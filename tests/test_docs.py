@@ -43,7 +43,7 @@ def test_quickstart_command_lines_run_as_pasted(tmp_path):
     lines = [line for line in bash[0].splitlines() if line.strip()]
     for line in lines:
         args = shlex.split(line)
-        result = subprocess.run([sys.executable, "-m", "atlas_hf.cli", *args[1:]], cwd=tmp_path,
+        result = subprocess.run([sys.executable, "-m", "atlas_hf.scripts.cli", *args[1:]], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, (line, result.stderr[-2000:])
     assert (tmp_path / "outputs" / "adapter" / "adapter_config.json").exists()
@@ -62,7 +62,7 @@ def test_evaluation_page_environment_block_runs_as_pasted():
 
 def test_every_name_the_api_page_lists_imports():
     """The first column of every table in docs/api.md names things that exist: from `atlas_hf`, from the
-    module the row names (`atlas_hf.training`), or Python's built-in exceptions they derive from."""
+    module the row names (`atlas_hf.training.run`), or Python's built-in exceptions they derive from."""
     import builtins
     import importlib
 

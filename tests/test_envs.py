@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("minigrid")
 
-from atlas_hf.envs import expert_trajectories, list_envs, make_env  # noqa: E402
-from atlas_hf.envs.babyai import BabyAITextEnv, parse_action  # noqa: E402
+from atlas_hf.evaluation.envs import expert_trajectories, list_envs, make_env  # noqa: E402
+from atlas_hf.evaluation.envs.babyai import BabyAITextEnv, parse_action  # noqa: E402
 from atlas_hf.errors import EnvironmentNotFoundError  # noqa: E402
-from atlas_hf.evaluation import evaluate_agent  # noqa: E402
+from atlas_hf.evaluation.evaluator import evaluate_agent  # noqa: E402
 
 LEVELS = ["babyai/GoToLocal", "babyai/PutNextLocal", "babyai/UnlockLocal", "babyai/OpenTwoDoors"]
 

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from atlas_hf.evaluation import (
+from atlas_hf.evaluation.evaluator import (
     EvaluationReport,
     evaluate_agent,
     paired_difference,
     wilson_interval,
 )
-from atlas_hf.policy import TransformersPolicy
+from atlas_hf.evaluation.policy import TransformersPolicy
 
 
 def _records(env: str, outcomes: list[bool], seed: int = 0) -> list[dict]:
@@ -99,7 +99,7 @@ class _LoggingEnv:
         return f"episode {seed}"
 
     def step(self, action_text: str):
-        from atlas_hf.envs import StepResult
+        from atlas_hf.evaluation.envs import StepResult
 
         self.turns += 1
         self._enter("step", self.seed)
@@ -108,7 +108,7 @@ class _LoggingEnv:
 
 
 def test_environment_calls_overlap_the_policy_one_at_a_time_and_change_no_record():
-    from atlas_hf.envs import register_env
+    from atlas_hf.evaluation.envs import register_env
 
     log, busy, active = [], [False], []
     register_env("test/logging", lambda: _LoggingEnv(log, busy, active))
@@ -185,7 +185,7 @@ def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokeniz
     smol_tokenizer.save_pretrained(base_dir)
     get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(adapter_dir)
     out = subprocess.run(
-        [sys.executable, "-m", "atlas_hf.cli", "eval", "--adapter", str(adapter_dir), "--model", str(base_dir),
+        [sys.executable, "-m", "atlas_hf.scripts.cli", "eval", "--adapter", str(adapter_dir), "--model", str(base_dir),
          "--envs", "babyai/GoToLocal,babyai/PickupLoc", "--episodes", "3", "--max-turns", "2",
          "--max-new-tokens", "4", "--output", str(tmp_path / "eval.json")],
         capture_output=True, text=True, timeout=300,
@@ -198,7 +198,7 @@ def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokeniz
 
     from huggingface_hub import ModelCard
 
-    from atlas_hf.hub import publish_adapter
+    from atlas_hf.hub.publishing import publish_adapter
 
     published = Path(publish_adapter(adapter_dir, "someone/tiny-agent", local_dir=tmp_path / "hub"))
     card = ModelCard.load(published / "README.md")
@@ -226,7 +226,7 @@ def seen_object_policy(conversations: list[list[dict]]) -> list[str]:
 RESUMABLE_RUN = """
 import sys, time
 from test_evaluation import seen_object_policy
-from atlas_hf.evaluation import evaluate_agent
+from atlas_hf.evaluation.evaluator import evaluate_agent
 
 def slow(conversations):
     time.sleep(0.1)
@@ -243,7 +243,7 @@ def test_a_killed_evaluation_resumes_and_plays_only_the_missing_episodes(tmp_pat
     import signal
     import time
 
-    from atlas_hf.episode_records import read_records
+    from atlas_hf.evaluation.records import read_records
 
     records = tmp_path / "episodes.jsonl"
     script = tmp_path / "run.py"
@@ -292,7 +292,7 @@ def test_more_episodes_play_only_the_new_seeds_and_settings_must_match(tmp_path:
     fewer = evaluate_agent(counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records,
                            progress=False)
     assert len(calls) == 2 and fewer.records == first.records[:2]
-    from atlas_hf.evaluation import recorded_report
+    from atlas_hf.evaluation.evaluator import recorded_report
 
     # what a caller checks before loading a model: the same report without playing, or None
     recorded = recorded_report(records, "babyai/GoToLocal", episodes=5, seed=7, max_turns=3)

@@ -22,9 +22,10 @@ import huggingface_hub
 from datasets import Dataset, DatasetDict, load_dataset
 from huggingface_hub import DatasetCard, ModelCard, constants as hf_constants
 
-from atlas_hf.cards import FIGURE_PATH, size_category
-from atlas_hf.hub import HubPublishError, publish_adapter, publish_dataset
-from atlas_hf.oracles.base import CATEGORIES
+from atlas_hf import errors
+from atlas_hf.hub.cards import FIGURE_PATH, size_category
+from atlas_hf.hub.publishing import HubPublishError, publish_adapter, publish_dataset
+from atlas_hf.annotation.oracles.base import CATEGORIES
 from hub_standin import HubStandIn
 
 USER = "atlas-tester"
@@ -155,8 +156,8 @@ def test_dataset_card_metadata_and_statistics(hub: HubStandIn, dataset: Dataset,
 def test_figure_bars_match_the_counts(hub: HubStandIn, dataset: Dataset, published: str):
     import matplotlib.image
 
-    from atlas_hf.annotation_stats import annotation_statistics
-    from atlas_hf.figures import RATIO_BINS, statistics_figure
+    from atlas_hf.annotation.statistics import annotation_statistics
+    from atlas_hf.hub.figures import RATIO_BINS, statistics_figure
 
     image = matplotlib.image.imread(io.BytesIO(hub.file("dataset", DATASET_REPO, FIGURE_PATH).content), format="png")
     assert image.shape[:2] == (340, 800) and image.std() > 0  # a real drawing, read back by a PNG decoder
@@ -239,8 +240,8 @@ def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
     """An AgentInstruct-style dataset on the Hub reads through `load_trajectories` and `atlas-hf`'s loader."""
     from huggingface_hub import HfApi
 
-    from atlas_hf.loading import load_rows
-    from atlas_hf.loading import load_trajectories
+    from atlas_hf.trajectories.loading import load_rows
+    from atlas_hf.trajectories.loading import load_trajectories
 
     rows = [{"id": f"t{i}", "conversations": [
         {"from": "human", "value": f"Task {i}", "loss": None},
@@ -264,7 +265,7 @@ def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
 
 
 def test_card_reads_the_model_and_prompt_from_the_oracle_column(dataset: Dataset, tmp_path: Path):
-    from atlas_hf.oracles.anthropic import PROMPT_VERSION, AnthropicOracle
+    from atlas_hf.annotation.oracles.anthropic import PROMPT_VERSION, AnthropicOracle
 
     oracle = AnthropicOracle(api_key="test-anthropic-unused", model="claude-haiku-4-5")
     rows = dataset.remove_columns("atlas_oracle").add_column("atlas_oracle", [oracle.identity] * len(dataset))
@@ -290,9 +291,9 @@ def test_rows_without_annotations_are_refused(tmp_path: Path):
 
 def test_card_of_an_annotator_output_counts_only_real_errors(tmp_path: Path):
     """The annotator writes `atlas_error` as "" for a row without error: the card must not count it."""
-    from atlas_hf.annotate import CriticalStepAnnotator
-    from atlas_hf.oracles.baselines import RandomOracle
-    from atlas_hf.sample import load_sample
+    from atlas_hf.annotation.annotator import CriticalStepAnnotator
+    from atlas_hf.annotation.oracles.baselines import RandomOracle
+    from atlas_hf.trajectories.sample import load_sample
 
     sample = load_sample().select_columns(["messages"])
     annotated = sample.map(CriticalStepAnnotator(RandomOracle(), progress=False), batched=True)
@@ -385,8 +386,8 @@ def test_trainer_push_to_hub_publishes_the_atlas_card(hub: HubStandIn, tmp_path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from atlas_hf.models import load_default_tokenizer
-    from atlas_hf.sample import load_sample
-    from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer
+    from atlas_hf.trajectories.sample import load_sample
+    from atlas_hf.training.trainer import AtlasSFTConfig, AtlasSFTTrainer
 
     tokenizer = load_default_tokenizer()
     torch.manual_seed(0)
@@ -455,11 +456,11 @@ def test_the_card_reads_each_oracles_model_prompt_and_cap_from_the_column():
     """What a card says of an annotation read back from the `atlas_oracle` column alone (as when a
     dataset is published from a file), for every kind of oracle that names a model and a prompt."""
     from atlas_hf import AnthropicOracle, LocalOracle, PerplexityOracle
-    from atlas_hf.cards import provenance
-    from atlas_hf.oracles.baselines import PERPLEXITY_LAYOUT
-    from atlas_hf.oracles.local import PROMPT_VERSION as LOCAL_PROMPT
-    from atlas_hf.oracles.prompt import PROMPT_VERSION as CLAUDE_PROMPT
-    from atlas_hf.schema import oracle_column_value
+    from atlas_hf.hub.cards import provenance
+    from atlas_hf.annotation.oracles.baselines import PERPLEXITY_LAYOUT
+    from atlas_hf.annotation.oracles.local import PROMPT_VERSION as LOCAL_PROMPT
+    from atlas_hf.annotation.oracles.prompt import PROMPT_VERSION as CLAUDE_PROMPT
+    from atlas_hf.trajectories.schema import oracle_column_value
 
     cases = [
         (AnthropicOracle(api_key="test-key", model="claude-haiku-4-5"),
@@ -471,3 +472,22 @@ def test_the_card_reads_each_oracles_model_prompt_and_cap_from_the_column():
         table, _ = provenance(None, None, None, {oracle_column_value(oracle.identity, 0.25): 7})
         assert table["Oracle model"] == model and table["Prompt version"] == prompt, table
         assert table["Ratio cap"].startswith("25%") and "max_ratio" not in table["Oracle"]
+
+
+def test_a_publish_error_is_still_the_hubs_own_class(hub: HubStandIn, adapter_dir: Path):
+    """A refused publish is a HubPublishError (atlas_hf's fix in the message) and still the class
+    huggingface_hub raised, so `except RepositoryNotFoundError` written against the Hub keeps working."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    hub.force_status, hub.force_code = 404, "RepoNotFound"  # the Hub's answer for a repo the token cannot see
+    try:
+        with pytest.raises(RepositoryNotFoundError) as info:
+            publish_adapter(adapter_dir, f"{USER}/not-visible", token=TOKEN)
+    finally:
+        hub.force_status = hub.force_code = None
+    error = info.value
+    assert isinstance(error, HubPublishError) and isinstance(error, HfHubHTTPError)
+    assert type(error.__cause__) is RepositoryNotFoundError  # the Hub's own error, kept as the cause
+    assert f"{USER}/not-visible" in str(error) and "Check the repo_id" in str(error)  # atlas_hf's fix
+    assert TOKEN not in "".join(traceback.format_exception(error))
+    assert type(error) is errors.hub_publish_error_class(RepositoryNotFoundError)  # one class per Hub class

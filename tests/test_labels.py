@@ -9,10 +9,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from atlas_hf.collator import CriticalStepDataCollator
-from atlas_hf.chat_template import tool_calls_as_text
-from atlas_hf.schema import check_messages
-from atlas_hf.tokenization import IGNORE_INDEX, CriticalStepLabeller, label_trajectory
+from atlas_hf.training.collator import CriticalStepDataCollator
+from atlas_hf.training.chat_template import tool_calls_as_text
+from atlas_hf.trajectories.schema import check_messages
+from atlas_hf.training.labeller import IGNORE_INDEX, CriticalStepLabeller, label_trajectory
 
 from conftest import END_OF_TURN, read_fireact, read_tau_bench
 from template_corpus import labelled_segments
@@ -80,7 +80,7 @@ def test_input_is_the_template_rendering(chat_tokenizers, real_rows, name):
     tokenizer = chat_tokenizers[name]
     row = real_rows[-1]
     out = CriticalStepLabeller(tokenizer, step_selection="all").label_row(row)
-    from atlas_hf.chat_template import prepare_messages
+    from atlas_hf.training.chat_template import prepare_messages
 
     rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, check_messages(row["messages"])).messages,
                                              tokenize=False)
@@ -192,8 +192,8 @@ def test_bad_rows_name_the_row_and_field(smol_tokenizer):
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
     """The fast path (content fenced by markers, one extra rendering) finds the prefix-by-prefix spans."""
-    from atlas_hf.chat_template import prepare_messages, render_chat, template_profile
-    from atlas_hf.turn_spans import _fenced_spans, _Renderer
+    from atlas_hf.training.chat_template import prepare_messages, render_chat, template_profile
+    from atlas_hf.training.turn_spans import _fenced_spans, _Renderer
 
     tokenizer = chat_tokenizers[name]
     profile = template_profile(tokenizer)
@@ -216,7 +216,7 @@ def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_labels_on_the_embedded_sample(chat_tokenizers, name):
     """The same independent check on the shipped sample (tool calls, a `tools` column): runs without ../shared."""
-    from atlas_hf.sample import load_sample
+    from atlas_hf.trajectories.sample import load_sample
 
     tokenizer = chat_tokenizers[name]
     sample = load_sample()
@@ -265,7 +265,7 @@ def test_bad_arguments_name_what_was_wrong(smol_tokenizer):
 
 
 def test_empty_tools_are_no_tools():
-    from atlas_hf.chat_template import parse_tools
+    from atlas_hf.training.chat_template import parse_tools
 
     assert [parse_tools(t) for t in (None, "", " ", "[]", [], ())] == [None] * 6
     assert parse_tools('[{"type": "function"}]') == parse_tools(({"type": "function"},)) == [{"type": "function"}]

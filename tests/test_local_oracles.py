@@ -14,12 +14,12 @@ from tokenizers import Tokenizer, decoders, models
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from atlas_hf.annotate import CriticalStepAnnotator
-from atlas_hf.oracles.base import CATEGORIES, validate_annotation
-from atlas_hf.oracles.baselines import PerplexityOracle
-from atlas_hf.oracles.local import LocalOracle
-from atlas_hf.oracles.rendering import clip_ids_middle, fit_turns
-from atlas_hf.selection import max_selected_steps
+from atlas_hf.annotation.annotator import CriticalStepAnnotator
+from atlas_hf.annotation.oracles.base import CATEGORIES, validate_annotation
+from atlas_hf.annotation.oracles.baselines import PerplexityOracle
+from atlas_hf.annotation.oracles.local import LocalOracle
+from atlas_hf.annotation.oracles.rendering import clip_ids_middle, fit_turns
+from atlas_hf.trajectories.schema import max_selected_steps
 from test_annotate import real_rows, trajectory
 
 
@@ -221,9 +221,9 @@ def test_claude_and_the_local_judges_read_the_same_steps_and_definitions(model: 
     """Each step's text (content parts joined as the trainer joins them, tool calls with their JSON
     arguments) shows under the same number in the Claude prompt, the local judge's prefix and the
     perplexity baseline's text; each reader gets its own form of the same four definitions."""
-    from atlas_hf.oracles.prompt import SYSTEM_PROMPT, render_trajectory_for_oracle
-    from atlas_hf.oracles.rendering import CATEGORY_DEFINITIONS
-    from atlas_hf.schema import check_messages
+    from atlas_hf.annotation.oracles.prompt import SYSTEM_PROMPT, render_trajectory_for_oracle
+    from atlas_hf.annotation.oracles.rendering import CATEGORY_DEFINITIONS
+    from atlas_hf.trajectories.schema import check_messages
 
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "Find the "}, {"type": "text", "text": "capital."}]},
@@ -261,9 +261,9 @@ PINNED_LOCAL_PROMPTS = {
 def _local_prompt_hashes(model: Any, tokenizer: Any) -> dict[str, str]:
     import hashlib
 
-    from atlas_hf.oracles.baselines import PERPLEXITY_LAYOUT
-    from atlas_hf.oracles.local import PROMPT_VERSION
-    from atlas_hf.sample import load_sample
+    from atlas_hf.annotation.oracles.baselines import PERPLEXITY_LAYOUT
+    from atlas_hf.annotation.oracles.local import PROMPT_VERSION
+    from atlas_hf.trajectories.sample import load_sample
 
     rows = [row["messages"] for row in load_sample()]
     judge, ppl = LocalOracle(model, tokenizer, max_length=8192), PerplexityOracle(model, tokenizer, max_length=8192)

@@ -13,11 +13,11 @@ pytest.importorskip("scienceworld")
 if shutil.which("java") is None:
     pytest.skip("no Java runtime", allow_module_level=True)
 
-from atlas_hf.envs import SPLIT_STRIDE, expert_trajectories, make_env  # noqa: E402
-from atlas_hf.envs import jvm  # noqa: E402
-from atlas_hf.envs.gold_expert import reason  # noqa: E402
+from atlas_hf.evaluation.envs import SPLIT_STRIDE, expert_trajectories, make_env  # noqa: E402
+from atlas_hf.evaluation.envs import jvm  # noqa: E402
+from atlas_hf.evaluation.envs.gold_expert import reason  # noqa: E402
 from atlas_hf.errors import InvalidInputError  # noqa: E402
-from atlas_hf.evaluation import EvaluationReport, evaluate_agent, paired_difference  # noqa: E402
+from atlas_hf.evaluation.evaluator import EvaluationReport, evaluate_agent, paired_difference  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="module")
 def _shut_the_jvms_down_after_this_module():
@@ -119,7 +119,7 @@ def test_scienceworld_same_seed_same_text_although_the_simulator_shuffles_its_li
 
 
 def test_scienceworld_lists_are_sorted_with_each_thing_kept_whole():
-    from atlas_hf.envs.scienceworld import canonical
+    from atlas_hf.evaluation.envs.scienceworld import canonical
 
     line = "\ta table. On the table is: a switch, which is off, a bowl (containing soil, a apple), a battery."
     assert canonical(line) == "\ta table. On the table is: a battery, a bowl (containing a apple, soil), a switch, which is off."
@@ -156,7 +156,7 @@ def test_env_arguments_in_the_name_and_bad_ones_named():
     assert env.name == "twx/cookingworld:numLocations=2,numIngredients=3"
     with pytest.raises(InvalidInputError, match="not `key=value`"):
         make_env("twx/cookingworld:numLocations")
-    from atlas_hf.evaluation import split_env_names
+    from atlas_hf.evaluation.evaluator import split_env_names
 
     assert split_env_names("twx/cookingworld:numLocations=2,numIngredients=3, twx/coin,babyai/GoToLocal") == [
         "twx/cookingworld:numLocations=2,numIngredients=3", "twx/coin", "babyai/GoToLocal"]

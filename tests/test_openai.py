@@ -10,14 +10,13 @@ import pickle
 import sys
 
 import pytest
-from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from atlas_hf import annotate_dataset, build_oracle, evaluate_agent, load_sample
 from atlas_hf.errors import InvalidInputError, OracleError
-from atlas_hf.openai_policy import OpenAIChatPolicy
-from atlas_hf.oracles.openai_chat import PROMPT_VERSION, OpenAIChatOracle
-from atlas_hf.schema import num_steps
+from atlas_hf.evaluation.openai_policy import OpenAIChatPolicy
+from atlas_hf.annotation.oracles.openai_chat import PROMPT_VERSION, OpenAIChatOracle
+from atlas_hf.trajectories.schema import num_steps
 
 from openai_standin import Fault, OpenAIStandIn
 

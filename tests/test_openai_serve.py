@@ -63,7 +63,7 @@ def test_the_oracle_annotates_through_a_real_server_and_resumes(served, tmp_path
     """A 135M model rarely answers the selector well: every row must end annotated or marked, never crash,
     and a rerun asks only the rows that were marked."""
     from atlas_hf import annotate_dataset, load_sample
-    from atlas_hf.oracles.openai_chat import OpenAIChatOracle
+    from atlas_hf.annotation.oracles.openai_chat import OpenAIChatOracle
 
     base_url, model = served
     sample = load_sample().select(range(2))
@@ -82,7 +82,7 @@ def test_rollouts_through_the_server_act_as_the_model_in_process(served):
     pytest.importorskip("minigrid")
     from atlas_hf import evaluate_agent
     from atlas_hf.models import load_default_model, load_default_tokenizer
-    from atlas_hf.openai_policy import OpenAIChatPolicy
+    from atlas_hf.evaluation.openai_policy import OpenAIChatPolicy
 
     base_url, model = served
     settings = dict(envs="babyai/GoToLocal", episodes=2, seed=11, max_turns=3, batch_size=2, max_new_tokens=20,

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from atlas_hf.policy import ATTENTION, _preallocated_cache, _register_attention
+from atlas_hf._upstream import set_attn_implementation
+from atlas_hf.evaluation.policy import ATTENTION, _preallocated_cache, _register_attention
 
 
 def _gqa_model(attn: str):
@@ -26,7 +27,7 @@ def _gqa_model(attn: str):
 def test_grouped_attention_matches_eager_on_padded_rows_against_a_cache(new_tokens: int):
     _register_attention()
     eager, grouped = _gqa_model("eager"), _gqa_model("eager")
-    grouped.config._attn_implementation = ATTENTION
+    set_attn_implementation(grouped.config, ATTENTION)
     assert torch.equal(eager.model.embed_tokens.weight, grouped.model.embed_tokens.weight)
     torch.manual_seed(1)
     prompt = torch.randint(0, 97, (3, 12))
@@ -57,7 +58,7 @@ def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokeni
     recomputes every conversation from scratch."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from atlas_hf.policy import TransformersPolicy
+    from atlas_hf.evaluation.policy import TransformersPolicy
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -89,7 +90,7 @@ def test_a_turn_that_fits_the_first_buffer_rearranges_it_in_place(smol_tokenizer
     are big enough: no new allocation, the same reply as recomputing from scratch."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from atlas_hf.policy import TransformersPolicy
+    from atlas_hf.evaluation.policy import TransformersPolicy
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -108,7 +109,7 @@ def test_on_reply_hears_each_row_that_stops_as_it_stops(smol_tokenizer):
     rows cut at `max_new_tokens` are only returned."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from atlas_hf.policy import TransformersPolicy, takes_on_reply
+    from atlas_hf.evaluation.policy import TransformersPolicy, takes_on_reply
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from atlas_hf.tokenization import IGNORE_INDEX, label_trajectory
+from atlas_hf.training.labeller import IGNORE_INDEX, label_trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 DROP_IN = ROOT / "docs" / "drop-in.md"

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from atlas_hf import models
-from atlas_hf.oracles.base import CATEGORIES, Annotation, validate_annotation
-from atlas_hf.sample import SAMPLE_FILE, load_sample
-from atlas_hf.selection import max_selected_steps
-from atlas_hf.schema import assistant_indices, num_steps
-from atlas_hf.trajectory import normalize_trajectories
+from atlas_hf.annotation.oracles.base import CATEGORIES, Annotation, validate_annotation
+from atlas_hf.trajectories.sample import SAMPLE_FILE, load_sample
+from atlas_hf.trajectories.schema import assistant_indices, max_selected_steps, num_steps
+from atlas_hf.trajectories.normalize import normalize_trajectories
 
 SMOL_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -28,7 +27,7 @@ def sample():
 def test_sample_matches_the_shipped_file(sample):
     from importlib import resources
 
-    text = resources.files("atlas_hf").joinpath("data", SAMPLE_FILE).read_text(encoding="utf-8")
+    text = resources.files("atlas_hf.trajectories").joinpath("sample_data", SAMPLE_FILE).read_text(encoding="utf-8")
     raw = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert 12 <= len(sample) == len(raw) <= 14
     for row, want in zip(sample, raw):

@@ -12,10 +12,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from atlas_hf import AtlasSFTConfig, AtlasSFTTrainer, CriticalStepDataCollator, CriticalStepLabeller, normalize_trajectories
-from atlas_hf.chat_template import prepare_messages, template_profile, trl_template_dir
+from atlas_hf.training.chat_template import prepare_messages, template_profile, trl_template_dir
 from atlas_hf.errors import AtlasError, TemplateError, TrajectoryError
-from atlas_hf.schema import check_messages
-from atlas_hf.tokenization import IGNORE_INDEX
+from atlas_hf.trajectories.schema import check_messages
+from atlas_hf.training.labeller import IGNORE_INDEX
 
 from conftest import read_fireact, read_tau_bench
 from template_corpus import (ORIGINALS, SYNTHETIC, family_tokenizer, labelled_segments, reference_labels,
@@ -66,7 +66,7 @@ def check_row(tokenizer, row: dict, index) -> str:
 
 def test_the_private_details_relied_on_still_hold(smol_tokenizer):
     """TRL's template folder, and transformers' tracking of `{% generation %}` blocks (`turn_spans._render_tracked`)."""
-    from atlas_hf.turn_spans import _render_tracked
+    from atlas_hf.training.turn_spans import _render_tracked
 
     assert (trl_template_dir() / "qwen3.jinja").is_file() and (trl_template_dir() / "qwen3_training.jinja").is_file()
     tokenizer = family_tokenizer(smol_tokenizer, "qwen3")
@@ -180,7 +180,7 @@ def test_stock_sfttrainer_and_atlas_trainer_train_on_the_truth(family, name, tmp
 @pytest.mark.parametrize("name", ["gemma", "phi3", "qwen3", "gptoss", "llama3_1", "glm4moe", "deepseekv3"])
 def test_rollouts_render_the_conversation_as_training_did(family, name):
     """`TransformersPolicy`'s prompt is the labelled row's tokens up to where the model starts writing."""
-    from atlas_hf.policy import TransformersPolicy
+    from atlas_hf.evaluation.policy import TransformersPolicy
 
     tokenizer = family(name)
     conversation = [{"role": "system", "content": "You are in a maze."}, {"role": "user", "content": "Goal: the door."},

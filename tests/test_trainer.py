@@ -10,11 +10,11 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from atlas_hf.selection import row_seed, select_steps
-from atlas_hf.chat_template import prepare_messages
-from atlas_hf.schema import check_messages
-from atlas_hf.tokenization import IGNORE_INDEX
-from atlas_hf.trainer import AtlasSFTConfig, AtlasSFTTrainer, supports_padding_free
+from atlas_hf.training.selection import select_steps
+from atlas_hf.trajectories.schema import check_messages, row_seed
+from atlas_hf.training.chat_template import prepare_messages
+from atlas_hf.training.labeller import IGNORE_INDEX
+from atlas_hf.training.trainer import AtlasSFTConfig, AtlasSFTTrainer, supports_padding_free
 from conftest import read_fireact
 
 
@@ -268,7 +268,7 @@ def test_save_model_writes_the_atlas_card_and_keeps_the_users_config(tmp_path, s
 
 
 def test_a_stream_is_labelled_as_it_is_read_like_a_dataset(tmp_path, smol_tokenizer):
-    from atlas_hf.labelling import label_dataset
+    from atlas_hf.training.dataset_labelling import label_dataset
 
     rows = Dataset.from_list(annotated_rows(8))
     args = config(tmp_path, max_steps=2)
@@ -313,7 +313,7 @@ def test_the_baselines_select_at_the_cap_the_annotation_recorded(tmp_path, smol_
         assert counts == expected_counts, (given, counts, expected_counts)
         assert trainer.atlas_summary()["selection_ratio"] == expected_ratio
         # a stream labels the same rows, and reports the ratio it used once its rows are read
-        from atlas_hf.labelling import label_dataset
+        from atlas_hf.training.dataset_labelling import label_dataset
 
         stream, stats = label_dataset(annotated.to_iterable_dataset(), smol_tokenizer, trainer.args)
         assert [len(labelled_spans(row["labels"])) for row in stream] == expected_counts

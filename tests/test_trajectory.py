@@ -1,4 +1,4 @@
-"""atlas_hf.trajectory: every supported schema into canonical messages, against independent truth."""
+"""atlas_hf.trajectories.normalize: every supported schema into canonical messages, against independent truth."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from datasets import Dataset, load_dataset
 from datasets.fingerprint import Hasher
 
 from atlas_hf.errors import TrajectoryError
-from atlas_hf.schema import assistant_indices, clean_message, num_steps
-from atlas_hf.loading import load_trajectories
-from atlas_hf.trajectory import normalize_trajectories, normalize_trajectories_with_report
+from atlas_hf.trajectories.schema import assistant_indices, clean_message, num_steps
+from atlas_hf.trajectories.loading import load_trajectories
+from atlas_hf.trajectories.normalize import normalize_trajectories, normalize_trajectories_with_report
 from conftest import FIREACT, TAU_BENCH, read_fireact, read_tau_bench
 
 # --------------------------------------------------------------------------- real data, schema="auto"
@@ -104,7 +104,7 @@ def test_num_proc_and_stable_fingerprint():
     assert one["messages"][:] == two["messages"][:]
     again = normalize_trajectories(source)
     assert again._fingerprint == one._fingerprint  # the map function hashes stably: cache reused
-    from atlas_hf.trajectory import _Normalize, _resolve
+    from atlas_hf.trajectories.normalize import _Normalize, _resolve
 
     a = _Normalize(_resolve(source, "auto", None, None, None, None, None), False)
     b = _Normalize(_resolve(source, "auto", None, None, None, None, None), False)
@@ -312,7 +312,7 @@ def test_skip_drops_and_counts_unreadable_rows(caplog):
     good = [_row(U, dict(A, content=f"a{i}")) for i in range(3)]
     rows = [good[0], BAD_ROWS[1][0], good[1], BAD_ROWS[4][0], BAD_ROWS[2][0], good[2]]
     rows = [dict(r, keep=i) for i, r in enumerate(rows)]
-    with caplog.at_level(logging.WARNING, logger="atlas_hf.trajectory"):
+    with caplog.at_level(logging.WARNING, logger="atlas_hf.trajectories.normalize"):
         ds, report = normalize_trajectories_with_report(rows, on_error="skip")
     assert report.num_rows == 6 and report.num_skipped == 3
     assert sorted(report.skipped) == [1, 3, 4]

@@ -9,8 +9,8 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from atlas_hf.collator import CriticalStepDataCollator
-from atlas_hf.tokenization import CriticalStepLabeller
+from atlas_hf.training.collator import CriticalStepDataCollator
+from atlas_hf.training.labeller import CriticalStepLabeller
 
 from conftest import read_fireact
 

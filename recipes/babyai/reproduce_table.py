@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from atlas_hf.selection import DEFAULT_MAX_RATIO
+from atlas_hf.trajectories.schema import DEFAULT_MAX_RATIO
 
 ROWS = ("base", "all", "critical", "random", "non_critical")
 
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def env_names(names: str) -> list[str]:
     """Comma-separated environment names, a bare BabyAI level standing for `babyai/<level>`."""
-    from atlas_hf.evaluation import split_env_names
+    from atlas_hf.evaluation.evaluator import split_env_names
 
     return [name if "/" in name else f"babyai/{name}" for name in split_env_names(names) if name]
 
@@ -107,7 +107,7 @@ only solved episodes become demos."""
 def build_demos(envs: list[str], episodes: int, seed: int) -> Any:
     from datasets import concatenate_datasets
 
-    from atlas_hf.envs import expert_trajectories
+    from atlas_hf.evaluation.envs import expert_trajectories
 
     parts = [expert_trajectories(env, episodes, seed) for env in envs]
     for env, part in zip(envs, parts):
@@ -118,7 +118,7 @@ def build_demos(envs: list[str], episodes: int, seed: int) -> Any:
 
 def expert_ceiling(envs: list[str], args: argparse.Namespace) -> dict[str, float]:
     """The expert's success rate on the evaluation seeds within the rollouts' turn budget: the ceiling."""
-    from atlas_hf.envs import expert_trajectories
+    from atlas_hf.evaluation.envs import expert_trajectories
 
     return {env: len(expert_trajectories(env, args.eval_episodes, args.eval_seed, max_turns=args.max_turns))
             / args.eval_episodes for env in envs}
@@ -126,26 +126,21 @@ def expert_ceiling(envs: list[str], args: argparse.Namespace) -> dict[str, float
 
 def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, args: argparse.Namespace,
                seed: int, max_steps: int) -> None:
-    """LoRA on `base` with `AtlasSFTTrainer`; saves the adapter into `output_dir`."""
-    from peft import LoraConfig
-
-    from atlas_hf import AtlasSFTConfig, AtlasSFTTrainer
+    """LoRA on `base` through atlas_hf's one training call (`atlas_hf.training.train`, the defaults of
+    `atlas-hf train` with this table's settings on top); saves the adapter into `output_dir`."""
     from atlas_hf.models import load_model_and_tokenizer
+    from atlas_hf.training import default_training_config, train
 
     model, tokenizer = load_model_and_tokenizer(base, dtype=dtype_of(args))
-    config = AtlasSFTConfig(
-        output_dir=output_dir, step_selection=selection, selection_seed=seed,
-        seed=seed, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, max_steps // 20),
-        logging_steps=max(1, max_steps // 5), save_strategy="no", report_to=[], max_length=4096,  # long SW demos
+    config, lora = default_training_config(
+        output_dir, step_selection=selection, selection_seed=seed, seed=seed, max_steps=max_steps,
+        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=max(1, max_steps // 20), logging_steps=max(1, max_steps // 5), report_to=[],
+        max_length=4096,  # long ScienceWorld demos
         use_cpu=args.device == "cpu", disable_tqdm=True, gradient_checkpointing=False,  # small model: compute-bound
+        lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
     )
-    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
-    trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                              peft_config=lora)
-    trainer.train()
-    trainer.save_model(output_dir)
+    trainer, _ = train(dataset, config, model, tokenizer, lora)
     summary = trainer.atlas_summary()
     loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.3f}"
     print(f"  {selection}: {summary['supervised_tokens']} supervised tokens, final loss {loss}", flush=True)
@@ -178,7 +173,7 @@ def warm_start(args: argparse.Namespace, out: Path, start: float) -> str | None:
 
 
 def evaluate_row(base: str | None, adapter: str | None, envs: list[str], args: argparse.Namespace, path: Path) -> Any:
-    from atlas_hf.evaluation import evaluate_agent, recorded_report
+    from atlas_hf.evaluation.evaluator import evaluate_agent, recorded_report
     from atlas_hf.models import load_model_and_tokenizer
 
     records = path.with_suffix(".jsonl")  # evaluate_agent resumes from it: only missing episodes are played
@@ -199,7 +194,7 @@ def evaluate_row(base: str | None, adapter: str | None, envs: list[str], args: a
 def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[str]) -> dict[str, Any]:
     """The table: per row, success (and mean progress score) per environment, held-in/held-out
     averages with intervals, paired differences."""
-    from atlas_hf.evaluation import paired_difference, wilson_interval
+    from atlas_hf.evaluation.evaluator import paired_difference, wilson_interval
 
     table: dict[str, Any] = {}
     for row, seeds in reports.items():
@@ -325,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     held_in, held_out = env_names(args.held_in), env_names(args.held_out)
     rows = [r for r in args.rows.split(",") if r]
-    from atlas_hf.oracles import default_oracle_name
+    from atlas_hf.annotation.oracles import default_oracle_name
 
     oracle_name = args.oracle or default_oracle_name()
     train_seeds = [int(s) for s in args.train_seeds.split(",")]
