@@ -97,7 +97,7 @@ def test_annotator_adds_the_columns(tmp_path: Path) -> None:
     assert ds["critical_categories"] == [["Plan Creation"]] * 4
     assert ds["critical_reasons"] == [["scripted"]] * 4
     assert ds["atlas_plan"] == ["plan"] * 4 and ds["atlas_error"] == [""] * 4
-    assert ds["atlas_oracle"] == ["scripted:first/max_ratio=0.3"] * 4 and ds["id"] == [0, 1, 2, 3]
+    assert ds["atlas_oracle"] == ["scripted:first(max_ratio=0.3)"] * 4 and ds["id"] == [0, 1, 2, 3]
 
 
 def test_killed_run_resumes_and_sends_only_the_missing_rows(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def test_an_odd_reply_marks_its_row_and_the_rest_are_answered(tmp_path: Path, ki
 
 BATCH_RUN = """
 import json, sys
+from atlas_hf import AnthropicOracle
 rows, base_url, state, key = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
 oracle = AnthropicOracle(api_key=key, base_url=base_url, use_batches=True, batch_state_dir=state,
                          batch_poll_interval=0.01, timeout=30.0)

@@ -111,7 +111,7 @@ def test_with_an_api_key_claude_is_the_default_oracle(tmp_path):
         assert api.paths("POST").count("/v1/messages") == 13 and api.max_in_flight <= 2
     annotated = load_from_disk(str(tmp_path / "out"))
     assert not any(annotated["atlas_error"]) and all(annotated["critical_steps"])
-    assert all(oracle.startswith("AnthropicOracle/model=claude-") for oracle in annotated["atlas_oracle"])
+    assert all(oracle.startswith("anthropic(model=claude-") for oracle in annotated["atlas_oracle"])
     assert "Usage: tokens" in result.stdout and "cost $" in result.stdout
     files = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert key not in dry.stdout + dry.stderr + result.stdout + result.stderr and key.encode() not in files

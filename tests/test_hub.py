@@ -204,7 +204,7 @@ def test_a_random_baseline_card_says_no_oracle_read_the_rows(dataset: Dataset, t
     publish_dataset(annotated, DATASET_REPO, local_dir=tmp_path)  # no max_ratio=: read from the rows
     card = DatasetCard.load(tmp_path / "README.md")
     assert "random baseline" in card.text and "An oracle LLM read" not in card.text
-    assert "| Ratio cap | 40% of each trajectory's steps |" in card.text and "| Oracle | baseline:random:seed=1 |" in card.text
+    assert "| Ratio cap | 40% of each trajectory's steps |" in card.text and "| Oracle | random(seed=1) |" in card.text
 
 
 def test_local_dir_writes_the_hub_layout(hub: HubStandIn, dataset: Dataset, published: str, tmp_path: Path):

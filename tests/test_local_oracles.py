@@ -197,7 +197,7 @@ def test_annotator_with_a_tiny_local_model_on_the_real_data(oracle_kind: str, mo
     for row in out:
         n = sum(m["role"] == "assistant" for m in row["messages"])
         assert row["atlas_error"] == "" and 1 <= len(row["critical_steps"]) <= max_selected_steps(n, 0.3)
-        assert set(row["critical_categories"]) <= set(CATEGORIES) and row["atlas_oracle"] == f"{oracle.identity}/max_ratio=0.3"
+        assert set(row["critical_categories"]) <= set(CATEGORIES) and row["atlas_oracle"] == f"{oracle.identity[:-1]}, max_ratio=0.3)"
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def test_the_oracle_asks_through_the_tool_and_a_rerun_asks_nothing(server, tmp_p
     annotated, annotator = annotate_dataset(sample, oracle_for(server), 0.3, tmp_path)
     for row in annotated:  # the stand-in picks the last step: every answer was read from its tool call
         assert row["critical_steps"] == [num_steps(row["messages"]) - 1] and not row["atlas_error"]
-        assert row["atlas_oracle"] == f"OpenAIChatOracle/model=stand-in/prompt={PROMPT_VERSION}/max_chars=2000/max_ratio=0.3"
+        assert row["atlas_oracle"] == f"openai(model=stand-in, prompt={PROMPT_VERSION}, max_chars=2000, max_ratio=0.3)"
     sent = completions(server)
     assert len(sent) == 6 and all(b["tool_choice"]["function"]["name"] == "record_critical_steps" for b in sent)
     assert sent[0]["temperature"] == 0 and "Critical Observation" in sent[0]["messages"][0]["content"]

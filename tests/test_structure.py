@@ -129,7 +129,7 @@ def test_a_baseline_oracle_loads_neither_the_anthropic_sdk_nor_torch():
 
 def test_oracle_registry_builds_by_name_and_takes_plugins():
     assert list_oracles()[:6] == ["anthropic", "openai", "local", "random", "all", "perplexity"]
-    assert build_oracle("random", seed=7).identity == "baseline:random:seed=7"  # options reach the class
+    assert build_oracle("random", seed=7).identity == "random(seed=7)"  # options reach the class
     with pytest.raises(ValueError, match="Unknown oracle 'nope'; choose one of anthropic, openai, local"):
         build_oracle("nope")
     everything = build_oracle("all")

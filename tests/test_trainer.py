@@ -293,7 +293,7 @@ def test_the_baselines_select_at_the_cap_the_annotation_recorded(tmp_path, smol_
 
     rows = [{"messages": row["messages"]} for row in read_fireact(8)]
     annotated, _ = annotate_dataset(Dataset.from_list(rows), RandomOracle(seed=1), max_ratio=0.5)
-    assert set(annotated["atlas_oracle"]) == {"baseline:random:seed=1/max_ratio=0.5"}
+    assert set(annotated["atlas_oracle"]) == {"random(seed=1, max_ratio=0.5)"}
     for given, expected_ratio in ((None, 0.5), (0.3, 0.3)):
         trainer = AtlasSFTTrainer(
             tiny_model(smol_tokenizer),

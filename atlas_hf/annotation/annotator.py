@@ -148,7 +148,7 @@ class CriticalStepAnnotator:
         progress: show a progress bar (trajectories, and tokens and cost if the oracle counts them).
 
     Adds the columns `critical_steps`, `critical_categories`, `critical_reasons`, `atlas_plan`,
-    `atlas_error` and `atlas_oracle` (the oracle's identity and the cap, `<identity>/max_ratio=0.3`, which
+    `atlas_error` and `atlas_oracle` (the oracle's identity and the cap, `name(key=value, ..., max_ratio=0.3)`, which
     publishing reads back). Pass `with_indices=True` to `map`
     and errors name the dataset index of the row.
     """
@@ -231,7 +231,7 @@ class CriticalStepAnnotator:
                     error=f"{labels[i]} has no assistant turn in {self.messages_field!r}, so no step to "
                     "choose; fix or filter the row."
                 )
-            elif cache and (hit := cache.get(keys[i], steps, self.max_ratio)) is not None:
+            elif cache and (hit := self._cached(cache, keys[i], messages, steps)) is not None:
                 results[i] = hit
                 self.stats.cached += 1
             else:
@@ -273,6 +273,17 @@ class CriticalStepAnnotator:
                 columns[name] = np.zeros((len(results), 0), dtype=dtype)
         columns[ORACLE] = [oracle_column] * len(results)
         return columns
+
+    def _cached(self, cache: AnnotationCache, key: str, messages: list[dict[str, Any]], steps: int) -> Annotation | None:
+        """The cached answer for a row, under the oracle's identity or its 0.6 one (`legacy_identity`), so an
+        upgrade does not pay again for answers already bought."""
+        hit = cache.get(key, steps, self.max_ratio)
+        legacy = getattr(self.oracle, "legacy_identity", None)
+        if hit is None and legacy:
+            hit = cache.get(cache_key(messages, legacy, self.max_ratio), steps, self.max_ratio)
+            if hit is not None:
+                cache.put(key, hit, self.oracle.identity)
+        return hit
 
     def _ask(
         self,

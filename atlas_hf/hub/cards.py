@@ -19,6 +19,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from atlas_hf.annotation.oracles.registry import LLM_CARD_TEXT, oracle_info
 from atlas_hf.training.summary import read_training_summary
 from atlas_hf.errors import AtlasFileNotFoundError
 from atlas_hf.trajectories.schema import (
@@ -29,6 +30,7 @@ from atlas_hf.trajectories.schema import (
     MESSAGES,
     ORACLE,
     PLAN,
+    parse_identity,
     parse_oracle_column,
 )
 
@@ -53,20 +55,6 @@ CITATION = """@inproceedings{chen2025atlas,
 
 _TEMPLATES = resources.files("atlas_hf.hub") / "card_templates"
 _SECRET_RE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-ant-[A-Za-z0-9_\-]{20,})")
-_IDENTITY_FIELD = re.compile(r"(?:^|[/:])(model|prompt)=(\S+?)(?=[/:]\w+=|,|\s|$)")
-"""`model=...` and `prompt=...` in an oracle identity, up to the next `:key=` or `/key=` (model ids hold `/`)."""
-
-_HOW_MADE = (  # identity prefix -> how the steps were chosen; an LLM oracle is the default
-    ("baseline:random", "A **random baseline**: each trajectory's steps were drawn at random (seeded), as many as "
-                        "the ratio cap allows. No oracle read the trajectories; this is the `random` row of an "
-                        "ATLaS comparison."),
-    ("baseline:all-steps", "An **all-steps baseline**: every assistant turn is marked, which is ordinary "
-                           "full-trajectory fine-tuning, the row ATLaS compares against."),
-    ("baseline:perplexity", "A **perplexity baseline**: a local model scored each assistant turn, and the turns "
-                            "it found hardest to predict were kept, as many as the ratio cap allows."),
-)
-_LLM_MADE = ("An oracle LLM read each trajectory, wrote a short high-level plan, then named its critical steps, "
-             "each with one category: Plan Creation, Critical Observation, Critical Action or Self Correction.")
 _COLUMNS = {
     MESSAGES: "the full trajectory as OpenAI-style chat messages (the model's input)",
     CRITICAL_STEPS: "0-based indices over the assistant turns that carry the loss",
@@ -134,7 +122,7 @@ def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
         prompt_version (`str`, *optional*): The prompt version, if not recorded elsewhere.
         max_ratio (`float`, *optional*): The ratio cap, if not recorded in the `atlas_oracle` values.
         column_oracles (`Mapping[str, int]`): The `atlas_oracle` values of the rows and their counts
-            (e.g. `local:prompt=local-yes-no-v2:model=.../max_ratio=0.3`: they name the model, prompt and cap).
+            (e.g. `local(model=..., prompt=local-yes-no-v2, ..., max_ratio=0.3)`: they name the model, prompt and cap).
 
     Returns:
         `tuple[dict[str, str], str]`: The table (oracle, model, prompt version, cap; "not recorded"
@@ -149,12 +137,12 @@ def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
         prompt_version = prompt_version or getattr(oracle, "prompt_version", None)
     elif len(column_oracles) == 1:
         name = next(iter(column_oracles))
-    elif column_oracles:
-        name = ", ".join(f"{v} ({column_oracles[v]} rows)" for v in sorted(column_oracles))
     shown, recorded_ratio = parse_oracle_column(str(name)) if name else (None, None)
-    recorded = dict(_IDENTITY_FIELD.findall(shown or ""))
-    model = model or recorded.get("model")
-    prompt_version = prompt_version or recorded.get("prompt")
+    identity = parse_identity(shown)
+    if name is None and column_oracles:  # several oracles: each named with its rows
+        shown = ", ".join(f"{parse_oracle_column(v)[0]} ({column_oracles[v]} rows)" for v in sorted(column_oracles))
+    model = model or (identity.get("model") if identity else None)
+    prompt_version = prompt_version or (identity.get("prompt") if identity else None)
     max_ratio = max_ratio if max_ratio is not None else recorded_ratio
     table = {
         "Oracle": redact(shown) if shown else "not recorded",
@@ -162,7 +150,8 @@ def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
         "Prompt version": str(prompt_version) if prompt_version else "not recorded",
         "Ratio cap": f"{max_ratio:.0%} of each trajectory's steps" if max_ratio is not None else "not recorded",
     }
-    how = next((text for prefix, text in _HOW_MADE if str(name or "").startswith(prefix)), _LLM_MADE)
+    info = oracle_info(identity.name) if identity else None
+    how = info.card_text if info is not None else LLM_CARD_TEXT
     return table, how
 
 

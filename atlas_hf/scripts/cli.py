@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 logger = logging.getLogger("atlas_hf")
@@ -126,13 +127,15 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                 print(f"error: name the Hub repo of the {what} with {flag} (e.g. you/name), or write it "
                       "locally with --local-dir.", file=sys.stderr)
                 return EXIT_USAGE
-    from atlas_hf.scripts.demo import DEMO_ADAPTER_REPO, DEMO_DATASET_REPO
     from atlas_hf.hub.publishing import publish
     from atlas_hf.trajectories.loading import load_rows
 
     dataset = load_rows(args.dataset) if args.dataset else None
-    where = publish(dataset=dataset, adapter=args.adapter, dataset_repo=args.dataset_repo or DEMO_DATASET_REPO,
-                    adapter_repo=args.adapter_repo or DEMO_ADAPTER_REPO, local_dir=args.local_dir,
+    # written locally without a repo name: the cards name the folder it came from, under a placeholder owner
+    local_name = {what: f"your-name/{Path(str(source)).name or what}"
+                  for what, source in (("dataset", args.dataset), ("adapter", args.adapter)) if source}
+    where = publish(dataset=dataset, adapter=args.adapter, dataset_repo=args.dataset_repo or local_name.get("dataset"),
+                    adapter_repo=args.adapter_repo or local_name.get("adapter"), local_dir=args.local_dir,
                     private=args.private)
     for kind, url in where.items():
         print(f"{kind}: {url}")

@@ -8,9 +8,10 @@ agreement with the sample's marks, the supervised tokens and the loss before and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 from atlas_hf.trajectories.schema import DEFAULT_MAX_RATIO, MESSAGES, check_messages
 from atlas_hf.training.run import default_training_config, train
@@ -58,9 +59,35 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     Raises:
         `AtlasError`: From annotation, training or publishing (e.g. `HubPublishError`).
     """
+    with _quiet_libraries():
+        return _run_demo(output_dir, max_steps, oracle_name, push_to_hub)
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Library chatter a demo reader cannot act on, silenced for the demo only (progress bars, deprecations
+    inside TRL/transformers, PEFT's look-up of the base model's config on a Hub an offline machine cannot
+    reach); the process's own settings come back after it."""
     import datasets
     import transformers
+    from datasets.utils.logging import is_progress_bar_enabled
 
+    bars, transformers_bars = is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    transformers.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*(Unable to fetch remote file|Could not find a config file).*")
+            yield
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+        if transformers_bars:
+            transformers.logging.enable_progress_bar()
+
+
+def _run_demo(output_dir: str, max_steps: int, oracle_name: str | None, push_to_hub: str | None) -> dict[str, Any]:
     from atlas_hf.annotation.agreement import oracle_agreement
     from atlas_hf.annotation.annotator import annotate_dataset
     from atlas_hf.annotation.statistics import annotation_statistics
@@ -68,12 +95,6 @@ def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: 
     from atlas_hf.annotation.oracles.registry import build_oracle, default_oracle_name
     from atlas_hf.trajectories.sample import load_sample
 
-    datasets.disable_progress_bars()
-    transformers.logging.disable_progress_bar()
-    # Library chatter a demo reader cannot act on: deprecations inside TRL/transformers, and PEFT's
-    # look-up of the base model's config on the Hub, which an offline machine cannot reach.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*(Unable to fetch remote file|Could not find a config file).*")
     reference = load_sample()
     oracle_name = oracle_name or default_oracle_name()
     print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")

@@ -11,9 +11,10 @@ Every stage reads and writes `datasets` rows with these columns:
 - `atlas_error` (the annotator): `None`, or why no valid answer could be had for this row (such
   rows train on no step and are counted in `annotation_statistics`).
 - `atlas_oracle` (the annotator): the identity of the oracle that answered (model and prompt version)
-  and the ratio cap it was given, as `<identity>/max_ratio=0.3` (`oracle_column_value` writes it,
-  `parse_oracle_column` reads it back: the dataset card shows the cap, and the `random` and
-  `non_critical` selections draw that many steps unless told another ratio).
+  and the ratio cap it was given, as `name(key=value, ..., max_ratio=0.3)` (`OracleIdentity`;
+  `oracle_column_value` writes it, `parse_oracle_column` reads it back: the dataset card shows the
+  oracle and the cap, and the `random` and `non_critical` selections draw that many steps unless told
+  another ratio).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import math
 import numbers
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from atlas_hf.errors import InvalidInputError, TrajectoryError
@@ -64,43 +66,141 @@ def column_features() -> Any:
 DEFAULT_MAX_RATIO = 0.3
 """The paper's ratio cap: an oracle marks at most 30% of a trajectory's steps."""
 
-_MAX_RATIO_SUFFIX = re.compile(r"/max_ratio=([0-9.eE+-]+)$")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/:@+")
+# 0.6 identities (`AnthropicOracle/model=.../prompt=...`, `baseline:random:seed=7`, `local:prompt=...`) and the
+# `/max_ratio=` suffix of its `atlas_oracle` values: read by `parse_identity` only, so old datasets keep their cards
+_LEGACY_FIELD = re.compile(r"(?:^|[/:])(\w+)=(.+?)(?=[/:]\w+=|$)")
+_LEGACY_NAMES = {"AnthropicOracle": "anthropic", "OpenAIChatOracle": "openai", "baseline:random": "random",
+                 "baseline:all-steps": "all", "baseline:perplexity": "perplexity", "local": "local"}
+_RATIO = "max_ratio"
+
+
+@dataclass(frozen=True)
+class OracleIdentity:
+    """Who annotated a row: the registered name of the oracle and the settings that change its answers.
+
+    Written `name(key=value, ...)`, e.g. `anthropic(model=claude-sonnet-4-6, prompt=atlas-selector-v1,
+    max_chars=2000)` or `random(seed=7)`, and a bare `name` without fields (`all`); a name or value with
+    other characters than letters, digits and `_.-/:@+` is JSON-quoted. `str()` writes it and
+    `parse_identity` reads it back, exactly.
+
+    Attributes:
+        name (`str`): The oracle's registered name (`atlas_hf.annotation.oracles.list_oracles()`).
+        fields (`tuple[tuple[str, str], ...]`): The settings, in order, as text.
+    """
+
+    name: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def get(self, key: str) -> str | None:
+        """The value of field `key`, or None."""
+        return dict(self.fields).get(key)
+
+    def without(self, key: str) -> "OracleIdentity":
+        """This identity less field `key`."""
+        return OracleIdentity(self.name, tuple((k, v) for k, v in self.fields if k != key))
+
+    def __str__(self) -> str:
+        if not self.fields:  # a bare name: `all`, or a plugin's own identity string
+            return _quoted(self.name)
+        return f"{_quoted(self.name)}({', '.join(f'{k}={_quoted(v)}' for k, v in self.fields)})"
+
+
+def _quoted(value: str) -> str:
+    return value if value and all(c in _SAFE for c in value) else json.dumps(value)
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def format_identity(name: str, **fields: Any) -> str:
+    """An oracle's `identity` in the one structured format (`OracleIdentity`).
+
+    Args:
+        name (`str`): The oracle's registered name.
+        **fields: The settings that change its answers (model, prompt version, ...), in order.
+
+    Returns:
+        `str`: e.g. `format_identity("random", seed=7) == "random(seed=7)"`.
+    """
+    return str(OracleIdentity(name, tuple((key, _text(value)) for key, value in fields.items())))
+
+
+def parse_identity(text: str | None) -> OracleIdentity | None:
+    """Read an oracle identity, or an `atlas_oracle` value, back: the one reader of both.
+
+    Args:
+        text (`str`, *optional*): `name(key=value, ...)`, or an identity of atlas_hf 0.6 (read into the
+            same structure, its `/max_ratio=` suffix as a field).
+
+    Returns:
+        `OracleIdentity | None`: None for no text.
+
+    >>> parse_identity("random(seed=7, max_ratio=0.3)").get("max_ratio")
+    '0.3'
+    """
+    if not text:
+        return None
+    name, end = _read_token(text, 0, "(")
+    if end < len(text) and text[end] == "(" and text.endswith(")"):
+        fields, i = [], end + 1
+        while i < len(text) - 1:
+            key, i = _read_token(text, i, "=")
+            value, i = _read_token(text, i + 1, ",)")
+            fields.append((key.strip(), value))
+            i += 2 if text.startswith(", ", i) else 1
+        return OracleIdentity(name, tuple(fields))
+    matches = list(_LEGACY_FIELD.finditer(text))
+    head = text[: matches[0].start()] if matches else text
+    return OracleIdentity(_LEGACY_NAMES.get(head, head), tuple((m.group(1), m.group(2)) for m in matches))
+
+
+def _read_token(text: str, start: int, stops: str) -> tuple[str, int]:
+    """A bare or JSON-quoted token of `text` from `start` up to one of `stops`, and where it ended."""
+    if text.startswith('"', start):
+        value, end = json.JSONDecoder().raw_decode(text, start)
+        return str(value), end
+    end = start
+    while end < len(text) and text[end] not in stops:
+        end += 1
+    return text[start:end], end
 
 
 def oracle_column_value(identity: str, max_ratio: float) -> str:
-    """The `atlas_oracle` value of a row.
+    """The `atlas_oracle` value of a row: the oracle's identity with the cap it was given.
 
     Args:
         identity (`str`): The oracle's `identity`.
         max_ratio (`float`): The ratio cap it was given.
 
     Returns:
-        `str`: `<identity>/max_ratio=<cap>`.
+        `str`: `name(key=value, ..., max_ratio=<cap>)`.
     """
-    return f"{identity}/max_ratio={max_ratio:g}"
+    parsed = parse_identity(identity) or OracleIdentity("unknown")
+    return str(OracleIdentity(parsed.name, (*parsed.without(_RATIO).fields, (_RATIO, _text(float(max_ratio))))))
 
 
 def parse_oracle_column(value: str | None) -> tuple[str | None, float | None]:
     """`(identity, max_ratio)` from an `atlas_oracle` value; None for what it does not record.
 
     Args:
-        value (`str`, *optional*): An `atlas_oracle` value.
+        value (`str`, *optional*): An `atlas_oracle` value (of this release or of 0.6).
 
     Returns:
-        `tuple[str | None, float | None]`: The oracle's identity and the ratio cap.
+        `tuple[str | None, float | None]`: The oracle's identity (in the structured format) and the cap.
 
-    >>> parse_oracle_column("baseline:random:seed=0/max_ratio=0.3")
-    ('baseline:random:seed=0', 0.3)
+    >>> parse_oracle_column("random(seed=0, max_ratio=0.3)")
+    ('random(seed=0)', 0.3)
     """
-    if not value:
+    parsed = parse_identity(value)
+    if parsed is None:
         return None, None
-    match = _MAX_RATIO_SUFFIX.search(value)
-    if match is None:
-        return value, None
     try:
-        return value[: match.start()], float(match.group(1))
+        ratio = float(parsed.get(_RATIO)) if parsed.get(_RATIO) is not None else None  # type: ignore[arg-type]
     except ValueError:
-        return value, None
+        ratio = None
+    return str(parsed.without(_RATIO)), ratio
 
 
 CANONICAL_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")

@@ -4,15 +4,17 @@ One module per oracle: `base` (the protocol and the answer), `rendering` (how ev
 trajectory: turn text, step numbers, the four definitions), `prompt` (the Claude selector prompt),
 `anthropic` (with `anthropic_config`, `message_batches` and `pricing`), `local`
 (with `local_model`, the model holder it shares with the perplexity baseline), `baselines`;
-`registry` builds them by name (`build_oracle("local")`).
+`registry` builds them by name (`build_oracle("local")`), each module registering its own with what
+it is (`oracle_info("random").kind == "baseline"`).
 Names are imported on first use, so `atlas_hf.annotation.oracles.RandomOracle` loads neither the Anthropic
 SDK nor torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from atlas_hf._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CATEGORIES": "atlas_hf.annotation.oracles.base",
@@ -24,12 +26,16 @@ _EXPORTS: dict[str, str] = {
     "AnthropicOracleConfig": "atlas_hf.annotation.oracles.anthropic_config",
     "ModelPrice": "atlas_hf.annotation.oracles.pricing",
     "LocalOracle": "atlas_hf.annotation.oracles.local",
+    "OpenAIChatOracle": "atlas_hf.annotation.oracles.openai_chat",
+    "OpenAIOracleConfig": "atlas_hf.annotation.oracles.openai_chat",
     "AllStepsOracle": "atlas_hf.annotation.oracles.baselines",
     "PerplexityOracle": "atlas_hf.annotation.oracles.baselines",
     "RandomOracle": "atlas_hf.annotation.oracles.baselines",
     "build_oracle": "atlas_hf.annotation.oracles.registry",
     "default_oracle_name": "atlas_hf.annotation.oracles.registry",
     "list_oracles": "atlas_hf.annotation.oracles.registry",
+    "oracle_info": "atlas_hf.annotation.oracles.registry",
+    "OracleInfo": "atlas_hf.annotation.oracles.registry",
     "register_oracle": "atlas_hf.annotation.oracles.registry",
 }
 
@@ -41,18 +47,17 @@ if TYPE_CHECKING:
     from atlas_hf.annotation.oracles.base import CATEGORIES, Annotation, Oracle, validate_annotation
     from atlas_hf.annotation.oracles.baselines import AllStepsOracle, PerplexityOracle, RandomOracle
     from atlas_hf.annotation.oracles.local import LocalOracle
+    from atlas_hf.annotation.oracles.openai_chat import OpenAIChatOracle, OpenAIOracleConfig
     from atlas_hf.annotation.oracles.pricing import ModelPrice
     from atlas_hf.annotation.oracles.prompt import PROMPT_VERSION
-    from atlas_hf.annotation.oracles.registry import build_oracle, default_oracle_name, list_oracles, register_oracle
+    from atlas_hf.annotation.oracles.registry import (
+        OracleInfo,
+        build_oracle,
+        default_oracle_name,
+        list_oracles,
+        oracle_info,
+        register_oracle,
+    )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'atlas_hf.annotation.oracles' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

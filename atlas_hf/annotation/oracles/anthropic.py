@@ -30,8 +30,10 @@ import anthropic
 from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf._upstream import CappedRetryAfter
 from atlas_hf.annotation.oracles.base import Annotation, Oracle
+from atlas_hf.annotation.oracles.registry import register_oracle
+from atlas_hf.trajectories.schema import format_identity
 from atlas_hf.annotation.oracles.message_batches import CONFIG_ERRORS, MessageBatchesMixin
-from atlas_hf.annotation.oracles.anthropic_config import AnthropicOracleConfig
+from atlas_hf.annotation.oracles.anthropic_config import DEFAULT_MODEL, AnthropicOracleConfig
 from atlas_hf.annotation.oracles.pricing import CostEstimate, ModelPrice, OracleUsage, request_cost_usd
 from atlas_hf.annotation.oracles.prompt import (
     ANSWER_TOOL,
@@ -120,11 +122,14 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
 
     @property
     def identity(self) -> str:
-        """The class, model, prompt version and clipping: what decides the answers."""
-        return (
-            f"AnthropicOracle/model={self.model}/prompt={PROMPT_VERSION}"
-            f"/max_chars={self.config.max_chars_per_observation}"
-        )
+        """`anthropic(model=..., prompt=..., max_chars=...)`: the model, prompt version and clipping."""
+        return format_identity("anthropic", model=self.model, prompt=PROMPT_VERSION,
+                               max_chars=self.config.max_chars_per_observation)
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
+        return f"AnthropicOracle/model={self.model}/prompt={PROMPT_VERSION}/max_chars={self.config.max_chars_per_observation}"
 
     # ---------------------------------------------------------------- clients
 
@@ -392,3 +397,9 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
             cost_usd_without_caching=uncached,
             cost_usd_batches=request_cost_usd(self.config.list_price, total, output, batch=True),
         )
+
+
+register_oracle(
+    "anthropic", lambda model=None, seed=0, **options: AnthropicOracle(**({"model": model} if model else {}), **options),
+    kind="llm", prompt_version=PROMPT_VERSION, default_model=DEFAULT_MODEL, overwrite=True,
+)

@@ -12,7 +12,9 @@ from typing import Any, Sequence
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.annotation.oracles.base import Annotation, Oracle
-from atlas_hf.annotation.oracles.local_model import LocalModelMixin
+from atlas_hf.annotation.oracles.registry import register_oracle
+from atlas_hf.trajectories.schema import format_identity
+from atlas_hf.annotation.oracles.local_model import LocalModelMixin, judge_from_name
 from atlas_hf.annotation.oracles.rendering import CLIP_MARKER, fit_turns, numbered_turns, plain_turn_text, role_label
 from atlas_hf.trajectories.schema import max_selected_steps, num_steps, row_seed
 
@@ -35,7 +37,9 @@ def _baseline(steps: Sequence[int], reasons: Sequence[str]) -> Annotation:
 class AllStepsOracle(Oracle):
     """Every step (full-trajectory SFT). Ignores the ratio cap, so use it with `max_ratio=1.0`."""
 
-    identity = "baseline:all-steps"
+    identity = "all"
+    legacy_identity = "baseline:all-steps"
+    """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
     fixed_ratio = 1.0
     """The ratio it always chooses at, whatever cap it is given (the annotator records this one)."""
 
@@ -68,7 +72,12 @@ class RandomOracle(Oracle):
 
     @property
     def identity(self) -> str:
-        """`baseline:random:seed=<seed>`."""
+        """`random(seed=<seed>)`."""
+        return format_identity("random", seed=self.seed)
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
         return f"baseline:random:seed={self.seed}"
 
     def annotate(
@@ -123,7 +132,12 @@ class PerplexityOracle(LocalModelMixin, Oracle):
 
     @property
     def identity(self) -> str:
-        """`baseline:perplexity:prompt=<layout>:model=<model>:max_length=<n>`."""
+        """`perplexity(model=<model>, prompt=<layout>, max_length=<n>)`."""
+        return format_identity("perplexity", model=self.model_name, prompt=PERPLEXITY_LAYOUT, max_length=self.max_length)
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
         return f"baseline:perplexity:prompt={PERPLEXITY_LAYOUT}:model={self.model_name}:max_length={self.max_length}"
 
     def annotate(
@@ -195,3 +209,24 @@ class PerplexityOracle(LocalModelMixin, Oracle):
                 spans.append((max(len(ids), 1), len(ids) + len(piece)))  # the first token has no prediction
             ids += piece
         return ids, spans
+
+
+register_oracle(
+    "random", lambda model=None, seed=0, **options: RandomOracle(seed=seed, **options), kind="baseline",
+    card_text="A **random baseline**: each trajectory's steps were drawn at random (seeded), as many as the ratio "
+              "cap allows. No oracle read the trajectories; this is the `random` row of an ATLaS comparison.",
+    overwrite=True,
+)
+register_oracle(
+    "all", lambda model=None, seed=0, **options: AllStepsOracle(**options), kind="baseline",
+    card_text="An **all-steps baseline**: every assistant turn is marked, which is ordinary full-trajectory "
+              "fine-tuning, the row ATLaS compares against.",
+    overwrite=True,
+)
+register_oracle(
+    "perplexity", lambda model=None, seed=0, **options: PerplexityOracle(**judge_from_name(model), **options),
+    kind="baseline", prompt_version=PERPLEXITY_LAYOUT,
+    card_text="A **perplexity baseline**: a local model scored each assistant turn, and the turns it found hardest "
+              "to predict were kept, as many as the ratio cap allows.",
+    overwrite=True,
+)

@@ -26,7 +26,9 @@ from typing import Any, Callable, Sequence
 
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.annotation.oracles.base import CATEGORIES, Annotation, Oracle
-from atlas_hf.annotation.oracles.local_model import LocalModelMixin
+from atlas_hf.annotation.oracles.registry import register_oracle
+from atlas_hf.trajectories.schema import format_identity
+from atlas_hf.annotation.oracles.local_model import LocalModelMixin, judge_from_name
 from atlas_hf.annotation.oracles.rendering import (
     CATEGORY_DEFINITIONS,
     CLIP_MARKER,
@@ -104,7 +106,13 @@ class LocalOracle(LocalModelMixin, Oracle):
 
     @property
     def identity(self) -> str:
-        """Oracle kind, prompt version, judge model and the settings that change its answers."""
+        """`local(model=..., prompt=..., threshold=..., max_length=...)`: what changes its answers."""
+        return format_identity("local", model=self.model_name, prompt=PROMPT_VERSION, threshold=self.threshold,
+                               max_length=self.max_length)
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
         settings = f"threshold={self.threshold}:max_length={self.max_length}"
         return f"local:prompt={PROMPT_VERSION}:model={self.model_name}:{settings}"
 
@@ -213,3 +221,7 @@ class LocalOracle(LocalModelMixin, Oracle):
             )
         fitted = fit_turns(turns, budget, [not s for s in is_step], self._encode(CLIP_MARKER))
         return header + [t for turn in fitted for t in turn] + footer
+
+
+register_oracle("local", lambda model=None, seed=0, **options: LocalOracle(**judge_from_name(model), **options),
+                kind="llm", prompt_version=PROMPT_VERSION, overwrite=True)

@@ -76,3 +76,20 @@ class LocalModelMixin:
         return state
 
 
+
+
+def judge_from_name(model: str | None) -> dict[str, Any]:
+    """`model=` and `tokenizer=` for a local oracle given a model folder or Hub id (`{}` for the default).
+
+    Args:
+        model (`str`, *optional*): A model folder or Hub id; None keeps the embedded SmolLM2.
+
+    Returns:
+        `dict`: The loaded model and its tokenizer, or nothing.
+    """
+    if not model:
+        return {}
+    from atlas_hf.models import load_model_and_tokenizer
+
+    loaded, tokenizer = load_model_and_tokenizer(model)
+    return {"model": loaded, "tokenizer": tokenizer}

@@ -34,6 +34,8 @@ from typing import Any, Callable, Mapping, Sequence
 from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf._openai import describe_openai_error, import_openai, openai_client
 from atlas_hf.annotation.oracles.base import Annotation, Oracle
+from atlas_hf.annotation.oracles.registry import register_oracle
+from atlas_hf.trajectories.schema import format_identity
 from atlas_hf.annotation.oracles.pricing import ModelPrice, OracleUsage
 from atlas_hf.annotation.oracles.prompt import (
     ANSWER_TOOL,
@@ -172,7 +174,13 @@ class OpenAIChatOracle(Oracle):
 
     @property
     def identity(self) -> str:
-        """The class, model, prompt version and clipping: what decides the answers."""
+        """`openai(model=..., prompt=..., max_chars=...)`: the served model, prompt version and clipping."""
+        return format_identity("openai", model=self.config.model, prompt=PROMPT_VERSION,
+                               max_chars=self.config.max_chars_per_observation)
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
         return (f"OpenAIChatOracle/model={self.config.model}/prompt={PROMPT_VERSION}"
                 f"/max_chars={self.config.max_chars_per_observation}")
 
@@ -321,3 +329,7 @@ class OpenAIChatOracle(Oracle):
                 asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._client, self._loop = None, None
+
+
+register_oracle("openai", lambda model=None, seed=0, **options: OpenAIChatOracle(model=model, **options),
+                kind="llm", prompt_version=PROMPT_VERSION, overwrite=True)

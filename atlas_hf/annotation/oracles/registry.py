@@ -1,105 +1,129 @@
-"""Oracles by name: the registry behind `--oracle` in the CLI and the recipes.
+"""Oracles by name, each registered by its own module with what it is: PEFT's registry pattern.
 
-An oracle is registered with a factory `factory(model: str | None, seed: int, **options) -> Oracle`;
-the built-in ones import their module only when built, so listing the names loads nothing. A
-plugin registers its own the same way:
+Each built-in oracle module ends with a `register_oracle(...)` call that names the oracle, says how to
+build it and what it is (an LLM selector or a baseline, its prompt version, what the dataset card
+says of it). The registry knows only which module holds each built-in name, so listing the names
+loads nothing; the module is imported the first time its oracle is built or described. An oracle's
+`identity` starts with its registered name (`atlas_hf.trajectories.schema.format_identity`), so a
+card made from the `atlas_oracle` column alone finds the same description. A plugin registers its
+own the same way:
 
     >>> from atlas_hf.annotation.oracles import register_oracle, build_oracle
     >>> from atlas_hf.annotation.oracles.baselines import AllStepsOracle
-    >>> register_oracle("everything", lambda model=None, seed=0, **options: AllStepsOracle())
+    >>> register_oracle("everything", lambda model=None, seed=0, **options: AllStepsOracle(), kind="baseline")
     >>> type(build_oracle("everything")).__name__
     'AllStepsOracle'
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 from atlas_hf.errors import InvalidInputError
 
 OracleFactory = Callable[..., Any]
 
+LLM_CARD_TEXT = ("An oracle LLM read each trajectory, wrote a short high-level plan, then named its critical steps, "
+                 "each with one category: Plan Creation, Critical Observation, Critical Action or Self Correction.")
+"""What a dataset card says of an oracle that registers no text of its own."""
 
-def _local_model(model: str | None) -> dict[str, Any]:
-    if not model:
-        return {}
-    from atlas_hf.models import load_model_and_tokenizer
-
-    loaded, tokenizer = load_model_and_tokenizer(model)
-    return {"model": loaded, "tokenizer": tokenizer}
-
-
-def _anthropic(model: str | None = None, seed: int = 0, **options: Any) -> Any:
-    from atlas_hf.annotation.oracles.anthropic import AnthropicOracle
-
-    return AnthropicOracle(**({"model": model} if model else {}), **options)
-
-
-def _openai(model: str | None = None, seed: int = 0, **options: Any) -> Any:
-    from atlas_hf.annotation.oracles.openai_chat import OpenAIChatOracle
-
-    return OpenAIChatOracle(model=model, **options)
-
-
-def _local(model: str | None = None, seed: int = 0, **options: Any) -> Any:
-    from atlas_hf.annotation.oracles.local import LocalOracle
-
-    return LocalOracle(**_local_model(model), **options)
-
-
-def _perplexity(model: str | None = None, seed: int = 0, **options: Any) -> Any:
-    from atlas_hf.annotation.oracles.baselines import PerplexityOracle
-
-    return PerplexityOracle(**_local_model(model), **options)
-
-
-def _random(model: str | None = None, seed: int = 0, **options: Any) -> Any:
-    from atlas_hf.annotation.oracles.baselines import RandomOracle
-
-    return RandomOracle(seed=seed, **options)
-
-
-def _all(model: str | None = None, seed: int = 0, **options: Any) -> Any:
-    from atlas_hf.annotation.oracles.baselines import AllStepsOracle
-
-    return AllStepsOracle(**options)
-
-
-_REGISTRY: dict[str, OracleFactory] = {
-    "anthropic": _anthropic,
-    "openai": _openai,
-    "local": _local,
-    "random": _random,
-    "all": _all,
-    "perplexity": _perplexity,
+_BUILT_IN: dict[str, str] = {
+    "anthropic": "atlas_hf.annotation.oracles.anthropic",
+    "openai": "atlas_hf.annotation.oracles.openai_chat",
+    "local": "atlas_hf.annotation.oracles.local",
+    "random": "atlas_hf.annotation.oracles.baselines",
+    "all": "atlas_hf.annotation.oracles.baselines",
+    "perplexity": "atlas_hf.annotation.oracles.baselines",
 }
+"""Where each built-in oracle registers itself (imported on first use)."""
 
 
-def register_oracle(name: str, factory: OracleFactory, *, overwrite: bool = False) -> None:
-    """Make `factory` buildable as `build_oracle(name)` and `--oracle name`.
+@dataclass(frozen=True)
+class OracleInfo:
+    """A registered oracle: how to build it and what it is.
+
+    Attributes:
+        name (`str`): The name `build_oracle` and `--oracle` take, and the head of its `identity`.
+        factory (`Callable`): `factory(model=None, seed=0, **options)` returning the oracle.
+        kind (`str`): `"llm"` (a model chooses the steps) or `"baseline"` (a rule does: the paper's
+            comparison rows).
+        card_text (`str`): How the steps were chosen, as the dataset card says it.
+        prompt_version (`str`, *optional*): The version of the prompt it asks with, if any.
+        default_model (`str`, *optional*): The model it uses when given none, if any.
+    """
+
+    name: str
+    factory: OracleFactory
+    kind: Literal["llm", "baseline"] = "llm"
+    card_text: str = LLM_CARD_TEXT
+    prompt_version: str | None = None
+    default_model: str | None = None
+
+
+_REGISTRY: dict[str, OracleInfo] = {}
+
+
+def register_oracle(
+    name: str,
+    factory: OracleFactory,
+    *,
+    kind: Literal["llm", "baseline"] = "llm",
+    card_text: str | None = None,
+    prompt_version: str | None = None,
+    default_model: str | None = None,
+    overwrite: bool = False,
+) -> OracleInfo:
+    """Make `factory` buildable as `build_oracle(name)` and `--oracle name`, with what it is.
 
     Args:
-        name (`str`): The oracle's name.
+        name (`str`): The oracle's name; its identities should start with it (`format_identity(name, ...)`).
         factory (`Callable`): `factory(model=None, seed=0, **options)` returning an oracle (an object
-            with `annotate(trajectories)`, see `atlas_hf.annotation.oracles.Oracle`).
+            with `identity` and `annotate(trajectories, max_ratio)`, see `atlas_hf.annotation.oracles.Oracle`).
+        kind (`str`, defaults to `"llm"`): `"llm"` or `"baseline"`.
+        card_text (`str`, *optional*): How it chooses the steps, for dataset cards (default: the LLM text).
+        prompt_version (`str`, *optional*): The version of its prompt.
+        default_model (`str`, *optional*): The model it uses when given none.
         overwrite (`bool`): Replace an oracle already registered under `name`.
 
+    Returns:
+        `OracleInfo`: What was registered.
+
     Raises:
-        `ValueError`: `name` is taken and `overwrite` is not set.
+        `InvalidInputError`: `name` is taken and `overwrite` is not set, or `kind` is unknown.
     """
     if name in _REGISTRY and not overwrite:
         raise InvalidInputError(f"An oracle named {name!r} is already registered; pass overwrite=True to replace it.")
-    _REGISTRY[name] = factory
+    if kind not in ("llm", "baseline"):
+        raise InvalidInputError(f"kind must be 'llm' or 'baseline', got {kind!r}.")
+    info = OracleInfo(name, factory, kind, card_text or LLM_CARD_TEXT, prompt_version, default_model)
+    _REGISTRY[name] = info
+    return info
 
 
 def list_oracles() -> list[str]:
-    """The registered oracle names, built-in ones first.
+    """The registered oracle names, built-in ones first (nothing is imported).
 
     Returns:
         `list[str]`: e.g. `["anthropic", "openai", "local", "random", "all", "perplexity"]`.
     """
-    return list(_REGISTRY)
+    return [*_BUILT_IN, *(name for name in _REGISTRY if name not in _BUILT_IN)]
+
+
+def oracle_info(name: str) -> OracleInfo | None:
+    """What the oracle registered as `name` is (its module imported if it is a built-in not yet loaded).
+
+    Args:
+        name (`str`): An oracle name, e.g. the `name` of `parse_identity(row["atlas_oracle"])`.
+
+    Returns:
+        `OracleInfo | None`: None for a name nobody registered in this process.
+    """
+    if name not in _REGISTRY and name in _BUILT_IN:
+        importlib.import_module(_BUILT_IN[name])
+    return _REGISTRY.get(name)
 
 
 def build_oracle(name: str, *, model: str | None = None, seed: int = 0, **options: Any) -> Any:
@@ -118,12 +142,13 @@ def build_oracle(name: str, *, model: str | None = None, seed: int = 0, **option
         `Oracle`: The oracle, its client or model built lazily where it has one.
 
     Raises:
-        `ValueError`: No oracle is registered as `name`.
+        `InvalidInputError`: No oracle is registered as `name`.
     """
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise InvalidInputError(f"Unknown oracle {name!r}; choose one of {', '.join(_REGISTRY)} (or register_oracle it).")
-    return factory(model=model, seed=seed, **options)
+    info = oracle_info(name)
+    if info is None:
+        raise InvalidInputError(f"Unknown oracle {name!r}; choose one of {', '.join(list_oracles())} "
+                                "(or register_oracle it).")
+    return info.factory(model=model, seed=seed, **options)
 
 
 def default_oracle_name() -> str:
