@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench style quality clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# TRL's house style (ruff, 119 columns): `style` rewrites, `quality` only checks.
+style: $(STAMP)
+	$(VENV)/bin/ruff format atlas_hf recipes bench tests
+	$(VENV)/bin/ruff check --fix atlas_hf recipes bench tests
+
+quality: $(STAMP)
+	$(VENV)/bin/ruff format --check atlas_hf recipes bench tests
+	$(VENV)/bin/ruff check atlas_hf recipes bench tests
 
 # Benchmarks against TRL on ../shared/data (results in bench/results/*.json).
 bench: $(STAMP)

@@ -32,8 +32,11 @@ def lazy_exports(
             module = importlib.import_module(replaced_module)
             if not hasattr(module, name):
                 raise AttributeError(f"module {package!r} has no attribute {name!r}")
-            warnings.warn(f"{package}.{name} moved to {replaced_module}.{name}; the old name goes in the next "
-                          f"release.", FutureWarning, stacklevel=2)
+            warnings.warn(
+                f"{package}.{name} moved to {replaced_module}.{name}; the old name goes in the next release.",
+                FutureWarning,
+                stacklevel=2,
+            )
             value = getattr(module, name)
         else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -61,7 +61,7 @@ def new_name(old: str) -> str | None:
     """
     for prefix, target in MOVED_MODULES.items():
         if old == prefix or old.startswith(prefix + "."):
-            return target + old[len(prefix):]
+            return target + old[len(prefix) :]
     return None
 
 
@@ -79,12 +79,15 @@ class _Alias(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         module.__spec__ = self.spec  # the import system set the alias's spec on the module; restore its own
-        warnings.warn(f"{self.old} moved to {self.target}; the old path goes in the next release.",
-                      FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"{self.old} moved to {self.target}; the old path goes in the next release.", FutureWarning, stacklevel=2
+        )
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         moved = new_name(fullname) if fullname.startswith("atlas_hf.") else None
         if moved is None:
             return None

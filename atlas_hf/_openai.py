@@ -12,7 +12,6 @@ from atlas_hf._upstream import CappedRetryAfter
 from atlas_hf.errors import InvalidInputError
 
 
-
 def import_openai() -> Any:
     """The `openai` module.
 
@@ -25,13 +24,16 @@ def import_openai() -> Any:
     try:
         import openai
     except ImportError:
-        raise InvalidInputError('the OpenAI-compatible oracle and policy need the `openai` package: '
-                                'pip install "atlas-hf[openai]"') from None
+        raise InvalidInputError(
+            'the OpenAI-compatible oracle and policy need the `openai` package: pip install "atlas-hf[openai]"'
+        ) from None
     return openai
 
 
-def openai_client(base_url: str | None, api_key: str | None, max_retries: int, timeout: float, asynchronous: bool) -> Any:
-    """An `openai` client with the SDK's retries, its waits on `retry-after` capped at `atlas_hf._upstream.MAX_RETRY_AFTER`.
+def openai_client(
+    base_url: str | None, api_key: str | None, max_retries: int, timeout: float, asynchronous: bool
+) -> Any:
+    """An `openai` client with the SDK's retries, its waits on `retry-after` capped (`_upstream.MAX_RETRY_AFTER`).
 
     Args:
         base_url (`str`, *optional*): The server; the SDK's default when None.

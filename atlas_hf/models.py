@@ -163,8 +163,9 @@ def load_model_and_tokenizer(
         loaded, tokenizer = load_default_model(dtype), load_default_tokenizer()
     else:
         if str(base).startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
-            raise AtlasFileNotFoundError(f"The model folder {base} does not exist; pass a folder written by "
-                                    "save_pretrained, or a Hub model id.")
+            raise AtlasFileNotFoundError(
+                f"The model folder {base} does not exist; pass a folder written by save_pretrained, or a Hub model id."
+            )
         loaded = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(base)
         if tokenizer.pad_token is None:

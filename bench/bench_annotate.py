@@ -114,7 +114,11 @@ def billed_tokens(trajectories: list[list[dict[str, Any]]], cache: bool) -> dict
         u = oracle.usage
         oracle.close()
     n = len(trajectories)
-    billed = u.input_tokens + CACHE_WRITE_MULTIPLIER * u.cache_creation_input_tokens + CACHE_READ_MULTIPLIER * u.cache_read_input_tokens
+    billed = (
+        u.input_tokens
+        + CACHE_WRITE_MULTIPLIER * u.cache_creation_input_tokens
+        + CACHE_READ_MULTIPLIER * u.cache_read_input_tokens
+    )
     return {
         "input_tokens_per_traj": u.input_tokens / n,
         "cache_write_tokens_per_traj": u.cache_creation_input_tokens / n,
@@ -148,25 +152,37 @@ def main() -> None:
         median = statistics.median(seconds)
         concurrency = int(name.split("c=")[1].split()[0]) if "c=" in name else 1
         ideal = concurrency / args.latency
-        rows.append({
-            "name": name,
-            "median_s": round(median, 3),
-            "runs_s": [round(s, 3) for s in seconds],
-            "traj_per_s": round(args.n / median, 2),
-            "ideal_traj_per_s": round(ideal, 1),
-            "fraction_of_ideal": round(args.n / median / ideal, 3),
-        })
+        rows.append(
+            {
+                "name": name,
+                "median_s": round(median, 3),
+                "runs_s": [round(s, 3) for s in seconds],
+                "traj_per_s": round(args.n / median, 2),
+                "ideal_traj_per_s": round(ideal, 1),
+                "fraction_of_ideal": round(args.n / median / ideal, 3),
+            }
+        )
     tokens = {"with_caching": billed_tokens(trajectories, True), "without_caching": billed_tokens(trajectories, False)}
 
-    print(f"\n{args.n} trajectories (FireAct + tau-bench), stand-in latency {args.latency * 1000:.0f} ms, median of {args.runs}")
+    print(
+        f"\n{args.n} trajectories (FireAct + tau-bench), stand-in latency {args.latency * 1000:.0f} ms, "
+        f"median of {args.runs}"
+    )
     print(f"{'runner':<30} {'median s':>9} {'traj/s':>8} {'ideal':>7} {'of ideal':>9}")
     for r in rows:
-        print(f"{r['name']:<30} {r['median_s']:>9.2f} {r['traj_per_s']:>8.1f} {r['ideal_traj_per_s']:>7.1f} {r['fraction_of_ideal']:>9.2f}")
+        print(
+            f"{r['name']:<30} {r['median_s']:>9.2f} {r['traj_per_s']:>8.1f} {r['ideal_traj_per_s']:>7.1f} "
+            f"{r['fraction_of_ideal']:>9.2f}"
+        )
     print("\ninput tokens per trajectory (stand-in approximation len(text)//4)")
     for label, t in tokens.items():
-        print(f"  {label:<16} uncached {t['input_tokens_per_traj']:>8.0f}  cache write {t['cache_write_tokens_per_traj']:>6.0f}"
-              f"  cache read {t['cache_read_tokens_per_traj']:>6.0f}  billed-equivalent {t['billed_input_equiv_tokens_per_traj']:>8.0f}"
-              f"  ${t['estimated_cost_usd_per_1k_traj']:.2f}/1k traj")
+        print(
+            f"  {label:<16} uncached {t['input_tokens_per_traj']:>8.0f}  "
+            f"cache write {t['cache_write_tokens_per_traj']:>6.0f}"
+            f"  cache read {t['cache_read_tokens_per_traj']:>6.0f}  "
+            f"billed-equivalent {t['billed_input_equiv_tokens_per_traj']:>8.0f}"
+            f"  ${t['estimated_cost_usd_per_1k_traj']:.2f}/1k traj"
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {

@@ -54,10 +54,17 @@ def main() -> None:
     labeller = CriticalStepLabeller(tokenizer)
     atlas_s = median_time(lambda: dataset.map(labeller, batched=True, load_from_cache_file=False), args.repeats)
 
-    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
-    config = SFTConfig(output_dir="/tmp/atlas_bench_trl", report_to=[], max_length=None,
-                       bf16=False, use_cpu=True)
+    tiny = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
+    config = SFTConfig(output_dir="/tmp/atlas_bench_trl", report_to=[], max_length=None, bf16=False, use_cpu=True)
     trainer = SFTTrainer(model=tiny, args=config, train_dataset=dataset.select(range(2)), processing_class=tokenizer)
     trl_s = median_time(
         lambda: trainer._prepare_dataset(dataset, tokenizer, config, False, None, "bench"), args.repeats
@@ -89,11 +96,18 @@ def main() -> None:
     path = write_results("data", results)
     t, c = results["tokenize_rows_per_s"], results["collate_batches_per_s"]
     print(f"rows: {n} (fireact + tau-bench), medians of {args.repeats}")
-    print(f"tokenize+label rows/s  atlas_hf {t['atlas_hf']:9.0f}   TRL _prepare_dataset {t['trl_prepare_dataset']:9.0f}"
-          f"   raw tokenizer {t['raw_tokenizer']:9.0f}")
-    print(f"  atlas_hf / TRL = {results['tokenize_ratio_vs_trl']:.2f}x   atlas_hf / raw = {results['tokenize_ratio_vs_raw']:.2f}x")
-    print(f"collate batches/s      atlas_hf {c['atlas_hf']:9.0f}   TRL collator {c['trl']:9.0f}"
-          f"   atlas_hf / TRL = {results['collate_ratio_vs_trl']:.2f}x")
+    print(
+        f"tokenize+label rows/s  atlas_hf {t['atlas_hf']:9.0f}   TRL _prepare_dataset {t['trl_prepare_dataset']:9.0f}"
+        f"   raw tokenizer {t['raw_tokenizer']:9.0f}"
+    )
+    print(
+        f"  atlas_hf / TRL = {results['tokenize_ratio_vs_trl']:.2f}x   "
+        f"atlas_hf / raw = {results['tokenize_ratio_vs_raw']:.2f}x"
+    )
+    print(
+        f"collate batches/s      atlas_hf {c['atlas_hf']:9.0f}   TRL collator {c['trl']:9.0f}"
+        f"   atlas_hf / TRL = {results['collate_ratio_vs_trl']:.2f}x"
+    )
     print(f"written to {path}")
 
 

@@ -41,11 +41,19 @@ def stock_generate_policy(model, tokenizer, max_new_tokens):
         texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        return [t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+            out = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        return [
+            t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
 
     return policy
+
+
+def same_actions(run: dict, reference: dict) -> int:
+    """How many episodes of `run` played the same actions as those of `reference`."""
+    return sum(a == b for a, b in zip(run["actions"], reference["actions"]))
 
 
 def one_row(args) -> None:
@@ -61,13 +69,30 @@ def one_row(args) -> None:
         model = model.merge_and_unload()
     agent = stock_generate_policy(model, tokenizer, args.max_new_tokens) if args.policy == "stock_generate" else model
     start = time.perf_counter()
-    report = evaluate_agent(agent, args.envs, args.episodes, args.seed, tokenizer=tokenizer, max_turns=args.max_turns,
-                            batch_size=args.batch, max_new_tokens=args.max_new_tokens, progress=False,
-                            overlap_env_steps=args.policy != "atlas, inline env")
+    report = evaluate_agent(
+        agent,
+        args.envs,
+        args.episodes,
+        args.seed,
+        tokenizer=tokenizer,
+        max_turns=args.max_turns,
+        batch_size=args.batch,
+        max_new_tokens=args.max_new_tokens,
+        progress=False,
+        overlap_env_steps=args.policy != "atlas, inline env",
+    )
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "episodes_per_s": args.episodes / seconds,
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-                      "timing": report.timing, "actions": [r["actions"] for r in report.records]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "episodes_per_s": args.episodes / seconds,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                "timing": report.timing,
+                "actions": [r["actions"] for r in report.records],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -87,12 +112,26 @@ def main() -> None:
     args = parser.parse_args()
     if args.policy:
         return one_row(args)
-    rows = [(env, policy, batch) for env in args.envs.split(",") for batch in (int(b) for b in args.batches.split(","))
-            for policy in ("atlas", "stock_generate")]
+    rows = [
+        (env, policy, batch)
+        for env in args.envs.split(",")
+        for batch in (int(b) for b in args.batches.split(","))
+        for policy in ("atlas", "stock_generate")
+    ]
     rows += [(env, "atlas, inline env", max(int(b) for b in args.batches.split(","))) for env in args.envs.split(",")]
     runs: dict[tuple, list[dict]] = {row: [] for row in rows}
-    shared = ["--episodes", str(args.episodes), "--seed", str(args.seed), "--max-turns", str(args.max_turns),
-              "--max-new-tokens", str(args.max_new_tokens), "--dtype", args.dtype]
+    shared = [
+        "--episodes",
+        str(args.episodes),
+        "--seed",
+        str(args.seed),
+        "--max-turns",
+        str(args.max_turns),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--dtype",
+        args.dtype,
+    ]
     shared += [f"--{k}={v}" for k, v in (("model", args.model), ("adapter", args.adapter)) if v]
     for repeat in range(args.repeats):
         for env, policy, batch in rows:
@@ -102,8 +141,11 @@ def main() -> None:
                 sys.exit(f"{env} {policy} batch {batch} failed:\n{done.stderr[-3000:]}")
             run = json.loads(done.stdout.strip().splitlines()[-1])
             runs[(env, policy, batch)].append(run)
-            print(f"repeat {repeat + 1}: {env} {policy:18s} batch {batch:>2}: {run['episodes_per_s']:.3f} episodes/s, "
-                  f"peak RSS {run['peak_rss_gb']:.2f} GB", flush=True)
+            print(
+                f"repeat {repeat + 1}: {env} {policy:18s} batch {batch:>2}: {run['episodes_per_s']:.3f} episodes/s, "
+                f"peak RSS {run['peak_rss_gb']:.2f} GB",
+                flush=True,
+            )
     table = {}
     for env, policy, batch in rows:
         own, reference = runs[(env, policy, batch)], runs[(env, "atlas", min(int(b) for b in args.batches.split(",")))]
@@ -113,19 +155,20 @@ def main() -> None:
             "peak_rss_gb": round(statistics.median(r["peak_rss_gb"] for r in own), 3),
             "env_s": round(statistics.median(t.get("env_s", 0.0) for t in timing), 2),
             "env_wait_s": round(statistics.median(t.get("env_wait_s", 0.0) for t in timing), 2),
-            "same_actions_as_atlas_batch_1": f"{sum(a == b for a, b in zip(own[0]['actions'], reference[0]['actions']))}"
-                                             f"/{args.episodes}",
+            "same_actions_as_atlas_batch_1": f"{same_actions(own[0], reference[0])}/{args.episodes}",
         }
     for env in args.envs.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             atlas, stock = table[f"{env} | atlas | batch {batch}"], table[f"{env} | stock_generate | batch {batch}"]
             table[f"{env} | batch {batch} | atlas / stock_generate"] = {
                 "speed": round(atlas["episodes_per_s"] / stock["episodes_per_s"], 2),
-                "peak_rss": round(atlas["peak_rss_gb"] / stock["peak_rss_gb"], 2)}
+                "peak_rss": round(atlas["peak_rss_gb"] / stock["peak_rss_gb"], 2),
+            }
     for name, row in table.items():
         print(f"{name:70s} {row}")
-    path = write_results("bench_eval", {"config": {k: v for k, v in vars(args).items() if k not in ("policy", "batch")},
-                                        "rows": table})
+    path = write_results(
+        "bench_eval", {"config": {k: v for k, v in vars(args).items() if k not in ("policy", "batch")}, "rows": table}
+    )
     print(f"results in {path}")
 
 

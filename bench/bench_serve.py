@@ -33,9 +33,25 @@ def serve(folder: str, continuous_batching: bool) -> tuple[subprocess.Popen, str
         port = s.getsockname()[1]
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     flags = ["--continuous-batching"] if continuous_batching else []
-    process = subprocess.Popen([cli, "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                                "--dtype", "float32", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        [
+            cli,
+            "serve",
+            folder,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     for _ in range(240):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
@@ -57,8 +73,14 @@ def main() -> None:
     from atlas_hf.evaluation.openai_policy import OpenAIChatPolicy
 
     folder = str(ensure_default_model_cached())
-    common = dict(envs="babyai/GoToLocal", episodes=args.episodes, seed=100, max_turns=args.max_turns,
-                  max_new_tokens=24, progress=False)
+    common = dict(
+        envs="babyai/GoToLocal",
+        episodes=args.episodes,
+        seed=100,
+        max_turns=args.max_turns,
+        max_new_tokens=24,
+        progress=False,
+    )
     model, tokenizer = load_default_model(), load_default_tokenizer()
     rows: dict[str, float] = {}
     actions: dict[str, list] = {}
@@ -67,6 +89,7 @@ def main() -> None:
         def run():
             report = evaluate_agent(agent, batch_size=batch, **common, **extra)
             actions[name] = [r["actions"] for r in report.records]
+
         rows[name] = args.episodes / median_time(run, args.repeats)
         print(f"{name:44s} {rows[name]:7.3f} episodes/s", flush=True)
 
@@ -87,9 +110,17 @@ def main() -> None:
     print("\nratio to in-process batch 16 (and: the same actions as in-process batch 1)")
     for name, value in rows.items():
         print(f"{name:44s} {value / reference:6.2f}x  {same[name]}")
-    path = write_results("serve", {"episodes_per_s": rows, "ratio_to_in_process_batch_16": {
-        n: v / reference for n, v in rows.items()}, "same_actions_as_in_process_batch_1": same,
-        "episodes": args.episodes, "max_turns": args.max_turns, "repeats": args.repeats})
+    path = write_results(
+        "serve",
+        {
+            "episodes_per_s": rows,
+            "ratio_to_in_process_batch_16": {n: v / reference for n, v in rows.items()},
+            "same_actions_as_in_process_batch_1": same,
+            "episodes": args.episodes,
+            "max_turns": args.max_turns,
+            "repeats": args.repeats,
+        },
+    )
     print(f"written to {path}")
 
 

@@ -16,8 +16,8 @@ minus the generation prompt) is computed on the rows as this checkout prepares t
 `AtlasError` (and the truth cannot be rendered either, or the template cannot take the row), *crash*
 on any other exception, *wrong* otherwise; *unverified* when the labeller answers on a row that has no
 independent truth (a template without a TRL training version that is not prefix-preserving at a
-selected turn: Gemma 4 v5 renders tool results inside the model's turn). `--reference` compares another checkout's labeller with
-a truth written earlier, which is how the table before a change is measured.
+selected turn: Gemma 4 v5 renders tool results inside the model's turn). `--reference` compares another
+checkout's labeller with a truth written earlier, which is how the table before a change is measured.
 """
 
 from __future__ import annotations
@@ -36,11 +36,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from common import SHARED_DATA, write_results  # noqa: E402
 from template_corpus import (  # noqa: E402
-    ORIGINALS, SYNTHETIC, family_tokenizer, labelled_segments, reference_labels, sample_steps)
+    ORIGINALS,
+    SYNTHETIC,
+    family_tokenizer,
+    labelled_segments,
+    reference_labels,
+    sample_steps,
+)
 
 
 def corpus_rows(fireact: int, tau: int) -> list[dict]:
-    rows = [json.loads(line)["messages"] for line in (SHARED_DATA / "fireact" / "hotpotqa.jsonl").open() if line.strip()]
+    rows = [
+        json.loads(line)["messages"] for line in (SHARED_DATA / "fireact" / "hotpotqa.jsonl").open() if line.strip()
+    ]
     traj = [row["traj"] for row in json.loads((SHARED_DATA / "tau-bench" / "gpt-4o-airline.json").read_text())]
     rng = random.Random(0)
     chats = rows[:fireact] + traj[:tau] + [row["messages"] for row in SYNTHETIC]
@@ -96,11 +104,17 @@ def classify(base, rows: list[dict], truth: dict) -> dict[str, Counter]:
             if expected is not None and expected.get("unverified"):
                 table[name]["unverified"] += 1
                 continue
-            exact = expected is not None and out.input_ids == expected["input_ids"] and out.labels == expected["labels"]
+            exact = (
+                expected is not None and out.input_ids == expected["input_ids"] and out.labels == expected["labels"]
+            )
             table[name]["exact" if exact else "wrong"] += 1
             if not exact and expected is not None:
-                mine, truth_ = (labelled_segments(tokenizer, o["input_ids"], o["labels"]) for o in (vars(out), expected))
-                diff = next(((a, b) for a, b in zip(mine, truth_) if a != b), (mine[len(truth_):], truth_[len(mine):]))
+                mine, truth_ = (
+                    labelled_segments(tokenizer, o["input_ids"], o["labels"]) for o in (vars(out), expected)
+                )
+                diff = next(
+                    ((a, b) for a, b in zip(mine, truth_) if a != b), (mine[len(truth_) :], truth_[len(mine) :])
+                )
                 print(f"wrong: {name} row {i}: labelled {diff[0]!r:.300} where the truth is {diff[1]!r:.300}")
     return table
 
@@ -130,7 +144,10 @@ def main() -> None:
     table = classify(base, rows, truth)
     kinds = ["exact", "refused", "refused (wrongly)", "crash", "wrong", "unverified"]
     total = Counter()
-    print(f"atlas_hf {atlas_hf.__version__} from {Path(atlas_hf.__file__).parent}; {len(rows)} rows x {len(ORIGINALS)} templates")
+    print(
+        f"atlas_hf {atlas_hf.__version__} from {Path(atlas_hf.__file__).parent}; "
+        f"{len(rows)} rows x {len(ORIGINALS)} templates"
+    )
     print(f"{'template':26s} " + " ".join(f"{k:>17s}" for k in kinds))
     for name in ORIGINALS:
         total.update(table[name])
@@ -139,8 +156,15 @@ def main() -> None:
     print(f"{'all':26s} " + " ".join(f"{total[k]:17d}" for k in kinds))
     print("share: " + ", ".join(f"{k} {total[k] / pairs:.0%}" for k in kinds))
     name = f"templates_{atlas_hf.__version__}" if args.reference else "templates"  # another checkout: its own file
-    path = write_results(name, {"rows": len(rows), "templates": {n: dict(table[n]) for n in ORIGINALS},
-                                       "total": dict(total), "atlas_hf": atlas_hf.__version__})
+    path = write_results(
+        name,
+        {
+            "rows": len(rows),
+            "templates": {n: dict(table[n]) for n in ORIGINALS},
+            "total": dict(total),
+            "atlas_hf": atlas_hf.__version__,
+        },
+    )
     print(f"written to {path}")
 
 

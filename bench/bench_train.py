@@ -103,7 +103,11 @@ def naive_rows(tokenizer: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[st
         if full[: len(cut.input_ids)] != cut.input_ids:
             sys.exit(f"bench_train: row {i}: the labelled row is not a prefix of the whole rendering.")
         out.append({"input_ids": full, "labels": cut.labels + [IGNORE_INDEX] * (len(full) - len(cut.labels))})
-        upto_last, total, supervised = upto_last + len(cut.input_ids), total + len(full), supervised + cut.num_supervised
+        upto_last, total, supervised = (
+            upto_last + len(cut.input_ids),
+            total + len(full),
+            supervised + cut.num_supervised,
+        )
     return out, {"tokens_up_to_last_supervised": upto_last, "all_tokens": total, "supervised_tokens": supervised}
 
 
@@ -123,19 +127,38 @@ def worker(config: str, data_path: Path, args: argparse.Namespace) -> dict[str, 
     tokenizer = load_default_tokenizer()
     model = load_default_model()
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix="bench_train_"), per_device_train_batch_size=args.batch_size,
-        num_train_epochs=1, learning_rate=1e-4, bf16=False, gradient_checkpointing=False, logging_steps=1,
-        save_strategy="no", report_to="none", seed=0, use_cpu=True, disable_tqdm=True, max_length=args.max_length,
+        output_dir=tempfile.mkdtemp(prefix="bench_train_"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=1,
+        learning_rate=1e-4,
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        use_cpu=True,
+        disable_tqdm=True,
+        max_length=args.max_length,
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
     if config == "naive_critical":
-        trainer = SFTTrainer(model, args=SFTConfig(**common), train_dataset=Dataset.from_list(data["naive"]),
-                             processing_class=tokenizer, peft_config=lora)
+        trainer = SFTTrainer(
+            model,
+            args=SFTConfig(**common),
+            train_dataset=Dataset.from_list(data["naive"]),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
     else:
         selection = "critical" if config == "atlas_critical" else "all"
-        trainer = AtlasSFTTrainer(model, args=AtlasSFTConfig(**common, step_selection=selection),
-                                  train_dataset=Dataset.from_list(data["rows"]), processing_class=tokenizer,
-                                  peft_config=lora)
+        trainer = AtlasSFTTrainer(
+            model,
+            args=AtlasSFTConfig(**common, step_selection=selection),
+            train_dataset=Dataset.from_list(data["rows"]),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
     rss_before = psutil.Process().memory_info().rss
     start = time.perf_counter()
     trainer.train()
@@ -185,17 +208,35 @@ def main() -> None:
     for repeat in range(args.repeats):
         for config in CONFIGS:
             result = workdir / f"{config}-{repeat}.json"
-            command = [sys.executable, __file__, "--worker", config, "--data", str(data_path), "--result", str(result),
-                       "--max-length", str(args.max_length), "--batch-size", str(args.batch_size),
-                       "--threads", str(args.threads)]
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                config,
+                "--data",
+                str(data_path),
+                "--result",
+                str(result),
+                "--max-length",
+                str(args.max_length),
+                "--batch-size",
+                str(args.batch_size),
+                "--threads",
+                str(args.threads),
+            ]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
             run = json.loads(result.read_text()) | {"repeat": repeat}
             runs.append(run)
-            print(f"  repeat {repeat} {config:15s} {run['epoch_s']:7.1f} s  peak {run['peak_rss_mb']:7.0f} MB", flush=True)
+            print(
+                f"  repeat {repeat} {config:15s} {run['epoch_s']:7.1f} s  peak {run['peak_rss_mb']:7.0f} MB",
+                flush=True,
+            )
 
     medians = {
-        config: {key: statistics.median(r[key] for r in runs if r["config"] == config)
-                 for key in ("epoch_s", "peak_rss_mb", "peak_over_loaded_mb")}
+        config: {
+            key: statistics.median(r[key] for r in runs if r["config"] == config)
+            for key in ("epoch_s", "peak_rss_mb", "peak_over_loaded_mb")
+        }
         for config in CONFIGS
     }
     first = {c: next(r for r in runs if r["config"] == c) for c in CONFIGS}
@@ -215,8 +256,12 @@ def main() -> None:
         "setup": {
             "model": "SmolLM2-135M-Instruct (atlas_hf.models.load_default_model), fp32, CPU",
             "lora": {"r": 16, "alpha": 32, "target_modules": LORA_TARGETS},
-            "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads,
-            "repeats": args.repeats, "gradient_checkpointing": False, "seed": 0,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "gradient_checkpointing": False,
+            "seed": 0,
         },
         "medians": medians,
         "speedup_vs_naive": medians["naive_critical"]["epoch_s"] / medians["atlas_critical"]["epoch_s"],
@@ -231,15 +276,20 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 
-    print(f"\n{len(rows)} trajectories ({report['sample']['fireact_rows']} FireAct, {report['sample']['tau_bench_rows']} "
-          f"tau-bench), {steps} steps, {report['sample']['critical_steps']} critical; median of {args.repeats} runs")
+    print(
+        f"\n{len(rows)} trajectories ({report['sample']['fireact_rows']} FireAct, "
+        f"{report['sample']['tau_bench_rows']} "
+        f"tau-bench), {steps} steps, {report['sample']['critical_steps']} critical; median of {args.repeats} runs"
+    )
     print(f"{'configuration':16s} {'epoch (s)':>10s} {'peak RSS (MB)':>14s} {'train mem (MB)':>15s}")
     for config in CONFIGS:
         m = medians[config]
         print(f"{config:16s} {m['epoch_s']:10.1f} {m['peak_rss_mb']:14.0f} {m['peak_over_loaded_mb']:15.0f}")
-    print(f"speed-up vs naive TRL: {report['speedup_vs_naive']:.2f}x (theoretical limit from the cut alone: "
-          f"{limit:.2f}x = all tokens / tokens up to the last supervised one); vs all steps: "
-          f"{report['speedup_vs_all_steps']:.2f}x; largest per-step loss gap vs naive: {loss_gap:.2e}")
+    print(
+        f"speed-up vs naive TRL: {report['speedup_vs_naive']:.2f}x (theoretical limit from the cut alone: "
+        f"{limit:.2f}x = all tokens / tokens up to the last supervised one); vs all steps: "
+        f"{report['speedup_vs_all_steps']:.2f}x; largest per-step loss gap vs naive: {loss_gap:.2e}"
+    )
     print(f"written to {args.out}")
 
 

@@ -253,7 +253,9 @@ class AnthropicStandIn:
     def prefix(body: dict[str, Any]) -> list[Any] | None:
         """The cacheable prefix (tools, then system blocks) up to the last breakpoint, or None."""
         system = body.get("system", [])
-        blocks = list(body.get("tools", [])) + ([{"type": "text", "text": system}] if isinstance(system, str) else system)
+        blocks = list(body.get("tools", [])) + (
+            [{"type": "text", "text": system}] if isinstance(system, str) else system
+        )
         marked = [i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")]
         if not marked:
             return None
@@ -310,7 +312,9 @@ class AnthropicStandIn:
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool_name, "input": tool_input}],
+            "content": [
+                {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool_name, "input": tool_input}
+            ],
             "stop_reason": "tool_use",
             "stop_sequence": None,
             "usage": usage,
@@ -434,10 +438,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, _error("api_error", "Internal server error"))
             return
         if self.path.split("?")[0] == "/v1/messages/batches":  # the list, newest first
-            data = [state.batch_json(b) for b in sorted(state.batches.values(), key=lambda b: b["created_at"],
-                                                        reverse=True)]
-            self._send(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                             "last_id": data[-1]["id"] if data else None})
+            data = [
+                state.batch_json(b)
+                for b in sorted(state.batches.values(), key=lambda b: b["created_at"], reverse=True)
+            ]
+            self._send(
+                200,
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                },
+            )
             return
         match = re.fullmatch(r"/v1/messages/batches/([^/]+)(/results)?", self.path)
         batch = state.batches.get(match.group(1)) if match else None
@@ -464,8 +477,9 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             self._send(400, _error("invalid_request_error", problem))
             return
-        fault = state._next_fault(("429", "529", "500", "drop", "timeout", "malformed", "out_of_range", "cap_overrun",
-                                   *_ODD_REPLIES))
+        fault = state._next_fault(
+            ("429", "529", "500", "drop", "timeout", "malformed", "out_of_range", "cap_overrun", *_ODD_REPLIES)
+        )
         if fault and fault.kind == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -514,7 +528,9 @@ class _Handler(BaseHTTPRequestHandler):
         for i, item in enumerate(requests):
             cid = item.get("custom_id", "")
             if not CUSTOM_ID.fullmatch(cid) or cid in seen:
-                self._send(400, _error("invalid_request_error", f"requests.{i}.custom_id: invalid or repeated {cid!r}."))
+                self._send(
+                    400, _error("invalid_request_error", f"requests.{i}.custom_id: invalid or repeated {cid!r}.")
+                )
                 return
             seen.add(cid)
             problem = state.validate_message_request(item.get("params"))

@@ -71,8 +71,9 @@ def smol_tokenizer():
 def chat_tokenizers(smol_tokenizer):
     """name -> tokenizer: SmolLM2's own template, a Llama-3 style one, a Qwen style one with tools."""
     llama = copy.deepcopy(smol_tokenizer)
-    llama.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>",
-                                                            "<|end_header_id|>", "<|eot_id|>"]})
+    llama.add_special_tokens(
+        {"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+    )
     llama.chat_template = LLAMA3_STYLE
     qwen = copy.deepcopy(smol_tokenizer)
     qwen.chat_template = QWEN_STYLE_TOOLS

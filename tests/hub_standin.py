@@ -32,21 +32,52 @@ LFS_THRESHOLD = 10 * 1024 * 1024
 DEFAULT_GITATTRIBUTES = "".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
     for pattern in (
-        "*.arrow", "*.bin", "*.gz", "*.h5", "*.npy", "*.onnx", "*.parquet", "*.pt", "*.pth",
-        "*.safetensors", "*.tar", "*.zip", "*.png", "*.jpg",
+        "*.arrow",
+        "*.bin",
+        "*.gz",
+        "*.h5",
+        "*.npy",
+        "*.onnx",
+        "*.parquet",
+        "*.pt",
+        "*.pth",
+        "*.safetensors",
+        "*.tar",
+        "*.zip",
+        "*.png",
+        "*.jpg",
     )
 )
 
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _KNOWN_TASKS = {
-    "text-generation", "text-classification", "question-answering", "summarization", "translation",
-    "conversational", "token-classification", "text2text-generation", "reinforcement-learning",
+    "text-generation",
+    "text-classification",
+    "question-answering",
+    "summarization",
+    "translation",
+    "conversational",
+    "token-classification",
+    "text2text-generation",
+    "reinforcement-learning",
 }
 _KNOWN_LICENSES = {"apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "llama3.1", "other", "unknown"}
 _KNOWN_LIBRARIES = {"peft", "transformers", "datasets", "sentence-transformers", "trl"}
-_SIZE_CATEGORIES = {"unknown", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M",
-                    "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"}  # the Hub's list
+_SIZE_CATEGORIES = {
+    "unknown",
+    "n<1K",
+    "1K<n<10K",
+    "10K<n<100K",
+    "100K<n<1M",
+    "1M<n<10M",
+    "10M<n<100M",
+    "100M<n<1B",
+    "1B<n<10B",
+    "10B<n<100B",
+    "100B<n<1T",
+    "n>1T",
+}  # the Hub's list
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}(/[A-Za-z0-9][\w.\-]{0,95})?")
 
 
@@ -202,9 +233,12 @@ class HubStandIn:
                 try:
                     if hub.force_status is not None:
                         auth = self.headers.get("Authorization", "")
-                        raise HubError(hub.force_status, f"Internal error while handling a request with {auth!r}",
-                                       hub.force_code)
-                    status, headers, payload = hub._route(method, split.path, parse_qs(split.query), self.headers, body)
+                        raise HubError(
+                            hub.force_status, f"Internal error while handling a request with {auth!r}", hub.force_code
+                        )
+                    status, headers, payload = hub._route(
+                        method, split.path, parse_qs(split.query), self.headers, body
+                    )
                 except HubError as err:
                     headers = {"Content-Type": "application/json"}
                     if hub.force_status is None:  # the forced errors echo secrets in the body only
@@ -295,8 +329,9 @@ class HubStandIn:
             meta = {}
         for key in ("tags", "language", "task_categories", "datasets", "source_datasets"):
             value = meta.get(key)
-            if value is not None and not (isinstance(value, str) or
-                                          (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            if value is not None and not (
+                isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+            ):
                 errors.append(f'"{key}" must be a string or an array of strings')
         license_ = meta.get("license")
         if license_ is not None and license_ not in _KNOWN_LICENSES:
@@ -319,7 +354,8 @@ class HubStandIn:
         for entry in meta.get("model-index") or []:
             for result in entry.get("results") or []:
                 if not {"task", "dataset", "metrics"} <= set(result) or not all(
-                        "type" in m and "value" in m for m in result["metrics"]):
+                    "type" in m and "value" in m for m in result["metrics"]
+                ):
                     errors.append('"model-index" results need a task, a dataset and metrics with a type and a value')
         if errors:
             return _json({"errors": [{"message": e} for e in errors]}, status=400)
@@ -409,7 +445,7 @@ class HubStandIn:
         for file_path in commit.files:
             if not file_path.startswith(prefix):
                 continue
-            parts = file_path[len(prefix):].split("/")
+            parts = file_path[len(prefix) :].split("/")
             for depth in range(1, len(parts) + 1 if recursive else 2):
                 names.add(prefix + "/".join(parts[:depth]))
         return [self._entry(commit, name, expand) for name in sorted(names)]
@@ -427,8 +463,11 @@ class HubStandIn:
         path, size = spec["path"], int(spec["size"])
         sample = base64.b64decode(spec.get("sample", ""))
         attributes = commit.files.get(".gitattributes")
-        patterns = [line.split()[0] for line in (attributes.content.decode() if attributes else "").splitlines()
-                    if "filter=lfs" in line]
+        patterns = [
+            line.split()[0]
+            for line in (attributes.content.decode() if attributes else "").splitlines()
+            if "filter=lfs" in line
+        ]
         name = path.rsplit("/", 1)[-1]
         tracked = any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in patterns)
         lfs = tracked or size >= LFS_THRESHOLD or _is_binary(sample)
@@ -485,8 +524,11 @@ class HubStandIn:
             if key == "file":
                 content = base64.b64decode(value["content"])
                 if _is_binary(content[:512]) or len(content) >= LFS_THRESHOLD:
-                    raise HubError(400, f"Your push was rejected because it contains binary files ({path}). "
-                                        "Please use https://huggingface.co/docs/hub/xet to store binary files.")
+                    raise HubError(
+                        400,
+                        f"Your push was rejected because it contains binary files ({path}). "
+                        "Please use https://huggingface.co/docs/hub/xet to store binary files.",
+                    )
                 files[path] = StoredFile(content, None)
             elif key == "lfsFile":
                 content = self.lfs_objects.get(value["oid"])
@@ -502,8 +544,9 @@ class HubStandIn:
                 raise HubError(400, f"Unknown commit operation {key!r}")
             operations.append((key, path))
         commit = self._new_commit(repo, head.sha, header.get("summary") or "commit", files)
-        self.commits.append({"repo": repo.repo_id, "type": repo.repo_type, "sha": commit.sha,
-                             "operations": operations})
+        self.commits.append(
+            {"repo": repo.repo_id, "type": repo.repo_type, "sha": commit.sha, "operations": operations}
+        )
         url = f"{self.url}/{_URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{commit.sha}"
         return _json({"commitUrl": url, "commitOid": commit.sha, "pullRequestUrl": None, "success": True})
 
@@ -515,8 +558,13 @@ class HubStandIn:
         content = stored.content
         out = {"X-Repo-Commit": commit.sha, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         if stored.lfs_sha256 is not None:
-            out.update({"ETag": f'"{stored.lfs_sha256}"', "X-Linked-Etag": f'"{stored.lfs_sha256}"',
-                        "X-Linked-Size": str(len(content))})
+            out.update(
+                {
+                    "ETag": f'"{stored.lfs_sha256}"',
+                    "X-Linked-Etag": f'"{stored.lfs_sha256}"',
+                    "X-Linked-Size": str(len(content)),
+                }
+            )
         else:
             out["ETag"] = f'"{stored.oid}"'
         status = 200
@@ -528,7 +576,7 @@ class HubStandIn:
                 raise HubError(416, "Requested range not satisfiable")
             end = min(end, len(content) - 1)
             out["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-            content, status = content[start:end + 1], 206
+            content, status = content[start : end + 1], 206
         out["Content-Length"] = str(len(content))
         return status, out, content
 

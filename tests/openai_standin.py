@@ -40,8 +40,10 @@ class Fault:
 def _answer(request: dict[str, Any]) -> dict[str, Any]:
     text = request["messages"][-1]["content"]
     steps = len(re.findall(r"^### Step \d+", text, re.MULTILINE)) or 1
-    return {"plan": "Do the task.", "critical_steps": [
-        {"step": steps - 1, "category": "Critical Action", "reason": "It finishes the task."}]}
+    return {
+        "plan": "Do the task.",
+        "critical_steps": [{"step": steps - 1, "category": "Critical Action", "reason": "It finishes the task."}],
+    }
 
 
 def echo(request: dict[str, Any]) -> str:
@@ -53,8 +55,12 @@ def echo(request: dict[str, Any]) -> str:
 class OpenAIStandIn:
     """`with OpenAIStandIn(key="k") as server:` then `server.base_url`, `server.inject("429")`, `server.requests`."""
 
-    def __init__(self, key: str | None = None, models: tuple[str, ...] = ("stand-in",),
-                 reply: Callable[[dict[str, Any]], str] = echo) -> None:
+    def __init__(
+        self,
+        key: str | None = None,
+        models: tuple[str, ...] = ("stand-in",),
+        reply: Callable[[dict[str, Any]], str] = echo,
+    ) -> None:
         self.key, self.models, self.reply = key, models, reply
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -98,22 +104,41 @@ class OpenAIStandIn:
 
     def completion(self, body: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
         oracle = "record_critical_steps" in json.dumps(body.get("tools", [])) or "critical_steps" in json.dumps(
-            body["messages"][0])
+            body["messages"][0]
+        )
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if oracle and fault is not None and fault.kind == "prose":
             message["content"] = "I think the second step matters most."
         elif oracle and body.get("tools") and (fault is None or fault.kind != "text_answer"):
-            message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function", "function": {
-                "name": "record_critical_steps", "arguments": json.dumps(_answer(body))}}]
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:8]}",
+                    "type": "function",
+                    "function": {"name": "record_critical_steps", "arguments": json.dumps(_answer(body))},
+                }
+            ]
         elif oracle:
             message["content"] = "Here is my answer:\n```json\n" + json.dumps(_answer(body)) + "\n```"
         else:
             message["content"] = self.reply(body)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"], "choices": [{"index": 0, "message": message,
-                                                     "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-                "usage": {"prompt_tokens": len(json.dumps(body)) // 4, "completion_tokens": 20,
-                          "total_tokens": len(json.dumps(body)) // 4 + 20}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(json.dumps(body)) // 4,
+                "completion_tokens": 20,
+                "total_tokens": len(json.dumps(body)) // 4 + 20,
+            },
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -123,7 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+    def _send(
+        self, status: int, payload: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+    ) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -140,7 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server_state
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         with state.lock:
-            state.requests.append({"path": self.path, "body": body, "authorization": self.headers.get("authorization")})
+            state.requests.append(
+                {"path": self.path, "body": body, "authorization": self.headers.get("authorization")}
+            )
         if self.path != "/v1/chat/completions":
             return self._error(404, f"no route {self.path}", "not_found")
         if state.key is not None and self.headers.get("authorization") != f"Bearer {state.key}":

@@ -31,8 +31,10 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 
 TEMPLATE_DIR = Path(trl.__file__).parent / "chat_templates"
 ORIGINALS = sorted(p.stem for p in TEMPLATE_DIR.glob("*.jinja") if not p.stem.endswith("_training"))
-_MARKER = re.compile(r"<\|[^<>\s'\"]{1,40}?\|?>|<[^<>\s'\"|]{1,40}\|>|<｜[^<>'\"]{1,40}?｜>|\[/?INST\]|"
-                     r"<(?:start|end)_of_turn>|<end_of_utterance>|\[gMASK\]|<sop>|<bos>|<eos>")
+_MARKER = re.compile(
+    r"<\|[^<>\s'\"]{1,40}?\|?>|<[^<>\s'\"|]{1,40}\|>|<｜[^<>'\"]{1,40}?｜>|\[/?INST\]|"
+    r"<(?:start|end)_of_turn>|<end_of_utterance>|\[gMASK\]|<sop>|<bos>|<eos>"
+)
 IGNORE = -100
 
 
@@ -73,21 +75,39 @@ def _generation_blocks(tokenizer: Any, messages: list[dict], tools: Any, templat
     """The character spans of the template's `{% generation %}` blocks (what TRL's mask is made of)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    _, spans = render_jinja_template([messages], tools=tools, chat_template=template, return_assistant_tokens_mask=True,
-                                     **tokenizer.special_tokens_map)
+    _, spans = render_jinja_template(
+        [messages],
+        tools=tools,
+        chat_template=template,
+        return_assistant_tokens_mask=True,
+        **tokenizer.special_tokens_map,
+    )
     return [tuple(span) for span in spans[0]]
 
 
-def reference_labels(tokenizer: Any, messages: list[dict], steps: list[int], tools: Any = None) -> tuple[list[int], list[int]]:
-    """`(input_ids, labels)` of `messages` (prepared for the template) with `steps` labelled, cut after the last label."""
+def reference_labels(
+    tokenizer: Any, messages: list[dict], steps: list[int], tools: Any = None
+) -> tuple[list[int], list[int]]:
+    """`(input_ids, labels)` of `messages` (prepared for the template), `steps` labelled, cut after the last label."""
     template, masked = reference_template(tokenizer)
 
     def render(upto: int, generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False, chat_template=template,
-                                             add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(
+            messages[:upto],
+            tools=tools,
+            tokenize=False,
+            chat_template=template,
+            add_generation_prompt=generation_prompt,
+        )
 
-    encoded = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True, chat_template=template,
-                                            return_assistant_tokens_mask=masked)
+    encoded = tokenizer.apply_chat_template(
+        messages,
+        tools=tools,
+        tokenize=True,
+        return_dict=True,
+        chat_template=template,
+        return_assistant_tokens_mask=masked,
+    )
     full = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, chat_template=template)
     ids = list(encoded["input_ids"])
     mask = list(encoded["assistant_masks"]) if masked else [1] * len(ids)
@@ -99,14 +119,19 @@ def reference_labels(tokenizer: Any, messages: list[dict], steps: list[int], too
     for step in steps:
         p = turns[step]
         if p == 0:
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True,
-                                                   chat_template=template)
-            bare = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, chat_template=template)
-            start = len(prompt) - len(bare) if full.startswith(prompt[len(bare):]) else 0
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True, chat_template=template
+            )
+            bare = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "x"}], tokenize=False, chat_template=template
+            )
+            start = len(prompt) - len(bare) if full.startswith(prompt[len(bare) :]) else 0
         else:
             start = _common_prefix(render(p, True), full)
         end = _common_prefix(render(p + 1, False), full)
-        if end <= start or start < previous or (p and not full.startswith(render(p, False))):  # not prefix-preserving here: the turn's own mask run (see below)
+        if (
+            end <= start or start < previous or (p and not full.startswith(render(p, False)))
+        ):  # not prefix-preserving here: the turn's own mask run (see below)
             blocks = _generation_blocks(tokenizer, messages, tools, template)
             if len(blocks) == len(turns) + 1:  # a block of its own closes the conversation (Phi-3's eos): no turn's
                 blocks = blocks[:-1]
@@ -114,7 +139,7 @@ def reference_labels(tokenizer: Any, messages: list[dict], steps: list[int], too
             assert not uneven, f"{len(blocks)} generation blocks for {len(turns)} assistant turns"
             start, end = blocks[step * per_turn][0], blocks[(step + 1) * per_turn - 1][1]
             with_prompt, bare = render(p, True), render(p, False)
-            prompt = with_prompt[len(bare):] if with_prompt.startswith(bare) else ""
+            prompt = with_prompt[len(bare) :] if with_prompt.startswith(bare) else ""
             if prompt and full.startswith(prompt, start):  # the generation prompt is not the model's
                 start += len(prompt)
         previous = end
@@ -149,31 +174,61 @@ def sample_steps(messages: list[dict], rng: random.Random, ratio: float = 0.3) -
 
 
 SYNTHETIC = [
-    {"name": "system_and_parallel_calls", "messages": [
-        {"role": "system", "content": "You are a travel agent. Use the tools."},
-        {"role": "user", "content": "Find flights to Paris and the weather there."},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "search_flights", "arguments": '{"to": "CDG", "n": 2}'}},
-            {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "tool_call_id": "c1", "name": "search_flights", "content": "AF12 09:00, AF14 13:00"},
-        {"role": "tool", "tool_call_id": "c2", "name": "weather", "content": "sunny, 21C"},
-        {"role": "assistant", "content": "Two flights: AF12 at 09:00 and AF14 at 13:00; it is sunny."},
-        {"role": "user", "content": "Book AF14."},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c3", "type": "function", "function": {"name": "book", "arguments": '{"flight": "AF14"}'}}]},
-        {"role": "tool", "tool_call_id": "c3", "name": "book", "content": "confirmed"},
-        {"role": "assistant", "content": "AF14 is booked."}]},
-    {"name": "reasoning_and_empty_content", "messages": [
-        {"role": "user", "content": "Is 91 prime?"},
-        {"role": "assistant", "content": "", "reasoning_content": "91 = 7 * 13.", "tool_calls": [
-            {"type": "function", "function": {"name": "factor", "arguments": '{"n": 91}'}}]},
-        {"role": "tool", "name": "factor", "content": "[7, 13]"},
-        {"role": "assistant", "content": "No: 91 = 7 x 13.", "reasoning_content": "The tool agrees."}]},
-    {"name": "react_text", "messages": [
-        {"role": "user", "content": "Question: which river runs through Lyon?"},
-        {"role": "assistant", "content": "Thought: search it.\nAction: search[Lyon river]"},
-        {"role": "user", "content": "Observation: the Rhone and the Saone meet in Lyon."},
-        {"role": "assistant", "content": "Thought: two rivers.\nAction: finish[Rhone and Saone]"}]},
+    {
+        "name": "system_and_parallel_calls",
+        "messages": [
+            {"role": "system", "content": "You are a travel agent. Use the tools."},
+            {"role": "user", "content": "Find flights to Paris and the weather there."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "search_flights", "arguments": '{"to": "CDG", "n": 2}'},
+                    },
+                    {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "name": "search_flights", "content": "AF12 09:00, AF14 13:00"},
+            {"role": "tool", "tool_call_id": "c2", "name": "weather", "content": "sunny, 21C"},
+            {"role": "assistant", "content": "Two flights: AF12 at 09:00 and AF14 at 13:00; it is sunny."},
+            {"role": "user", "content": "Book AF14."},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c3", "type": "function", "function": {"name": "book", "arguments": '{"flight": "AF14"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c3", "name": "book", "content": "confirmed"},
+            {"role": "assistant", "content": "AF14 is booked."},
+        ],
+    },
+    {
+        "name": "reasoning_and_empty_content",
+        "messages": [
+            {"role": "user", "content": "Is 91 prime?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "91 = 7 * 13.",
+                "tool_calls": [{"type": "function", "function": {"name": "factor", "arguments": '{"n": 91}'}}],
+            },
+            {"role": "tool", "name": "factor", "content": "[7, 13]"},
+            {"role": "assistant", "content": "No: 91 = 7 x 13.", "reasoning_content": "The tool agrees."},
+        ],
+    },
+    {
+        "name": "react_text",
+        "messages": [
+            {"role": "user", "content": "Question: which river runs through Lyon?"},
+            {"role": "assistant", "content": "Thought: search it.\nAction: search[Lyon river]"},
+            {"role": "user", "content": "Observation: the Rhone and the Saone meet in Lyon."},
+            {"role": "assistant", "content": "Thought: two rivers.\nAction: finish[Rhone and Saone]"},
+        ],
+    },
 ]
 """Rows that run without ../shared: a system prompt with parallel calls, empty and null content beside
 calls, reasoning, and ReAct text."""

@@ -163,8 +163,9 @@ def test_rows_that_stay_invalid_are_marked_counted_and_not_cached(tmp_path: Path
     assert out["critical_steps"] == [[0], [0], [], [0]]
     assert "invalid answer after a retry" in out["atlas_error"][2] and "out of range" in out["atlas_error"][2]
     assert annotator.stats.errors == 1 and "row 2" in annotator.summary()
-    Dataset.from_list(data).map(CriticalStepAnnotator(oracle, cache_dir=tmp_path / "cache", progress=False),
-                                batched=True)
+    Dataset.from_list(data).map(
+        CriticalStepAnnotator(oracle, cache_dir=tmp_path / "cache", progress=False), batched=True
+    )
     log = [c["task"] for c in calls(oracle.log)]
     assert len(log) == 4 + 1 + 2 and log[5:] == ["Task: BAD one"] * 2  # only the error row, asked and retried
 
@@ -231,7 +232,9 @@ def test_random_oracle_is_deterministic_per_trajectory_and_at_the_cap() -> None:
         assert len(a.steps) == max_selected_steps(n, 0.3) and validate_annotation(a, n, 0.3) is None
         assert a.categories == ["Critical Action"] * len(a.steps) and a.reasons[0] == "random baseline"
     many = [trajectory(f"u{i}", 10) for i in range(20)]
-    assert [a.steps for a in RandomOracle(0).annotate(many, 0.3)] != [a.steps for a in RandomOracle(1).annotate(many, 0.3)]
+    assert [a.steps for a in RandomOracle(0).annotate(many, 0.3)] != [
+        a.steps for a in RandomOracle(1).annotate(many, 0.3)
+    ]
     assert RandomOracle(0).identity != RandomOracle(1).identity
 
 
@@ -247,7 +250,10 @@ def test_agreement_against_hand_counts() -> None:
         {"critical_steps": [], "critical_categories": [], "atlas_error": "failed"},
     ]
     reference = [
-        {"critical_steps": [0, 2, 3], "critical_categories": ["Plan Creation", "Critical Observation", "Critical Action"]},
+        {
+            "critical_steps": [0, 2, 3],
+            "critical_categories": ["Plan Creation", "Critical Observation", "Critical Action"],
+        },
         {"critical_steps": [1, 4], "critical_categories": ["Self Correction", "Plan Creation"]},
         {"critical_steps": [0], "critical_categories": ["Critical Action"]},
     ]
@@ -282,11 +288,16 @@ def test_progress_bar_summary_and_usage(tmp_path: Path, capsys: pytest.CaptureFi
     annotator = CriticalStepAnnotator(ScriptedOracle(tmp_path / "log"), progress=True)
     Dataset.from_list(rows(3)).map(annotator, batched=True)
     assert "Annotating critical steps" in capsys.readouterr().err
-    assert annotator.summary().startswith("Annotated 3 trajectories with scripted:first (max_ratio=0.3): "
-                                          "0 from the cache, 3 sent to the oracle, 0 retried, 0 errors.")
+    assert annotator.summary().startswith(
+        "Annotated 3 trajectories with scripted:first (max_ratio=0.3): "
+        "0 from the cache, 3 sent to the oracle, 0 retried, 0 errors."
+    )
     usage = OracleUsage(ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0))
-    usage.add(SimpleNamespace(input_tokens=1000, output_tokens=200, cache_read_input_tokens=50,
-                              cache_creation_input_tokens=0))
+    usage.add(
+        SimpleNamespace(
+            input_tokens=1000, output_tokens=200, cache_read_input_tokens=50, cache_creation_input_tokens=0
+        )
+    )
     cost = (1000 * 3.0 + 50 * 3.0 * 0.1 + 200 * 15.0) / 1e6
     assert usage_fields(SimpleNamespace(usage=usage)) == {"tokens": "1,250", "cost": f"${cost:.4f}"}
     assert usage_fields(annotator.oracle) == {}  # an oracle that counts nothing
@@ -298,15 +309,18 @@ def test_bad_configuration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="Oracle"):
         CriticalStepAnnotator(object())  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="no 'messages' column"):
-        Dataset.from_list([{"traj": trajectory("x", 1)}]).map(CriticalStepAnnotator(RandomOracle(), progress=False),
-                                                              batched=True)
+        Dataset.from_list([{"traj": trajectory("x", 1)}]).map(
+            CriticalStepAnnotator(RandomOracle(), progress=False), batched=True
+        )
 
 
 def real_rows(per_file: int) -> list[dict[str, Any]]:
     """A sample of both shipped-alongside files, as `messages` rows (tau-bench's `traj` renamed)."""
     hotpot, tau = DATA / "fireact" / "hotpotqa.jsonl", DATA / "tau-bench" / "gpt-4o-airline.json"
     if not (hotpot.exists() and tau.exists()):
-        pytest.skip(f"real data not found under {DATA} (needs fireact/hotpotqa.jsonl and tau-bench/gpt-4o-airline.json)")
+        pytest.skip(
+            f"real data not found under {DATA} (needs fireact/hotpotqa.jsonl and tau-bench/gpt-4o-airline.json)"
+        )
     lines = hotpot.read_text(encoding="utf-8").splitlines()
     sample = [json.loads(lines[i]) for i in range(0, len(lines), max(1, len(lines) // per_file))][:per_file]
     tau_rows = json.loads(tau.read_text(encoding="utf-8"))

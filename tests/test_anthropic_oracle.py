@@ -30,7 +30,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KEY = "test-anthropic-SECRET-key-0123456789"
 
 
-def make_trajectory(num_steps: int, tag: str = "", observation: str = "the page says something") -> list[dict[str, Any]]:
+def make_trajectory(
+    num_steps: int, tag: str = "", observation: str = "the page says something"
+) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "user", "content": f"Task {tag}: find the answer."}]
     for i in range(num_steps):
         messages.append({"role": "assistant", "content": f"Thought {i} {tag}\nAction: search[{i}]"})
@@ -62,9 +64,17 @@ def test_render_numbers_every_step_and_clips_only_observations() -> None:
     messages = [
         {"role": "system", "content": "You are an airline agent."},
         {"role": "user", "content": "Book me a flight."},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_user_details", "arguments": "{\"user_id\":\"mia\"}"}}
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_user_details", "arguments": '{"user_id":"mia"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "name": "get_user_details", "content": long_obs},
         {"role": "assistant", "content": "A" * 5000},
         {"role": "user", "content": [{"type": "text", "text": "thanks"}]},
@@ -82,15 +92,33 @@ def test_render_numbers_every_step_and_clips_only_observations() -> None:
 
 
 def test_parse_tool_input_reads_answers_and_rejects_nonsense() -> None:
-    ok = parse_tool_input({"plan": "p", "critical_steps": [
-        {"step": 2, "category": "Critical Action", "reason": "r"}, {"step": "4", "category": "Self Correction", "reason": "s"}]})
+    ok = parse_tool_input(
+        {
+            "plan": "p",
+            "critical_steps": [
+                {"step": 2, "category": "Critical Action", "reason": "r"},
+                {"step": "4", "category": "Self Correction", "reason": "s"},
+            ],
+        }
+    )
     assert (ok.steps, ok.categories, ok.reasons, ok.plan, ok.error) == (
-        [2, 4], ["Critical Action", "Self Correction"], ["r", "s"], "p", None)
-    stringified = parse_tool_input({"plan": "p", "critical_steps": json.dumps([{"step": 1, "category": "Plan Creation", "reason": "r"}])})
+        [2, 4],
+        ["Critical Action", "Self Correction"],
+        ["r", "s"],
+        "p",
+        None,
+    )
+    stringified = parse_tool_input(
+        {"plan": "p", "critical_steps": json.dumps([{"step": 1, "category": "Plan Creation", "reason": "r"}])}
+    )
     assert stringified.steps == [1]
-    for bad in (["a list"], {"plan": "p"}, {"plan": "p", "critical_steps": "two and four"},
-                {"plan": "p", "critical_steps": [{"step": "two", "category": "Plan Creation"}]},
-                {"plan": "p", "critical_steps": [3]}):
+    for bad in (
+        ["a list"],
+        {"plan": "p"},
+        {"plan": "p", "critical_steps": "two and four"},
+        {"plan": "p", "critical_steps": [{"step": "two", "category": "Plan Creation"}]},
+        {"plan": "p", "critical_steps": [3]},
+    ):
         result = parse_tool_input(bad)
         assert result.error and result.steps == [], bad
 
@@ -223,8 +251,10 @@ def test_usage_counts_tokens_with_prompt_caching_and_prices_them(api: AnthropicS
     assert usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens == total_input
     price = PRICES[oracle.model]
     expected = (
-        usage.input_tokens * price.input_per_mtok + prefix * price.input_per_mtok * 1.25
-        + 7 * prefix * price.input_per_mtok * 0.1 + usage.output_tokens * price.output_per_mtok
+        usage.input_tokens * price.input_per_mtok
+        + prefix * price.input_per_mtok * 1.25
+        + 7 * prefix * price.input_per_mtok * 0.1
+        + usage.output_tokens * price.output_per_mtok
     ) / 1e6
     assert oracle.usage.estimated_cost_usd() == pytest.approx(expected)
     assert oracle.usage.as_dict()["requests"] == 8
@@ -318,7 +348,9 @@ def test_expired_batch_results_are_forgotten_and_resubmitted(api: AnthropicStand
         batch["results_gone"] = True  # 29 days later
     [gone] = oracle_for(api, use_batches=True, batch_state_dir=tmp_path).annotate(trajectories, 0.3)
     assert gone.error and "no longer available" in gone.error and not list(tmp_path.glob("*.json"))
-    [again] = oracle_for(api, use_batches=True, batch_state_dir=tmp_path, batch_poll_interval=0.01).annotate(trajectories, 0.3)
+    [again] = oracle_for(api, use_batches=True, batch_state_dir=tmp_path, batch_poll_interval=0.01).annotate(
+        trajectories, 0.3
+    )
     assert again.error is None and api.paths("POST").count("/v1/messages/batches") == 2
 
 
@@ -336,7 +368,9 @@ def test_batch_item_errors_mark_only_their_row(api: AnthropicStandIn, tmp_path: 
 
 def test_one_retry_policy_the_sdk_retries_requests_the_annotator_only_invalid_answers(api: AnthropicStandIn) -> None:
     api.inject("500")
-    out = CriticalStepAnnotator(oracle_for(api, max_retries=1), progress=False)({"messages": [make_trajectory(4, "z")]})
+    out = CriticalStepAnnotator(oracle_for(api, max_retries=1), progress=False)(
+        {"messages": [make_trajectory(4, "z")]}
+    )
     assert out["atlas_error"] == [""] and len(message_posts(api)) == 2  # the SDK's retry answered it
     api.inject("500")
     annotator = CriticalStepAnnotator(oracle_for(api, max_retries=0), progress=False)
@@ -344,7 +378,9 @@ def test_one_retry_policy_the_sdk_retries_requests_the_annotator_only_invalid_an
     assert "Anthropic API error 500" in out["atlas_error"][0] and len(message_posts(api)) == 3  # not asked twice
     assert annotator.stats.retried == 0
     api.inject("out_of_range")  # a well-formed answer that fails validation is asked again, with the error
-    out = CriticalStepAnnotator(oracle_for(api, max_retries=0), progress=False)({"messages": [make_trajectory(4, "x")]})
+    out = CriticalStepAnnotator(oracle_for(api, max_retries=0), progress=False)(
+        {"messages": [make_trajectory(4, "x")]}
+    )
     assert out["atlas_error"] == [""] and "out of range" in json.dumps(message_posts(api)[-1]["json"]["messages"])
 
 
@@ -353,7 +389,10 @@ def test_errors_claim_retries_only_for_retryable_failures(api: AnthropicStandIn)
     [failed] = oracle_for(api, max_retries=0).annotate([make_trajectory(3)], 0.3)
     assert "after 0 retries" in failed.error
     [rejected] = oracle_for(api, max_tokens=0).annotate([make_trajectory(3)], 0.3)  # a 400 is never retried
-    assert rejected.error.startswith("Anthropic API error 400 (invalid_request_error)") and "retries" not in rejected.error
+    assert (
+        rejected.error.startswith("Anthropic API error 400 (invalid_request_error)")
+        and "retries" not in rejected.error
+    )
 
 
 # ------------------------------------------------------------------ secrets and pickling
@@ -421,8 +460,18 @@ def test_datasets_map_with_two_processes(api: AnthropicStandIn) -> None:
     assert out["atlas_error"] == [None] * 8
     for row in out:
         n = num_steps(json.loads(row["messages_json"]))
-        assert validate_annotation(Annotation(row["critical_steps"], ["Critical Action"] * len(row["critical_steps"]),
-                                              [""] * len(row["critical_steps"])), n, 0.3) is None
+        assert (
+            validate_annotation(
+                Annotation(
+                    row["critical_steps"],
+                    ["Critical Action"] * len(row["critical_steps"]),
+                    [""] * len(row["critical_steps"]),
+                ),
+                n,
+                0.3,
+            )
+            is None
+        )
     assert len(message_posts(api)) == 9
 
 
@@ -499,6 +548,9 @@ def test_the_claude_prompt_is_pinned_to_its_version():
     from atlas_hf.trajectories.sample import load_sample
 
     rows = [row["messages"] for row in load_sample()]
-    payload = SYSTEM_PROMPT + json.dumps(ANSWER_TOOL, sort_keys=True) + "".join(
-        build_user_message(m, 0.3, "fb" if i == 0 else None) for i, m in enumerate(rows))
+    payload = (
+        SYSTEM_PROMPT
+        + json.dumps(ANSWER_TOOL, sort_keys=True)
+        + "".join(build_user_message(m, 0.3, "fb" if i == 0 else None) for i, m in enumerate(rows))
+    )
     assert hashlib.sha256(payload.encode()).hexdigest() == PINNED_PROMPTS.get(PROMPT_VERSION), PROMPT_VERSION

@@ -34,26 +34,72 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
 
     torch.manual_seed(0)
     base = tmp_path / "tiny"
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         eos_token_id=smol_tokenizer.eos_token_id, pad_token_id=smol_tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=smol_tokenizer.eos_token_id,
+        pad_token_id=smol_tokenizer.pad_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(base)
     smol_tokenizer.save_pretrained(base)
     out = tmp_path / "run"
-    argv = ["--suite", "mixed", "--output-dir", str(out), "--model", str(base), "--warm-levels", "GoToObj",
-            "--warm-episodes", "2", "--held-in", "GoToLocal,PickupLoc,twx/cookingworld",
-            "--held-out", "PickupDist,scienceworld/find-plant",
-            "--train-episodes", "2", "--eval-episodes", "3", "--oracle", "random", "--epochs", "1",
-            "--batch-size", "2", "--max-turns", "2", "--dtype", "float32", "--eval-batch-size", "8"]
+    argv = [
+        "--suite",
+        "mixed",
+        "--output-dir",
+        str(out),
+        "--model",
+        str(base),
+        "--warm-levels",
+        "GoToObj",
+        "--warm-episodes",
+        "2",
+        "--held-in",
+        "GoToLocal,PickupLoc,twx/cookingworld",
+        "--held-out",
+        "PickupDist,scienceworld/find-plant",
+        "--train-episodes",
+        "2",
+        "--eval-episodes",
+        "3",
+        "--oracle",
+        "random",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-turns",
+        "2",
+        "--dtype",
+        "float32",
+        "--eval-batch-size",
+        "8",
+    ]
     recipe = _load_recipe()
     results = recipe.main(argv)
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(results["rows"]))
     assert list(saved["rows"]) == ["base", "all", "critical", "random", "non_critical"]
-    assert set(saved["expert_solved"]) == {"babyai/GoToObj", "babyai/GoToLocal", "babyai/PickupLoc", "twx/cookingworld"}
+    assert set(saved["expert_solved"]) == {
+        "babyai/GoToObj",
+        "babyai/GoToLocal",
+        "babyai/PickupLoc",
+        "twx/cookingworld",
+    }
     assert all(v == "2/2" for v in saved["expert_solved"].values())
-    levels = ["babyai/GoToLocal", "babyai/PickupLoc", "twx/cookingworld", "babyai/PickupDist", "scienceworld/find-plant"]
+    levels = [
+        "babyai/GoToLocal",
+        "babyai/PickupLoc",
+        "twx/cookingworld",
+        "babyai/PickupDist",
+        "scienceworld/find-plant",
+    ]
     assert saved["config"]["max_turns"] == 2 and saved["config"]["max_new_tokens"] == 64  # the suite's, unless given
     for row, entry in saved["rows"].items():
         assert list(entry["levels"]) == levels
@@ -71,7 +117,11 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
         assert set(saved["rows"]["critical"]["minus"][other]) == {"held_in", "held_out"}
     # the five rows trained on the same demos: one annotation, one adapter per trained row
     assert sorted(p.name for p in (out / "adapters").iterdir()) == [
-        "all-seed0", "critical-seed0", "non_critical-seed0", "random-seed0"]
+        "all-seed0",
+        "critical-seed0",
+        "non_critical-seed0",
+        "random-seed0",
+    ]
     table = (out / "table.md").read_text()
     assert all(f"`{row}`" in table for row in saved["rows"]) and "critical minus" in table
     assert "mean progress score" in table and "| twx/cookingworld |" in table
@@ -83,11 +133,16 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
     assert {p: p.stat().st_mtime for p in (out / "eval").iterdir()} == mtimes
 
     # a second training seed and more episodes: only the new adapters and the new seeds' episodes run
-    more = argv[:argv.index("--eval-episodes")] + ["--eval-episodes", "4"] + argv[argv.index("--eval-episodes") + 2:]
+    more = argv[: argv.index("--eval-episodes")] + ["--eval-episodes", "4"] + argv[argv.index("--eval-episodes") + 2 :]
     before = [json.loads(line) for line in (out / "eval" / "critical-seed0.jsonl").read_text().splitlines()]
     results2 = recipe.main([*more, "--train-seeds", "0,1", "--rows", "base,critical"])
     assert sorted(p.name for p in (out / "adapters").iterdir()) == [
-        "all-seed0", "critical-seed0", "critical-seed1", "non_critical-seed0", "random-seed0"]
+        "all-seed0",
+        "critical-seed0",
+        "critical-seed1",
+        "non_critical-seed0",
+        "random-seed0",
+    ]
     old = [json.loads(line) for line in (out / "eval" / "critical-seed0.jsonl").read_text().splitlines()]
     assert len(old) == 4 * len(levels) and all(r in old for r in before)  # the 3 played before, kept as they were
     for row, entry in results2["rows"].items():

@@ -26,7 +26,7 @@ GOOD = [USER, STEP, {"role": "user", "content": "You see a key."}, {"role": "ass
 
 def chat(*first: object) -> list:
     """A good two-step chat whose first turns are replaced by `first`."""
-    return [*first, *GOOD[len(first):]]
+    return [*first, *GOOD[len(first) :]]
 
 
 # (case, messages, critical_steps, the field the error names; None: handled, the row is read)
@@ -40,18 +40,38 @@ CASES = [
     ("a step out of range", GOOD, [5], "critical_steps"),
     ("a negative step", GOOD, [-1], "critical_steps"),
     ("a step twice", GOOD, [1, 1], "critical_steps"),
-    ("an image part", chat({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}), [0],
-     "messages[0].content[0]"),
-    ("an audio part", chat({"role": "user", "content": [{"type": "text", "text": "hear"},
-                                                        {"type": "input_audio", "input_audio": {"data": "AAA"}}]}), [0],
-     "messages[0].content[1]"),
+    (
+        "an image part",
+        chat({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}),
+        [0],
+        "messages[0].content[0]",
+    ),
+    (
+        "an audio part",
+        chat(
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hear"}, {"type": "input_audio", "input_audio": {"data": "AAA"}}],
+            }
+        ),
+        [0],
+        "messages[0].content[1]",
+    ),
     ("a part that is a string", chat({"role": "user", "content": ["hi"]}), [0], "messages[0].content[0]"),
     ("a lone surrogate", chat({"role": "user", "content": "key \ud800"}), [0], "messages[0].content"),
     ("a lone surrogate in a step", chat(USER, {"role": "assistant", "content": "\udfff"}), [0], "messages[1].content"),
-    ("tool_calls a string", chat(USER, {"role": "assistant", "content": None, "tool_calls": "search()"}), [0],
-     "messages[1].tool_calls"),
-    ("tool_calls of strings", chat(USER, {"role": "assistant", "content": None, "tool_calls": ["search()"]}), [0],
-     "messages[1].tool_calls"),
+    (
+        "tool_calls a string",
+        chat(USER, {"role": "assistant", "content": None, "tool_calls": "search()"}),
+        [0],
+        "messages[1].tool_calls",
+    ),
+    (
+        "tool_calls of strings",
+        chat(USER, {"role": "assistant", "content": None, "tool_calls": ["search()"]}),
+        [0],
+        "messages[1].tool_calls",
+    ),
     ("a turn that is a string", chat("find the key"), [0], "messages[0]"),
     ("a turn that is a list", chat(["user", "find the key"]), [0], "messages[0]"),
     ("messages a string", "user: find the key", [0], "messages"),
@@ -62,9 +82,12 @@ CASES = [
     ("content a number", chat({"role": "user", "content": 42}), [0], "messages[0].content"),
     ("content a dict", chat({"role": "user", "content": {"text": "find the key"}}), [0], "messages[0].content"),
     ("null content on a user turn", chat({"role": "user", "content": None}), [0], "messages[0].content"),
-    ("text parts (handled: their text)", chat({"role": "user", "content": [{"type": "text", "text": "find "},
-                                                                          {"type": "text", "text": "the key"}]}),
-     [0, 1], None),
+    (
+        "text parts (handled: their text)",
+        chat({"role": "user", "content": [{"type": "text", "text": "find "}, {"type": "text", "text": "the key"}]}),
+        [0, 1],
+        None,
+    ),
 ]
 IDS = [case[0] for case in CASES]
 STEP_CASES = {case[0] for case in CASES if case[3] == "critical_steps"}

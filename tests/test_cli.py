@@ -18,8 +18,14 @@ COMMANDS = ["annotate", "train", "publish", "eval", "eval-oracle", "demo"]
 
 
 def atlas_hf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "atlas_hf.scripts.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "atlas_hf.scripts.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -63,7 +69,9 @@ def test_annotate_then_eval_oracle_then_publish(tmp_path):
 
 
 def test_all_steps_baseline_marks_every_step(tmp_path):
-    result = atlas_hf("annotate", "sample", "--oracle", "all", "-o", str(tmp_path / "all"), "--cache-dir", str(tmp_path / "c"))
+    result = atlas_hf(
+        "annotate", "sample", "--oracle", "all", "-o", str(tmp_path / "all"), "--cache-dir", str(tmp_path / "c")
+    )
     assert result.returncode == 0, result.stderr
     annotated = load_from_disk(str(tmp_path / "all"))
     assert not any(annotated["atlas_error"])
@@ -74,8 +82,20 @@ def test_all_steps_baseline_marks_every_step(tmp_path):
 
 def test_annotate_counts_the_output_rows_with_worker_processes(tmp_path):
     out = tmp_path / "annotated"
-    result = atlas_hf("annotate", "sample", "--oracle", "random", "--num-proc", "2", "--batch-size", "4",
-                      "-o", str(out), "--cache-dir", str(tmp_path / "c"))
+    result = atlas_hf(
+        "annotate",
+        "sample",
+        "--oracle",
+        "random",
+        "--num-proc",
+        "2",
+        "--batch-size",
+        "4",
+        "-o",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
     assert result.returncode == 0, result.stderr
     annotated = load_from_disk(str(out))
     steps = sum(m["role"] == "assistant" for row in load_sample()["messages"] for m in row)
@@ -89,7 +109,9 @@ def test_annotate_is_resumed_from_the_cache(tmp_path):
     first = atlas_hf(*args, "-o", str(tmp_path / "a"))
     second = atlas_hf(*args, "-o", str(tmp_path / "b"))
     assert first.returncode == second.returncode == 0
-    assert load_from_disk(str(tmp_path / "a"))["critical_steps"] == load_from_disk(str(tmp_path / "b"))["critical_steps"]
+    assert (
+        load_from_disk(str(tmp_path / "a"))["critical_steps"] == load_from_disk(str(tmp_path / "b"))["critical_steps"]
+    )
     assert "0 from the cache, 13 sent" in first.stdout
     assert "13 from the cache, 0 sent" in second.stdout
 
@@ -105,8 +127,21 @@ def test_with_an_api_key_claude_is_the_default_oracle(tmp_path):
         assert dry.returncode == 0, dry.stderr
         # one count per trajectory, one for the cacheable prefix; nothing generated
         assert "13 trajectories" in dry.stdout and api.paths("POST") == ["/v1/messages/count_tokens"] * 14
-        result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
-                          "--max-concurrency", "2", "--timeout", "30", "--max-retries", "1", env=env)
+        result = atlas_hf(
+            "annotate",
+            "sample",
+            "-o",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--max-concurrency",
+            "2",
+            "--timeout",
+            "30",
+            "--max-retries",
+            "1",
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
         assert api.paths("POST").count("/v1/messages") == 13 and api.max_in_flight <= 2
     annotated = load_from_disk(str(tmp_path / "out"))
@@ -132,12 +167,18 @@ def test_publish_without_anything_is_a_usage_error():
     assert result.returncode == 2 and "--dataset-repo" in result.stderr and "--local-dir" in result.stderr
 
 
-@pytest.mark.parametrize("flags, complaint", [
-    (("--oracle", "random", "--use-batches"), "--use-batches is for --oracle anthropic"),
-    (("--oracle", "local", "--dry-run"), "--dry-run estimates what Claude costs"),
-    (("--oracle", "all", "--model", "x"), "--model means nothing"),
-    (("--oracle", "random", "--timeout", "5"), "--timeout, --max-retries and --max-concurrency are for --oracle anthropic or openai"),
-])
+@pytest.mark.parametrize(
+    "flags, complaint",
+    [
+        (("--oracle", "random", "--use-batches"), "--use-batches is for --oracle anthropic"),
+        (("--oracle", "local", "--dry-run"), "--dry-run estimates what Claude costs"),
+        (("--oracle", "all", "--model", "x"), "--model means nothing"),
+        (
+            ("--oracle", "random", "--timeout", "5"),
+            "--timeout, --max-retries and --max-concurrency are for --oracle anthropic or openai",
+        ),
+    ],
+)
 def test_flags_an_oracle_cannot_use_are_usage_errors(tmp_path, flags, complaint):
     result = atlas_hf("annotate", "sample", "-o", str(tmp_path / "o"), *flags)
     assert result.returncode == 2 and complaint in result.stderr and not (tmp_path / "o").exists()
@@ -145,9 +186,13 @@ def test_flags_an_oracle_cannot_use_are_usage_errors(tmp_path, flags, complaint)
 
 def test_eval_oracle_on_unannotated_rows_is_a_one_line_error(tmp_path):
     plain = tmp_path / "plain.jsonl"
-    plain.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    plain.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n"
+    )
     result = atlas_hf("eval-oracle", str(plain), "sample")
-    assert result.returncode == 1 and "no `critical_steps` column" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 1 and "no `critical_steps` column" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 @pytest.mark.slow
@@ -174,8 +219,25 @@ def test_train_takes_every_trl_flag_and_a_config_file(tmp_path, capsys):
     (tmp_path / "train.yaml").write_text("learning_rate: 0.0003\nlora_alpha: 8\nselection_ratio: 0.5\n")
     from atlas_hf.scripts.cli import main
 
-    assert main(["train", "sample", "-o", str(tmp_path / "out"), "--max_steps", "1", "--lora_r", "4",
-                 "--config", str(tmp_path / "train.yaml"), "--step_selection", "random"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "sample",
+                "-o",
+                str(tmp_path / "out"),
+                "--max_steps",
+                "1",
+                "--lora_r",
+                "4",
+                "--config",
+                str(tmp_path / "train.yaml"),
+                "--step_selection",
+                "random",
+            ]
+        )
+        == 0
+    )
     adapter = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
     args = torch.load(tmp_path / "out" / "training_args.bin", weights_only=False)

@@ -43,8 +43,13 @@ def test_quickstart_command_lines_run_as_pasted(tmp_path):
     lines = [line for line in bash[0].splitlines() if line.strip()]
     for line in lines:
         args = shlex.split(line)
-        result = subprocess.run([sys.executable, "-m", "atlas_hf.scripts.cli", *args[1:]], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "atlas_hf.scripts.cli", *args[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, (line, result.stderr[-2000:])
     assert (tmp_path / "outputs" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "outputs" / "hub" / "adapter" / "README.md").exists()
@@ -57,7 +62,9 @@ def test_evaluation_page_environment_block_runs_as_pasted():
     assert "babyai/GoToLocal" in namespace["list_envs"]()
     assert namespace["first"].startswith("You act in a grid world. Mission: ")
     result = namespace["result"]
-    assert not result.info["invalid_action"] and not result.done and result.observation.startswith("You did: turn left.")
+    assert (
+        not result.info["invalid_action"] and not result.done and result.observation.startswith("You did: turn left.")
+    )
 
 
 def test_every_name_the_api_page_lists_imports():
@@ -79,8 +86,11 @@ def test_every_name_the_api_page_lists_imports():
                 module = module.rpartition(".")[0]
         return hasattr(atlas_hf, name) or hasattr(builtins, name)
 
-    rows = [line for line in (DOCS / "api.md").read_text().splitlines()
-            if line.startswith("| ") and not line.startswith(("| name", "|---"))]
+    rows = [
+        line
+        for line in (DOCS / "api.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith(("| name", "|---"))
+    ]
     assert len(rows) > 40
     missing = []
     for row in rows:

@@ -37,7 +37,12 @@ def test_registry_lists_babyai_and_refuses_unknown_names():
 
 
 def test_same_seed_same_episode_and_different_seeds_differ():
-    actions = ["Thought: look.\nAction: turn left", "Action: move forward", "Action: turn right", "Action: move forward"]
+    actions = [
+        "Thought: look.\nAction: turn left",
+        "Action: move forward",
+        "Action: turn right",
+        "Action: move forward",
+    ]
 
     def play(seed: int) -> list[str]:
         env = make_env("babyai/PutNextLocal")
@@ -58,8 +63,9 @@ def test_same_seed_same_episode_and_different_seeds_differ():
 def test_every_expert_demo_replays_to_success_through_evaluate_agent(level: str):
     demos = expert_trajectories(level, episodes=12, seed=300)
     assert len(demos) == 12 and all(demos["success"]) and demos["seed"] == list(range(300, 312))
-    assert all(m["role"] == ("user" if i % 2 == 0 else "assistant") for row in demos["messages"]
-               for i, m in enumerate(row))
+    assert all(
+        m["role"] == ("user" if i % 2 == 0 else "assistant") for row in demos["messages"] for i, m in enumerate(row)
+    )
     replies = [[m["content"] for m in row if m["role"] == "assistant"] for row in demos["messages"]]
     report = evaluate_agent(replay_policy(replies), level, episodes=12, seed=300, batch_size=5, progress=False)
     result = report.envs[level]
@@ -89,8 +95,14 @@ def test_invalid_actions_are_counted_and_explained_never_raised():
     listed = env.step("Action: check available actions")
     assert not listed.info["invalid_action"] and "go to" in listed.observation
 
-    report = evaluate_agent(lambda convs: ["I apologise, I cannot help."] * len(convs), "babyai/GoToLocal",
-                            episodes=3, seed=0, max_turns=4, progress=False)
+    report = evaluate_agent(
+        lambda convs: ["I apologise, I cannot help."] * len(convs),
+        "babyai/GoToLocal",
+        episodes=3,
+        seed=0,
+        max_turns=4,
+        progress=False,
+    )
     result = report.envs["babyai/GoToLocal"]
     assert result.success_rate == 0.0 and result.invalid_action_rate == 1.0 and result.mean_turns == 4
 
@@ -98,8 +110,12 @@ def test_invalid_actions_are_counted_and_explained_never_raised():
 def test_go_to_plans_only_over_seen_cells():
     env = BabyAITextEnv("GoToLocal")
     env.reset(11)
-    unseen = [(x, y) for x in range(1, env.env.width - 1) for y in range(1, env.env.height - 1)
-              if (x, y) not in env._seen and env.env.grid.get(x, y) is None]
+    unseen = [
+        (x, y)
+        for x in range(1, env.env.width - 1)
+        for y in range(1, env.env.height - 1)
+        if (x, y) not in env._seen and env.env.grid.get(x, y) is None
+    ]
     assert unseen, "seed 11 should start with part of the room out of view"
     for target in unseen:
         path = env.plan_path(target)

@@ -24,8 +24,19 @@ from atlas_hf.evaluation.policy import TransformersPolicy
 
 
 def _records(env: str, outcomes: list[bool], seed: int = 0) -> list[dict]:
-    return [{"env": env, "seed": seed + i, "success": ok, "reward": 0.9 if ok else 0.0, "turns": 2,
-             "invalid_actions": 0, "actions": [], "messages": []} for i, ok in enumerate(outcomes)]
+    return [
+        {
+            "env": env,
+            "seed": seed + i,
+            "success": ok,
+            "reward": 0.9 if ok else 0.0,
+            "turns": 2,
+            "invalid_actions": 0,
+            "actions": [],
+            "messages": [],
+        }
+        for i, ok in enumerate(outcomes)
+    ]
 
 
 def test_wilson_interval_matches_the_closed_form():
@@ -62,8 +73,16 @@ def test_paired_difference_pairs_by_seed_and_averages_environments():
 def test_report_dict_has_the_documented_fields(tmp_path: Path):
     pytest.importorskip("minigrid")
     replies = iter(["Action: turn left", "Action: dance"] * 10)
-    report = evaluate_agent(lambda convs: [next(replies) for _ in convs], ["babyai/GoToLocal"], episodes=2,
-                            seed=5, max_turns=3, batch_size=2, records_path=tmp_path / "episodes.jsonl", progress=False)
+    report = evaluate_agent(
+        lambda convs: [next(replies) for _ in convs],
+        ["babyai/GoToLocal"],
+        episodes=2,
+        seed=5,
+        max_turns=3,
+        batch_size=2,
+        records_path=tmp_path / "episodes.jsonl",
+        progress=False,
+    )
     entry = report.to_dict()["envs"]["babyai/GoToLocal"]
     assert {"episodes", "success_rate", "ci95", "mean_reward", "mean_turns", "invalid_action_rate"} <= set(entry)
     assert entry["episodes"] == 2 and entry["mean_turns"] == 3 and math.isclose(entry["invalid_action_rate"], 0.5)
@@ -144,10 +163,18 @@ def _tiny_chat_model(tokenizer, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         initializer_range=0.5)  # large weights: replies that depend on the prompt
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.5,
+    )  # large weights: replies that depend on the prompt
     return LlamaForCausalLM(config).eval()
 
 
@@ -161,15 +188,20 @@ def test_batched_and_unbatched_rollouts_agree_episode_by_episode(smol_tokenizer)
     assert [r["messages"] for r in one.records] == [r["messages"] for r in batched.records]
     assert one.to_dict()["envs"] == batched.to_dict()["envs"]
     # keeping each episode's key/value cache between turns changes nothing either
-    fresh = evaluate_agent(TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False), envs,
-                           batch_size=8, **{k: v for k, v in kwargs.items() if k not in ("tokenizer", "max_new_tokens")})
+    fresh = evaluate_agent(
+        TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False),
+        envs,
+        batch_size=8,
+        **{k: v for k, v in kwargs.items() if k not in ("tokenizer", "max_new_tokens")},
+    )
     assert [r["messages"] for r in fresh.records] == [r["messages"] for r in one.records]
     # and each reply is what `generate` gives for that conversation alone
     record = one.records[-1]
-    prompt = smol_tokenizer.apply_chat_template(record["messages"][:3], add_generation_prompt=True, return_tensors="pt",
-                                                return_dict=True)
+    prompt = smol_tokenizer.apply_chat_template(
+        record["messages"][:3], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     output = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=smol_tokenizer.pad_token_id)
-    reply = smol_tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    reply = smol_tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     assert reply == record["messages"][3]["content"]
     # the episodes really differ from each other (the comparison is not between empty replies)
     assert len({r["messages"][1]["content"] for r in one.records}) > 1
@@ -183,15 +215,38 @@ def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokeniz
     model = _tiny_chat_model(smol_tokenizer)
     model.save_pretrained(base_dir)
     smol_tokenizer.save_pretrained(base_dir)
-    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(adapter_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(
+        adapter_dir
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "atlas_hf.scripts.cli", "eval", "--adapter", str(adapter_dir), "--model", str(base_dir),
-         "--envs", "babyai/GoToLocal,babyai/PickupLoc", "--episodes", "3", "--max-turns", "2",
-         "--max-new-tokens", "4", "--output", str(tmp_path / "eval.json")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "atlas_hf.scripts.cli",
+            "eval",
+            "--adapter",
+            str(adapter_dir),
+            "--model",
+            str(base_dir),
+            "--envs",
+            "babyai/GoToLocal,babyai/PickupLoc",
+            "--episodes",
+            "3",
+            "--max-turns",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--output",
+            str(tmp_path / "eval.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert "babyai/GoToLocal" in out.stdout and "babyai/PickupLoc" in out.stdout and "mean of environments" in out.stdout
+    assert (
+        "babyai/GoToLocal" in out.stdout and "babyai/PickupLoc" in out.stdout and "mean of environments" in out.stdout
+    )
     saved = json.loads((adapter_dir / "atlas_eval.json").read_text())
     assert saved == json.loads((tmp_path / "eval.json").read_text())
     assert saved["envs"]["babyai/GoToLocal"]["episodes"] == 3 and saved["config"]["episodes"] == 3
@@ -203,8 +258,11 @@ def test_cli_eval_prints_the_table_and_records_results_for_the_card(smol_tokeniz
     published = Path(publish_adapter(adapter_dir, "someone/tiny-agent", local_dir=tmp_path / "hub"))
     card = ModelCard.load(published / "README.md")
     results = {(r.dataset_type, r.metric_type): r for r in card.data.eval_results}
-    assert set(results) == {(env, metric) for env in ("babyai/GoToLocal", "babyai/PickupLoc")
-                            for metric in ("success_rate", "progress_score")}
+    assert set(results) == {
+        (env, metric)
+        for env in ("babyai/GoToLocal", "babyai/PickupLoc")
+        for metric in ("success_rate", "progress_score")
+    }
     for (env, metric), result in results.items():
         key = "success_rate" if metric == "success_rate" else "mean_score"
         assert result.metric_value == round(100 * saved["envs"][env][key], 2)
@@ -266,11 +324,27 @@ def test_a_killed_evaluation_resumes_and_plays_only_the_missing_episodes(tmp_pat
         started.extend(c[0]["content"] for c in conversations if len(c) == 1)
         return seen_object_policy(conversations)
 
-    resumed = evaluate_agent(counting, "babyai/GoToLocal,babyai/PickupLoc", episodes=6, seed=40, max_turns=4,
-                             batch_size=2, records_path=records, progress=False)
+    resumed = evaluate_agent(
+        counting,
+        "babyai/GoToLocal,babyai/PickupLoc",
+        episodes=6,
+        seed=40,
+        max_turns=4,
+        batch_size=2,
+        records_path=records,
+        progress=False,
+    )
     assert len(started) == 12 - len(kept)  # the recorded episodes were not played again
-    whole = evaluate_agent(seen_object_policy, "babyai/GoToLocal,babyai/PickupLoc", episodes=6, seed=40,
-                           max_turns=4, batch_size=2, records_path=tmp_path / "whole.jsonl", progress=False)
+    whole = evaluate_agent(
+        seen_object_policy,
+        "babyai/GoToLocal,babyai/PickupLoc",
+        episodes=6,
+        seed=40,
+        max_turns=4,
+        batch_size=2,
+        records_path=tmp_path / "whole.jsonl",
+        progress=False,
+    )
     assert resumed.records == whole.records and read_records(records) == whole.records
     assert resumed.to_dict()["envs"] == whole.to_dict()["envs"]
 
@@ -278,19 +352,26 @@ def test_a_killed_evaluation_resumes_and_plays_only_the_missing_episodes(tmp_pat
 def test_more_episodes_play_only_the_new_seeds_and_settings_must_match(tmp_path: Path):
     pytest.importorskip("minigrid")
     records = tmp_path / "episodes.jsonl"
-    first = evaluate_agent(seen_object_policy, "babyai/GoToLocal", episodes=3, seed=7, max_turns=3,
-                           records_path=records, progress=False)
+    first = evaluate_agent(
+        seen_object_policy, "babyai/GoToLocal", episodes=3, seed=7, max_turns=3, records_path=records, progress=False
+    )
     calls: list[int] = []
 
     def counting(conversations):
         calls.extend(1 for c in conversations if len(c) == 1)
         return seen_object_policy(conversations)
 
-    more = evaluate_agent(counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=3, records_path=records,
-                          progress=False)
-    assert len(calls) == 2 and more.records[:3] == first.records and [r["seed"] for r in more.records] == [7, 8, 9, 10, 11]
-    fewer = evaluate_agent(counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records,
-                           progress=False)
+    more = evaluate_agent(
+        counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=3, records_path=records, progress=False
+    )
+    assert (
+        len(calls) == 2
+        and more.records[:3] == first.records
+        and [r["seed"] for r in more.records] == [7, 8, 9, 10, 11]
+    )
+    fewer = evaluate_agent(
+        counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records, progress=False
+    )
     assert len(calls) == 2 and fewer.records == first.records[:2]
     from atlas_hf.evaluation.evaluator import recorded_report
 
@@ -302,8 +383,17 @@ def test_more_episodes_play_only_the_new_seeds_and_settings_must_match(tmp_path:
     assert recorded_report(records, "babyai/GoToLocal,babyai/PickupLoc", episodes=1, seed=7, max_turns=3) is None
     assert len(json.loads("[" + ",".join(records.read_text().splitlines()) + "]")) == 5  # nothing was dropped
     with pytest.raises(ValueError, match="max_turns=3, not 4"):
-        evaluate_agent(counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=4, records_path=records,
-                       progress=False)
-    again = evaluate_agent(counting, "babyai/GoToLocal", episodes=2, seed=7, max_turns=3, records_path=records,
-                           resume=False, progress=False)
+        evaluate_agent(
+            counting, "babyai/GoToLocal", episodes=5, seed=7, max_turns=4, records_path=records, progress=False
+        )
+    again = evaluate_agent(
+        counting,
+        "babyai/GoToLocal",
+        episodes=2,
+        seed=7,
+        max_turns=3,
+        records_path=records,
+        resume=False,
+        progress=False,
+    )
     assert len(calls) == 4 and again.records == first.records[:2]

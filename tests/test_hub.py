@@ -35,8 +35,15 @@ DATASET_REPO = f"{USER}/atlas-demo"
 
 
 def _point_clients_at(url: str, home: Path, mp: pytest.MonkeyPatch) -> None:
-    env = {"HF_ENDPOINT": url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "HF_HOME": str(home),
-           "HF_HUB_CACHE": str(home / "hub"), "HF_DATASETS_CACHE": str(home / "datasets"), "HF_TOKEN": TOKEN}
+    env = {
+        "HF_ENDPOINT": url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_DATASETS_CACHE": str(home / "datasets"),
+        "HF_TOKEN": TOKEN,
+    }
     for key, value in env.items():
         mp.setenv(key, value)
     mp.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
@@ -74,25 +81,32 @@ def _rows() -> list[dict]:
     """Annotated trajectories with nested tool calls, one row the oracle failed on."""
     rows = []
     for i in range(7):
-        messages = [{"role": "system", "content": "You are a careful agent."},
-                    {"role": "user", "content": f"Task {i}: find the capital of country {i}."}]
+        messages = [
+            {"role": "system", "content": "You are a careful agent."},
+            {"role": "user", "content": f"Task {i}: find the capital of country {i}."},
+        ]
         steps = 3 + i % 3
         for s in range(steps):
-            call = {"id": f"call_{i}_{s}", "type": "function",
-                    "function": {"name": "search", "arguments": json.dumps({"q": f"country {i} step {s}"})}}
+            call = {
+                "id": f"call_{i}_{s}",
+                "type": "function",
+                "function": {"name": "search", "arguments": json.dumps({"q": f"country {i} step {s}"})},
+            }
             messages.append({"role": "assistant", "content": f"Thought {s}: search.", "tool_calls": [call]})
             messages.append({"role": "tool", "content": f"result {s}", "tool_call_id": call["id"], "name": "search"})
         critical = [] if i == 6 else sorted({0, (i + 1) % steps})
         cats = [CATEGORIES[(i + k) % (4 if i % 2 else 3)] for k in range(len(critical))]
-        rows.append({
-            "messages": messages,
-            "critical_steps": critical,
-            "critical_categories": cats,
-            "critical_reasons": [f"reason {k}" for k in critical],
-            "atlas_plan": f"1. search country {i} 2. answer",
-            "atlas_error": "oracle answer failed validation 3 times" if i == 6 else None,
-            "atlas_oracle": "anthropic:claude-test:atlas-prompt-v1",
-        })
+        rows.append(
+            {
+                "messages": messages,
+                "critical_steps": critical,
+                "critical_categories": cats,
+                "critical_reasons": [f"reason {k}" for k in critical],
+                "atlas_plan": f"1. search country {i} 2. answer",
+                "atlas_error": "oracle answer failed validation 3 times" if i == 6 else None,
+                "atlas_oracle": "anthropic:claude-test:atlas-prompt-v1",
+            }
+        )
     return rows
 
 
@@ -103,8 +117,15 @@ def dataset() -> Dataset:
 
 @pytest.fixture(scope="module")
 def published(hub: HubStandIn, dataset: Dataset) -> str:
-    return publish_dataset(dataset, DATASET_REPO, private=True, token=TOKEN, max_ratio=0.3,
-                           prompt_version="atlas-prompt-v1", source_datasets=["fireact/hotpotqa"])
+    return publish_dataset(
+        dataset,
+        DATASET_REPO,
+        private=True,
+        token=TOKEN,
+        max_ratio=0.3,
+        prompt_version="atlas-prompt-v1",
+        source_datasets=["fireact/hotpotqa"],
+    )
 
 
 def test_dataset_goes_up_through_lfs_and_loads_back_identical(hub: HubStandIn, dataset: Dataset, published: str):
@@ -168,31 +189,48 @@ def test_figure_bars_match_the_counts(hub: HubStandIn, dataset: Dataset, publish
     labels = [t.get_text().replace("\n", " ") for t in by_category.get_xticklabels()]
     assert {label: p.get_height() for label, p in zip(labels, by_category.patches)} == dict(counts)
     # the ratio histogram, from the rows themselves: one bar per 10% bin
-    ratios = [len(r["critical_steps"]) / sum(m["role"] == "assistant" for m in r["messages"])
-              for r in records if r["atlas_error"] is None]
+    ratios = [
+        len(r["critical_steps"]) / sum(m["role"] == "assistant" for m in r["messages"])
+        for r in records
+        if r["atlas_error"] is None
+    ]
     bins = Counter(min(int(ratio * RATIO_BINS + 1e-9), RATIO_BINS - 1) for ratio in ratios)
     assert [p.get_height() for p in by_ratio.patches] == [bins[b] for b in range(RATIO_BINS)]
 
 
 def test_size_categories_are_the_hubs():
     names = json.loads((Path(datasets.__file__).parent / "utils/resources/size_categories.json").read_text())
-    cases = {0: "n<1K", 999: "n<1K", 1_000: "1K<n<10K", 999_999: "100K<n<1M", 1_000_000: "1M<n<10M",
-             2_500_000: "1M<n<10M", 10**13: "n>1T"}
+    cases = {
+        0: "n<1K",
+        999: "n<1K",
+        1_000: "1K<n<10K",
+        999_999: "100K<n<1M",
+        1_000_000: "1M<n<10M",
+        2_500_000: "1M<n<10M",
+        10**13: "n>1T",
+    }
     for rows, expected in cases.items():
         assert size_category(rows) == expected and expected in names
 
 
-def test_every_card_passes_the_hubs_metadata_validation(hub: HubStandIn, dataset: Dataset, published: str,
-                                                         adapter_dir: Path, tmp_path: Path):
+def test_every_card_passes_the_hubs_metadata_validation(
+    hub: HubStandIn, dataset: Dataset, published: str, adapter_dir: Path, tmp_path: Path
+):
     with pytest.raises(ValueError, match="size_categories"):  # the stand-in applies the Hub's rules
         DatasetCard("---\nsize_categories:\n- n>1M\n---\n# x\n").validate(repo_type="dataset")
     DatasetCard.load(DATASET_REPO, repo_type="dataset").validate(repo_type="dataset")
-    evaluation = {"envs": {"babyai/GoToLocal": {"episodes": 10, "success_rate": 0.4, "ci95": [0.17, 0.69],
-                                                 "mean_turns": 3.0}}, "config": {"seed": 1000, "episodes": 10}}
+    evaluation = {
+        "envs": {"babyai/GoToLocal": {"episodes": 10, "success_rate": 0.4, "ci95": [0.17, 0.69], "mean_turns": 3.0}},
+        "config": {"seed": 1000, "episodes": 10},
+    }
     publish_adapter(adapter_dir, f"{USER}/validated", evaluation=evaluation, license="mit")
     card = ModelCard.load(f"{USER}/validated")
     card.validate(repo_type="model")
-    assert card.data.license == "mit" and card.data.library_name == "peft" and card.data.base_model == f"{USER}/tiny-llama"
+    assert (
+        card.data.license == "mit"
+        and card.data.library_name == "peft"
+        and card.data.base_model == f"{USER}/tiny-llama"
+    )
     assert card.data.eval_results[0].metric_value == 40.0 and "| babyai/GoToLocal | 10 | 40.0% |" in card.text
 
 
@@ -209,8 +247,14 @@ def test_a_random_baseline_card_says_no_oracle_read_the_rows(dataset: Dataset, t
 
 def test_local_dir_writes_the_hub_layout(hub: HubStandIn, dataset: Dataset, published: str, tmp_path: Path):
     out = tmp_path / "local"
-    result = publish_dataset(dataset, DATASET_REPO, max_ratio=0.3, prompt_version="atlas-prompt-v1",
-                             source_datasets=["fireact/hotpotqa"], local_dir=out)
+    result = publish_dataset(
+        dataset,
+        DATASET_REPO,
+        max_ratio=0.3,
+        prompt_version="atlas-prompt-v1",
+        source_datasets=["fireact/hotpotqa"],
+        local_dir=out,
+    )
     assert result == str(out)
     local_files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     hub_files = set(hub.head("dataset", DATASET_REPO).files) - {".gitattributes"}
@@ -243,12 +287,18 @@ def test_raw_trajectories_load_from_a_hub_id(hub: HubStandIn, tmp_path: Path):
     from atlas_hf.trajectories.loading import load_rows
     from atlas_hf.trajectories.loading import load_trajectories
 
-    rows = [{"id": f"t{i}", "conversations": [
-        {"from": "human", "value": f"Task {i}", "loss": None},
-        {"from": "gpt", "value": f"Think {i}. Act: search", "loss": False},
-        {"from": "human", "value": "Observation: found", "loss": None},
-        {"from": "gpt", "value": f"Act: answer {i}", "loss": True},
-    ]} for i in range(4)]
+    rows = [
+        {
+            "id": f"t{i}",
+            "conversations": [
+                {"from": "human", "value": f"Task {i}", "loss": None},
+                {"from": "gpt", "value": f"Think {i}. Act: search", "loss": False},
+                {"from": "human", "value": "Observation: found", "loss": None},
+                {"from": "gpt", "value": f"Act: answer {i}", "loss": True},
+            ],
+        }
+        for i in range(4)
+    ]
     source = tmp_path / "agentinstruct.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     repo = f"{USER}/raw-trajectories"
@@ -309,8 +359,15 @@ def _tiny_base() -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -318,8 +375,12 @@ def _tiny_base() -> torch.nn.Module:
 def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(_tiny_base(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                    init_lora_weights=False, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        _tiny_base(),
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+        ),
+    )
     folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(folder)
     config_path = folder / "adapter_config.json"
@@ -333,10 +394,16 @@ def test_adapter_round_trip_and_card(hub: HubStandIn, adapter_dir: Path):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    summary = {"step_selection": "critical", "selection_ratio": 0.3, "epochs": 2, "supervised_tokens": 1234,
-               "final_loss": 1.2345}
-    url = publish_adapter(adapter_dir, f"{USER}/tiny-adapter", dataset_repo_id=DATASET_REPO,
-                          training_summary=summary)  # the token comes from HF_TOKEN
+    summary = {
+        "step_selection": "critical",
+        "selection_ratio": 0.3,
+        "epochs": 2,
+        "supervised_tokens": 1234,
+        "final_loss": 1.2345,
+    }
+    url = publish_adapter(
+        adapter_dir, f"{USER}/tiny-adapter", dataset_repo_id=DATASET_REPO, training_summary=summary
+    )  # the token comes from HF_TOKEN
     assert url == f"{hub.url}/{USER}/tiny-adapter"
     weights = hub.file("model", f"{USER}/tiny-adapter", "adapter_model.safetensors")
     assert (weights.lfs_sha256, len(weights.content)) in hub.lfs_uploads
@@ -355,8 +422,13 @@ def test_adapter_round_trip_and_card(hub: HubStandIn, adapter_dir: Path):
     assert card.data.datasets == [DATASET_REPO]
     assert card.data.pipeline_tag == "text-generation"
     assert {"atlas", "trl", "peft", "lora", "agent", "critical-steps"} <= set(card.data.tags)
-    for line in ("| Step selection | critical |", "| Selection ratio | 0.3 |", "| Epochs | 2 |",
-                 "| Supervised tokens | 1234 |", "| Final training loss | 1.234 |"):
+    for line in (
+        "| Step selection | critical |",
+        "| Selection ratio | 0.3 |",
+        "| Epochs | 2 |",
+        "| Supervised tokens | 1234 |",
+        "| Final training loss | 1.234 |",
+    ):
         assert line in card.text
 
 
@@ -367,8 +439,15 @@ def test_adapter_from_a_trainer_reads_its_run(tmp_path: Path, adapter_dir: Path)
     model = PeftModel.from_pretrained(_tiny_base(), str(adapter_dir), is_trainable=True)
     ids = torch.arange(8).repeat(4, 1) % 64
     train = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, logging_steps=1, report_to=[],
-                             per_device_train_batch_size=2, use_cpu=True, save_strategy="no")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        logging_steps=1,
+        report_to=[],
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        save_strategy="no",
+    )
     trainer = Trainer(model=model, args=args, train_dataset=train)
     trainer.train()
     out = publish_adapter(trainer, f"{USER}/from-trainer", local_dir=tmp_path / "out")
@@ -391,15 +470,37 @@ def test_trainer_push_to_hub_publishes_the_atlas_card(hub: HubStandIn, tmp_path:
 
     tokenizer = load_default_tokenizer()
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     model.name_or_path = model.config._name_or_path = f"{USER}/tiny-llama"
     repo = f"{USER}/tiny-atlas-lora"
-    args = AtlasSFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True,
-                          bf16=False, report_to=[], save_strategy="no", push_to_hub=True, hub_model_id=repo,
-                          hub_token=TOKEN)
-    trainer = AtlasSFTTrainer(model=model, args=args, train_dataset=load_sample().select(range(4)),
-                              processing_class=tokenizer, peft_config=LoraConfig(r=2, target_modules=["q_proj"]))
+    args = AtlasSFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        push_to_hub=True,
+        hub_model_id=repo,
+        hub_token=TOKEN,
+    )
+    trainer = AtlasSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_sample().select(range(4)),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=2, target_modules=["q_proj"]),
+    )
     trainer.train()
     trainer.push_to_hub()
     card = ModelCard.load(repo, token=TOKEN)
@@ -416,15 +517,23 @@ def test_trainer_push_to_hub_publishes_the_atlas_card(hub: HubStandIn, tmp_path:
 
 
 @pytest.mark.parametrize("status", [401, 500])
-def test_token_never_leaks(hub: HubStandIn, dataset: Dataset, adapter_dir: Path, status: int,
-                           caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture):
+def test_token_never_leaks(
+    hub: HubStandIn,
+    dataset: Dataset,
+    adapter_dir: Path,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
+):
     caplog.set_level(logging.DEBUG)
     token = WRONG_TOKEN if status == 401 else TOKEN
     hub.force_status = 500 if status == 500 else None  # the 500 body even echoes the Authorization header
     try:
         errors = []
-        for publish in (lambda: publish_dataset(dataset, f"{USER}/leak-check", token=token),
-                        lambda: publish_adapter(adapter_dir, f"{USER}/leak-check-adapter", token=token)):
+        for publish in (
+            lambda: publish_dataset(dataset, f"{USER}/leak-check", token=token),
+            lambda: publish_adapter(adapter_dir, f"{USER}/leak-check-adapter", token=token),
+        ):
             with pytest.raises(HubPublishError) as info:
                 publish()
             errors.append(info.value)
@@ -440,8 +549,9 @@ def test_token_never_leaks(hub: HubStandIn, dataset: Dataset, adapter_dir: Path,
     assert TOKEN not in captured.out + captured.err
 
 
-def test_successful_publish_leaves_no_token_anywhere(hub: HubStandIn, dataset: Dataset, published: str,
-                                                     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture):
+def test_successful_publish_leaves_no_token_anywhere(
+    hub: HubStandIn, dataset: Dataset, published: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+):
     caplog.set_level(logging.DEBUG)
     publish_dataset(dataset.select(range(2)), f"{USER}/no-leak", token=TOKEN)
     captured = capsys.readouterr()
@@ -463,8 +573,7 @@ def test_the_card_reads_each_oracles_model_prompt_and_cap_from_the_column():
     from atlas_hf.trajectories.schema import oracle_column_value
 
     cases = [
-        (AnthropicOracle(api_key="test-key", model="claude-haiku-4-5"),
-         "claude-haiku-4-5", CLAUDE_PROMPT),
+        (AnthropicOracle(api_key="test-key", model="claude-haiku-4-5"), "claude-haiku-4-5", CLAUDE_PROMPT),
         (LocalOracle(), "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_PROMPT),
         (PerplexityOracle(), "HuggingFaceTB/SmolLM2-135M-Instruct", PERPLEXITY_LAYOUT),
     ]

@@ -82,13 +82,16 @@ def test_input_is_the_template_rendering(chat_tokenizers, real_rows, name):
     out = CriticalStepLabeller(tokenizer, step_selection="all").label_row(row)
     from atlas_hf.training.chat_template import prepare_messages
 
-    rendered = tokenizer.apply_chat_template(prepare_messages(tokenizer, check_messages(row["messages"])).messages,
-                                             tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        prepare_messages(tokenizer, check_messages(row["messages"])).messages, tokenize=False
+    )
     decoded = tokenizer.decode(out.input_ids)
     assert rendered.startswith(decoded)
-    rest = rendered[len(decoded):]  # only the turns after the last assistant turn
+    rest = rendered[len(decoded) :]  # only the turns after the last assistant turn
     assert "assistant\n" not in rest and "assistant<|end_header_id|>" not in rest
-    assert rest.strip() == "" or rest.lstrip().startswith(("<|im_start|>user", "<|start_header_id|>user", "<|im_start|>tool"))
+    assert rest.strip() == "" or rest.lstrip().startswith(
+        ("<|im_start|>user", "<|start_header_id|>user", "<|im_start|>tool")
+    )
 
 
 def test_default_system_prompt_is_context_not_label(smol_tokenizer):
@@ -123,7 +126,9 @@ def test_truncation_keeps_critical_tokens_and_counts_cut_steps(smol_tokenizer):
     assert tiny.num_truncated_steps == 2
     right = label_trajectory(smol_tokenizer, messages, steps, max_length=len(full.input_ids) - 1)
     assert right.num_truncated_steps == 0 or right.num_supervised > 0
-    right = label_trajectory(smol_tokenizer, messages, steps, max_length=len(full.input_ids) // 2, truncation_side="right")
+    right = label_trajectory(
+        smol_tokenizer, messages, steps, max_length=len(full.input_ids) // 2, truncation_side="right"
+    )
     assert right.num_truncated_steps >= 1
     assert right.input_ids == full.input_ids[: len(full.input_ids) // 2] or right.input_ids == []
     assert last_len > 0
@@ -145,7 +150,10 @@ def test_collator_raw_rows_match_pretokenized_and_pad(chat_tokenizers, real_rows
         assert (batch["labels"][i][~mask] == IGNORE_INDEX).all()
         first = int(mask.nonzero()[0])
         assert (first == 0) == (padding_side == "right" or mask.all().item())
-    pretokenized = [dict(zip(("input_ids", "labels"), (labeller.label_row(r).input_ids, labeller.label_row(r).labels))) for r in rows]
+    pretokenized = [
+        dict(zip(("input_ids", "labels"), (labeller.label_row(r).input_ids, labeller.label_row(r).labels)))
+        for r in rows
+    ]
     again = collator(pretokenized)
     assert torch.equal(again["input_ids"], batch["input_ids"]) and torch.equal(again["labels"], batch["labels"])
 
@@ -183,8 +191,13 @@ def test_pretokenizing_map_is_cached_and_num_proc_safe(smol_tokenizer, real_rows
 def test_bad_rows_name_the_row_and_field(smol_tokenizer):
     labeller = CriticalStepLabeller(smol_tokenizer)
     with pytest.raises(ValueError, match=r"Row 3, field `critical_steps`: step 5 is out of range"):
-        labeller.label_row({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-                            "critical_steps": [5]}, 3)
+        labeller.label_row(
+            {
+                "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                "critical_steps": [5],
+            },
+            3,
+        )
     with pytest.raises(ValueError, match=r"Row 7: field 'critical_steps' is missing"):
         labeller.label_row({"messages": [{"role": "user", "content": "q"}]}, 7)
 
@@ -202,7 +215,9 @@ def test_one_pass_and_prefix_spans_agree(chat_tokenizers, real_rows, name):
         messages = prepare_messages(tokenizer, check_messages(row["messages"])).messages
         positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         chosen = [positions[s] for s in row["critical_steps"]]
-        renderer = _Renderer(tokenizer, messages, None, profile, render_chat(tokenizer, messages, None, False, profile.template))
+        renderer = _Renderer(
+            tokenizer, messages, None, profile, render_chat(tokenizer, messages, None, False, profile.template)
+        )
         fenced = _fenced_spans(renderer, chosen)
         if fenced is not None:
             fast += 1
@@ -252,16 +267,20 @@ def test_pretokenized_rows_need_no_chat_template_and_are_cut_like_raw_ones(smol_
 
 def test_bad_arguments_name_what_was_wrong(smol_tokenizer):
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    for make in (lambda: CriticalStepLabeller(smol_tokenizer, truncation_side="Left"),
-                 lambda: CriticalStepDataCollator(smol_tokenizer, truncation_side="Left"),
-                 lambda: label_trajectory(smol_tokenizer, messages, [0], truncation_side="Left")):
+    for make in (
+        lambda: CriticalStepLabeller(smol_tokenizer, truncation_side="Left"),
+        lambda: CriticalStepDataCollator(smol_tokenizer, truncation_side="Left"),
+        lambda: label_trajectory(smol_tokenizer, messages, [0], truncation_side="Left"),
+    ):
         with pytest.raises(ValueError, match="truncation_side must be 'left' or 'right'"):
             make()
     for steps in ([-1], [1]):
         with pytest.raises(ValueError, match=r"out of range for a trajectory of 1 assistant steps"):
             label_trajectory(smol_tokenizer, messages, steps)
     with pytest.raises(ValueError, match=r"Row 1 of the batch: field 'critical_steps' is missing"):
-        CriticalStepDataCollator(smol_tokenizer)([{"messages": messages, "critical_steps": [0]}, {"messages": messages}])
+        CriticalStepDataCollator(smol_tokenizer)(
+            [{"messages": messages, "critical_steps": [0]}, {"messages": messages}]
+        )
 
 
 def test_empty_tools_are_no_tools():

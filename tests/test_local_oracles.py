@@ -37,8 +37,13 @@ def tokenizer() -> Any:
 def tiny_llama(tokenizer: Any, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -104,8 +109,11 @@ def test_perplexity_picks_the_steps_the_model_cannot_predict(tokenizer: Any) -> 
 def test_local_oracle_respects_the_cap_and_the_categories(model: Any, tokenizer: Any) -> None:
     oracle = LocalOracle(model, tokenizer, max_length=1024, batch_size=5)
     data = [trajectory(f"t{n}", n) for n in (1, 3, 7)]
-    data[1][3] = {"role": "assistant", "content": None,
-                  "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": "{\"q\": 1}"}}]}
+    data[1][3] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": '{"q": 1}'}}],
+    }
     for messages, a in zip(data, oracle.annotate(data, 0.3)):
         n = sum(m["role"] == "assistant" for m in messages)
         assert validate_annotation(a, n, 0.3) is None and len(a.steps) == max_selected_steps(n, 0.3)
@@ -123,8 +131,11 @@ def test_local_oracle_scores_do_not_depend_on_the_question_batching(model: Any, 
     oracle = LocalOracle(model, tokenizer)
     yes_id, no_id, answer_prefix = oracle._answer_tokens()
     question = oracle._encode("\nQuestion: Is step 3 a Self Correction step? Answer yes or no.\nAnswer:")
-    longest = max(len(oracle._encode(f"\nQuestion: Is step {k} a {c} step? Answer yes or no.\nAnswer:"))
-                  for k in range(5) for c in CATEGORIES) + len(answer_prefix)
+    longest = max(
+        len(oracle._encode(f"\nQuestion: Is step {k} a {c} step? Answer yes or no.\nAnswer:"))
+        for k in range(5)
+        for c in CATEGORIES
+    ) + len(answer_prefix)
     ids = oracle._prefix_ids(messages, longest) + question + answer_prefix
     with torch.no_grad():
         pair = model(input_ids=torch.tensor([ids])).logits[0, -1, [yes_id, no_id]]
@@ -148,8 +159,12 @@ def test_long_trajectories_are_clipped_in_the_middle_never_dropped(model: Any, t
     assert sum(map(len, fitted)) <= 150 and len(fitted) == 4 and fitted[1] == turns[1] and fitted[3] == turns[3]
     assert fitted[0][0] == 0 and fitted[0][-1] == 99 and -1 in fitted[0] and len(fitted[0]) == len(fitted[2])
     assert clip_ids_middle(list(range(10)), 5, [-1]) == [0, 1, -1, 8, 9]
-    messages = [{"role": "user", "content": "x" * 3000}, {"role": "assistant", "content": "first"},
-                {"role": "tool", "name": "db", "content": "y" * 3000}, {"role": "assistant", "content": "second"}]
+    messages = [
+        {"role": "user", "content": "x" * 3000},
+        {"role": "assistant", "content": "first"},
+        {"role": "tool", "name": "db", "content": "y" * 3000},
+        {"role": "assistant", "content": "second"},
+    ]
     oracle = LocalOracle(model, tokenizer, max_length=1024)
     assert len(oracle._prefix_ids(messages, 64)) <= 1024 - 64
     assert len(oracle.scores(messages)) == 2
@@ -172,7 +187,9 @@ def test_identity_names_the_model_and_pickles_stably(tokenizer: Any) -> None:
     oracle.annotate([trajectory("p", 2)], 0.5)
     assert Hasher.hash(CriticalStepAnnotator(oracle, progress=False)) == before
     restored = pickle.loads(pickle.dumps(oracle))
-    assert torch.allclose(torch.tensor(restored.scores(trajectory("p", 2))), torch.tensor(oracle.scores(trajectory("p", 2))))
+    assert torch.allclose(
+        torch.tensor(restored.scores(trajectory("p", 2))), torch.tensor(oracle.scores(trajectory("p", 2)))
+    )
     with pytest.raises(ValueError, match="no tokenizer"):
         LocalOracle(same)
 
@@ -197,7 +214,10 @@ def test_annotator_with_a_tiny_local_model_on_the_real_data(oracle_kind: str, mo
     for row in out:
         n = sum(m["role"] == "assistant" for m in row["messages"])
         assert row["atlas_error"] == "" and 1 <= len(row["critical_steps"]) <= max_selected_steps(n, 0.3)
-        assert set(row["critical_categories"]) <= set(CATEGORIES) and row["atlas_oracle"] == f"{oracle.identity[:-1]}, max_ratio=0.3)"
+        assert (
+            set(row["critical_categories"]) <= set(CATEGORIES)
+            and row["atlas_oracle"] == f"{oracle.identity[:-1]}, max_ratio=0.3)"
+        )
 
 
 @pytest.mark.slow
@@ -227,8 +247,13 @@ def test_claude_and_the_local_judges_read_the_same_steps_and_definitions(model: 
 
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "Find the "}, {"type": "text", "text": "capital."}]},
-        {"role": "assistant", "content": "I will search.", "tool_calls": [
-            {"type": "function", "function": {"name": "search", "arguments": {"q": "capital", "limit": 3}}}]},
+        {
+            "role": "assistant",
+            "content": "I will search.",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "search", "arguments": {"q": "capital", "limit": 3}}}
+            ],
+        },
         {"role": "tool", "name": "search", "content": "Paris is the capital."},
         {"role": "assistant", "content": "Paris."},
     ]
@@ -269,8 +294,10 @@ def _local_prompt_hashes(model: Any, tokenizer: Any) -> dict[str, str]:
     judge, ppl = LocalOracle(model, tokenizer, max_length=8192), PerplexityOracle(model, tokenizer, max_length=8192)
     judged = "".join(tokenizer.decode(judge._prefix_ids(m, budget_for_questions=0)) for m in rows)
     scored = "".join(tokenizer.decode(ppl._encode_trajectory(m)[0]) for m in rows)
-    return {PROMPT_VERSION: hashlib.sha256(judged.encode()).hexdigest(),
-            PERPLEXITY_LAYOUT: hashlib.sha256(scored.encode()).hexdigest()}
+    return {
+        PROMPT_VERSION: hashlib.sha256(judged.encode()).hexdigest(),
+        PERPLEXITY_LAYOUT: hashlib.sha256(scored.encode()).hexdigest(),
+    }
 
 
 def test_the_local_prompts_are_pinned_to_their_versions(model: Any, tokenizer: Any) -> None:

@@ -19,6 +19,7 @@ from atlas_hf.evaluation.envs.gold_expert import reason  # noqa: E402
 from atlas_hf.errors import InvalidInputError  # noqa: E402
 from atlas_hf.evaluation.evaluator import EvaluationReport, evaluate_agent, paired_difference  # noqa: E402
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _shut_the_jvms_down_after_this_module():
     yield
@@ -52,8 +53,9 @@ def test_every_gold_demo_replays_to_success_through_evaluate_agent(name):
     replies = [[m["content"] for m in row["messages"][1::2]] for row in demos]
     assert all(r.startswith("Thought: ") and "\nAction: " in r for rs in replies for r in rs)
     assert all(row["score"] == 1.0 and row["success"] and row["env"] == name for row in demos)
-    report = evaluate_agent(replay_policy(replies), name, episodes=episodes, seed=0, max_turns=100,
-                            batch_size=4, progress=False)
+    report = evaluate_agent(
+        replay_policy(replies), name, episodes=episodes, seed=0, max_turns=100, batch_size=4, progress=False
+    )
     replayed = {r["seed"]: r for r in report.records}
     for row in demos:
         record = replayed[row["seed"]]
@@ -122,17 +124,29 @@ def test_scienceworld_lists_are_sorted_with_each_thing_kept_whole():
     from atlas_hf.evaluation.envs.scienceworld import canonical
 
     line = "\ta table. On the table is: a switch, which is off, a bowl (containing soil, a apple), a battery."
-    assert canonical(line) == "\ta table. On the table is: a battery, a bowl (containing a apple, soil), a switch, which is off."
-    assert canonical("Here:\n\tthe agent\n\ta cup (containing b, a)\nYou also see:") == \
-        "Here:\n\ta cup (containing a, b)\n\tthe agent\nYou also see:"
+    assert (
+        canonical(line)
+        == "\ta table. On the table is: a battery, a bowl (containing a apple, soil), a switch, which is off."
+    )
+    assert (
+        canonical("Here:\n\tthe agent\n\ta cup (containing b, a)\nYou also see:")
+        == "Here:\n\ta cup (containing a, b)\n\tthe agent\nYou also see:"
+    )
 
 
 @pytest.mark.parametrize("name", ["twx/cookingworld", "scienceworld/find-living-thing"])
 def test_invalid_actions_are_counted_and_never_raise(name):
     replies = ["Thought: hmm.\nAction: fly to the moon", "", "Action: check valid actions"]
     turn = iter(range(100))
-    report = evaluate_agent(lambda convs: [replies[next(turn) % 3] for _ in convs], name, episodes=1, seed=0,
-                            max_turns=6, batch_size=1, progress=False)
+    report = evaluate_agent(
+        lambda convs: [replies[next(turn) % 3] for _ in convs],
+        name,
+        episodes=1,
+        seed=0,
+        max_turns=6,
+        batch_size=1,
+        progress=False,
+    )
     record = report.records[0]
     assert record["turns"] == 6 and not record["success"] and record["score"] == 0.0
     assert record["invalid_actions"] == 4  # two of every three replies; `check valid actions` is free
@@ -159,7 +173,10 @@ def test_env_arguments_in_the_name_and_bad_ones_named():
     from atlas_hf.evaluation.evaluator import split_env_names
 
     assert split_env_names("twx/cookingworld:numLocations=2,numIngredients=3, twx/coin,babyai/GoToLocal") == [
-        "twx/cookingworld:numLocations=2,numIngredients=3", "twx/coin", "babyai/GoToLocal"]
+        "twx/cookingworld:numLocations=2,numIngredients=3",
+        "twx/coin",
+        "babyai/GoToLocal",
+    ]
     assert split_env_names("twx/coin:numLocations=2,GoToLocal,GoToLocal") == ["twx/coin:numLocations=2", "GoToLocal"]
 
 
@@ -180,9 +197,20 @@ def test_paired_difference_on_progress_scores():
     sa, sb = rng.random(50), rng.random(50) * 0.5
 
     def report(scores):
-        return EvaluationReport.from_records([{"env": "x", "seed": i, "success": s == 1.0, "score": float(s),
-                                               "reward": 0.0, "turns": 1, "invalid_actions": 0}
-                                              for i, s in enumerate(scores)])
+        return EvaluationReport.from_records(
+            [
+                {
+                    "env": "x",
+                    "seed": i,
+                    "success": s == 1.0,
+                    "score": float(s),
+                    "reward": 0.0,
+                    "turns": 1,
+                    "invalid_actions": 0,
+                }
+                for i, s in enumerate(scores)
+            ]
+        )
 
     result = paired_difference(report(sa), report(sb), metric="score", resamples=2000)
     assert result["difference"] == pytest.approx(sa.mean() - sb.mean())

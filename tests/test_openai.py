@@ -56,7 +56,9 @@ def test_retries_429_500_drops_and_slow_replies_and_marks_a_malformed_one(server
     # row 0 meets four faults in a row; the malformed body goes to row 4 (after row 0's fifth attempt and rows 1-3)
     server.inject(Fault("429", retry_after=0.2), "500", "drop", Fault("slow", seconds=3), Fault("malformed", after=4))
     sample = load_sample().select(range(5))
-    annotated, _ = annotate_dataset(sample, oracle_for(server, timeout=1.0, max_concurrency=1, max_retries=5), 0.3, tmp_path)
+    annotated, _ = annotate_dataset(
+        sample, oracle_for(server, timeout=1.0, max_concurrency=1, max_retries=5), 0.3, tmp_path
+    )
     errors = [row["atlas_error"] for row in annotated]
     assert errors[:4] == [""] * 4 and errors[4].startswith("malformed reply from the server")  # the map went on
     assert len(completions(server)) == 5 + 4  # each retryable fault cost one more attempt, made by the SDK
@@ -68,8 +70,12 @@ def test_a_server_without_tools_is_asked_as_text(server, tmp_path):
     annotated, _ = annotate_dataset(load_sample().select(range(3)), oracle, 0.3, tmp_path)
     assert all(row["critical_steps"] and not row["atlas_error"] for row in annotated)
     assert "tools" in completions(server)[0] and "tools" not in completions(server)[-1]
-    assert oracle_for(server, answer_format="json_schema").request_params(
-        load_sample()[0]["messages"], 0.3)["response_format"]["json_schema"]["strict"] is True
+    assert (
+        oracle_for(server, answer_format="json_schema").request_params(load_sample()[0]["messages"], 0.3)[
+            "response_format"
+        ]["json_schema"]["strict"]
+        is True
+    )
 
 
 def test_an_unreadable_answer_marks_the_row_and_a_rerun_asks_only_it(server, tmp_path):
@@ -120,16 +126,18 @@ def test_the_policy_sends_every_live_episode_and_a_failed_request_is_a_recorded_
     records = tmp_path / "episodes.jsonl"
     server.inject(Fault("500", after=5))  # the sixth request fails (no retries here)
     policy = OpenAIChatPolicy("stand-in", server.base_url, max_retries=0, max_concurrency=4)
-    report = evaluate_agent(policy, "babyai/GoToLocal", episodes=4, max_turns=3, batch_size=4,
-                            records_path=records, progress=False)
+    report = evaluate_agent(
+        policy, "babyai/GoToLocal", episodes=4, max_turns=3, batch_size=4, records_path=records, progress=False
+    )
     failed = [r for r in report.records if r.get("error")]
     assert len(failed) == 1 and "server error 500" in failed[0]["error"] and not failed[0]["success"]
     assert report.envs["babyai/GoToLocal"].failed_requests == 1 and "failed policy request" in report.format_table()
     assert all(r["turns"] == 3 for r in report.records if not r.get("error"))
     sent = completions(server)
     assert {b["temperature"] for b in sent} == {0} and {b["max_tokens"] for b in sent} == {64}
-    again = evaluate_agent(policy, "babyai/GoToLocal", episodes=4, max_turns=3, batch_size=4,
-                           records_path=records, progress=False)  # resumed: only the failed episode is played
+    again = evaluate_agent(
+        policy, "babyai/GoToLocal", episodes=4, max_turns=3, batch_size=4, records_path=records, progress=False
+    )  # resumed: only the failed episode is played
     assert not any(r.get("error") for r in again.records)
     assert len(completions(server)) == len(sent) + 3
     assert len([json.loads(line) for line in records.read_text().splitlines()]) == 4

@@ -36,9 +36,12 @@ def served():
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     port = _free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"atlas-serve-{port}.log", "w")
-    process = subprocess.Popen([cli, "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                                "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"})
+    process = subprocess.Popen(
+        [cli, "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"},
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -85,8 +88,9 @@ def test_rollouts_through_the_server_act_as_the_model_in_process(served):
     from atlas_hf.evaluation.openai_policy import OpenAIChatPolicy
 
     base_url, model = served
-    settings = dict(envs="babyai/GoToLocal", episodes=2, seed=11, max_turns=3, batch_size=2, max_new_tokens=20,
-                    progress=False)
+    settings = dict(
+        envs="babyai/GoToLocal", episodes=2, seed=11, max_turns=3, batch_size=2, max_new_tokens=20, progress=False
+    )
     remote = evaluate_agent(OpenAIChatPolicy(model, base_url, max_tokens=20, timeout=120), **settings)
     local = evaluate_agent(load_default_model(), tokenizer=load_default_tokenizer(), **settings)
     assert not any(r.get("error") for r in remote.records)

@@ -37,9 +37,17 @@ def judge_dir(tmp_path_factory, smol_tokenizer) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-judge")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         pad_token_id=smol_tokenizer.pad_token_id, eos_token_id=smol_tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=smol_tokenizer.pad_token_id,
+        eos_token_id=smol_tokenizer.eos_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     smol_tokenizer.save_pretrained(folder)
     return folder
@@ -51,8 +59,12 @@ def built(name: str, judge: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
     one, and the model its identity should name."""
     if name == "anthropic":
         with AnthropicStandIn(api_key=ANTHROPIC_KEY) as api:
-            yield build_oracle(name, model="claude-haiku-4-5", api_key=api.api_key, base_url=api.base_url,
-                               max_retries=2), "claude-haiku-4-5"
+            yield (
+                build_oracle(
+                    name, model="claude-haiku-4-5", api_key=api.api_key, base_url=api.base_url, max_retries=2
+                ),
+                "claude-haiku-4-5",
+            )
     elif name == "openai":
         monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
         with OpenAIStandIn(key=OPENAI_KEY) as server:
@@ -66,8 +78,14 @@ def built(name: str, judge: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
 def test_every_built_in_oracle_registered_itself_with_what_it_is():
     assert list_oracles()[:6] == ["anthropic", "openai", "local", "random", "all", "perplexity"]
     kinds = {name: oracle_info(name).kind for name in list_oracles()[:6]}
-    assert kinds == {"anthropic": "llm", "openai": "llm", "local": "llm", "random": "baseline", "all": "baseline",
-                     "perplexity": "baseline"}
+    assert kinds == {
+        "anthropic": "llm",
+        "openai": "llm",
+        "local": "llm",
+        "random": "baseline",
+        "all": "baseline",
+        "perplexity": "baseline",
+    }
     assert oracle_info("anthropic").prompt_version == "atlas-selector-v1"
     assert oracle_info("no-such-oracle") is None
 
@@ -77,8 +95,11 @@ def test_every_built_in_oracle_registered_itself_with_what_it_is():
 def test_each_oracle_annotates_and_its_column_makes_its_card(name, judge_dir, monkeypatch, tmp_path):
     assert name in list_oracles()
     info = oracle_info(name)
-    sample = load_sample().select(range(4)).remove_columns(["critical_steps", "critical_categories",
-                                                           "critical_reasons", "atlas_plan"])
+    sample = (
+        load_sample()
+        .select(range(4))
+        .remove_columns(["critical_steps", "critical_categories", "critical_reasons", "atlas_plan"])
+    )
     with built(name, judge_dir, monkeypatch) as (oracle, model):
         annotated, _ = annotate_dataset(sample, oracle, 0.4, tmp_path / "cache", strict=True)
     identity = parse_identity(oracle.identity)
@@ -102,28 +123,49 @@ def test_a_plugin_oracle_registers_its_card_text_and_is_read_back_from_its_colum
     class Everything(AllStepsOracle):
         identity = format_identity("test-plugin", model="org/judge v2", prompt="p-1")
 
-    register_oracle("test-plugin", lambda model=None, seed=0, **options: Everything(), kind="baseline",
-                    card_text="A plugin baseline, for the test.", prompt_version="p-1")
+    register_oracle(
+        "test-plugin",
+        lambda model=None, seed=0, **options: Everything(),
+        kind="baseline",
+        card_text="A plugin baseline, for the test.",
+        prompt_version="p-1",
+    )
     try:
         column = oracle_column_value(build_oracle("test-plugin").identity, 1.0)
         assert column == 'test-plugin(model="org/judge v2", prompt=p-1, max_ratio=1)'  # quoted where it must be
-        assert parse_identity(column) == OracleIdentity("test-plugin", (("model", "org/judge v2"), ("prompt", "p-1"),
-                                                                        ("max_ratio", "1")))
+        assert parse_identity(column) == OracleIdentity(
+            "test-plugin", (("model", "org/judge v2"), ("prompt", "p-1"), ("max_ratio", "1"))
+        )
         table, how = provenance(None, None, None, {column: 2})
         assert how == "A plugin baseline, for the test." and table["Oracle model"] == "org/judge v2"
     finally:
         _REGISTRY.pop("test-plugin", None)
 
 
-@pytest.mark.parametrize("old, name, fields, ratio", [
-    ("AnthropicOracle/model=claude-sonnet-4-6/prompt=atlas-selector-v1/max_chars=2000/max_ratio=0.3", "anthropic",
-     {"model": "claude-sonnet-4-6", "prompt": "atlas-selector-v1", "max_chars": "2000"}, 0.3),
-    ("baseline:random:seed=7/max_ratio=0.5", "random", {"seed": "7"}, 0.5),
-    ("baseline:all-steps/max_ratio=1", "all", {}, 1.0),
-    ("local:prompt=local-yes-no-v2:model=HuggingFaceTB/SmolLM2-135M-Instruct:threshold=None:max_length=4096/max_ratio=0.3",
-     "local", {"prompt": "local-yes-no-v2", "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "threshold": "None",
-               "max_length": "4096"}, 0.3),
-])
+@pytest.mark.parametrize(
+    "old, name, fields, ratio",
+    [
+        (
+            "AnthropicOracle/model=claude-sonnet-4-6/prompt=atlas-selector-v1/max_chars=2000/max_ratio=0.3",
+            "anthropic",
+            {"model": "claude-sonnet-4-6", "prompt": "atlas-selector-v1", "max_chars": "2000"},
+            0.3,
+        ),
+        ("baseline:random:seed=7/max_ratio=0.5", "random", {"seed": "7"}, 0.5),
+        ("baseline:all-steps/max_ratio=1", "all", {}, 1.0),
+        (
+            "local:prompt=local-yes-no-v2:model=HuggingFaceTB/SmolLM2-135M-Instruct:threshold=None:max_length=4096/max_ratio=0.3",
+            "local",
+            {
+                "prompt": "local-yes-no-v2",
+                "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "threshold": "None",
+                "max_length": "4096",
+            },
+            0.3,
+        ),
+    ],
+)
 def test_columns_written_by_0_6_still_make_their_cards(old, name, fields, ratio):
     identity, read_ratio = parse_oracle_column(old)
     parsed = parse_identity(identity)
@@ -150,8 +192,9 @@ def test_answers_cached_under_a_0_6_identity_are_not_bought_again(tmp_path):
     cache = AnnotationCache(tmp_path)
     bought = Annotation(steps=[0], categories=["Plan Creation"], reasons=["bought in 0.6"])
     for messages in sample["messages"]:
-        cache.put(cache_key(canonical_messages(list(messages)), oracle.legacy_identity, 0.3), bought,
-                  oracle.legacy_identity)
+        cache.put(
+            cache_key(canonical_messages(list(messages)), oracle.legacy_identity, 0.3), bought, oracle.legacy_identity
+        )
     annotated, _ = annotate_dataset(sample, oracle, 0.3, tmp_path)
     assert Counting.calls == 0 and annotated["critical_reasons"] == [["bought in 0.6"]] * 3
     assert set(annotated[ORACLE]) == {oracle_column_value(oracle.identity, 0.3)}

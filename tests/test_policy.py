@@ -17,9 +17,17 @@ def _gqa_model(attn: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=256,
-                         initializer_range=0.3, attn_implementation=attn)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        attn_implementation=attn,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -42,10 +50,20 @@ def test_grouped_attention_matches_eager_on_padded_rows_against_a_cache(new_toke
     with torch.inference_mode():
         for model in (eager, grouped):
             cache = _preallocated_cache(12 + new_tokens + 4)  # a strided view of a larger buffer
-            model(input_ids=prompt, attention_mask=mask, position_ids=positions[:, :12], use_cache=True,
-                  **{cache_arg: cache})
-            out = model(input_ids=new, attention_mask=full_mask, position_ids=positions[:, 12:], use_cache=True,
-                        **{cache_arg: cache})
+            model(
+                input_ids=prompt,
+                attention_mask=mask,
+                position_ids=positions[:, :12],
+                use_cache=True,
+                **{cache_arg: cache},
+            )
+            out = model(
+                input_ids=new,
+                attention_mask=full_mask,
+                position_ids=positions[:, 12:],
+                use_cache=True,
+                **{cache_arg: cache},
+            )
             logits.append(out.logits)
     assert logits[0].abs().max() > 0.1  # not a comparison of zeros
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
@@ -61,14 +79,25 @@ def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokeni
     from atlas_hf.evaluation.policy import TransformersPolicy
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         initializer_range=0.5)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.5,
+    )
     model = LlamaForCausalLM(config).eval()
-    reused, fresh = TransformersPolicy(model, smol_tokenizer, max_new_tokens=6), \
-        TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False)
-    chats = {policy: [[{"role": "user", "content": f"Goal {i}: reach the {'red ' * i}door."}] for i in range(4)]
-             for policy in (reused, fresh)}
+    reused, fresh = (
+        TransformersPolicy(model, smol_tokenizer, max_new_tokens=6),
+        TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False),
+    )
+    chats = {
+        policy: [[{"role": "user", "content": f"Goal {i}: reach the {'red ' * i}door."}] for i in range(4)]
+        for policy in (reused, fresh)
+    }
     per_position = 2 * 2 * 2 * 8 * 4  # layers x (keys, values) x kv heads x head dim x float32 bytes
     needed, first = 0, None
     for turn in range(10):
@@ -77,7 +106,10 @@ def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokeni
         assert replies[reused] == replies[fresh], turn
         for policy in (reused, fresh):
             for chat, reply in zip(chats[policy], replies[policy]):
-                chat += [{"role": "assistant", "content": reply or "left"}, {"role": "user", "content": "A wall. " * 3}]
+                chat += [
+                    {"role": "assistant", "content": reply or "left"},
+                    {"role": "user", "content": "A wall. " * 3},
+                ]
         needed = max(needed, max(len(reused._prompt_ids(c)) for c in chats[reused][:live]) + 6)
         first = first or needed
         assert reused.cache_bytes <= 1.5 * 4 * needed * per_position
@@ -93,8 +125,15 @@ def test_a_turn_that_fits_the_first_buffer_rearranges_it_in_place(smol_tokenizer
     from atlas_hf.evaluation.policy import TransformersPolicy
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
     model = LlamaForCausalLM(config).eval()
     reused = TransformersPolicy(model, smol_tokenizer, max_new_tokens=4)
     fresh = TransformersPolicy(model, smol_tokenizer, max_new_tokens=4, reuse_cache=False)
@@ -112,9 +151,16 @@ def test_on_reply_hears_each_row_that_stops_as_it_stops(smol_tokenizer):
     from atlas_hf.evaluation.policy import TransformersPolicy, takes_on_reply
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         initializer_range=0.5)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.5,
+    )
     model = LlamaForCausalLM(config).eval()
     chats = [[{"role": "user", "content": f"Goal {i}: reach the {'red ' * i}door."}] for i in range(4)]
     policy = TransformersPolicy(model, smol_tokenizer, max_new_tokens=5, reuse_cache=False)

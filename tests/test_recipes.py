@@ -33,11 +33,14 @@ ROWS = [
     {
         "messages": [
             {"role": "user", "content": "Which city hosted the 1936 Summer Olympics, and who was its mayor?"},
-            {"role": "assistant", "content": (
-                "Thought: I need two facts: the host city of the 1936 Summer Olympics, then its mayor "
-                "in 1936. Plan: search the games, read the host city, then search the mayor. "
-                "Action: search[1936 Summer Olympics]"
-            )},
+            {
+                "role": "assistant",
+                "content": (
+                    "Thought: I need two facts: the host city of the 1936 Summer Olympics, then its mayor "
+                    "in 1936. Plan: search the games, read the host city, then search the mayor. "
+                    "Action: search[1936 Summer Olympics]"
+                ),
+            },
             {"role": "user", "content": "Observation: The 1936 Summer Olympics were held in Berlin."},
             {"role": "assistant", "content": "Action: search[Mayor of Berlin 1936]"},
         ],
@@ -88,9 +91,16 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.5,
-        pad_token_id=smol_tokenizer.pad_token_id, eos_token_id=smol_tokenizer.eos_token_id,
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.5,
+        pad_token_id=smol_tokenizer.pad_token_id,
+        eos_token_id=smol_tokenizer.eos_token_id,
         bos_token_id=smol_tokenizer.bos_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(folder)
@@ -171,9 +181,28 @@ def test_trls_own_sft_script_with_the_documented_diff_trains_on_critical_steps(t
     script.write_text(patched)
     out = tmp_path / "out"
     command = [
-        sys.executable, str(script), "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir),
-        "--max_steps", "1", "--per_device_train_batch_size", "2", "--use_peft", "--lora_r", "4", "--use_cpu",
-        "--report_to", "none", "--save_strategy", "no", "--output_dir", str(out), "--step_selection", "critical",
+        sys.executable,
+        str(script),
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset_name",
+        str(data_dir),
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--use_cpu",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        str(out),
+        "--step_selection",
+        "critical",
     ]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -268,13 +297,43 @@ def test_sft_recipe_under_accelerate_two_processes(tiny_model_dir, data_dir, smo
     out, replicas = tmp_path / "out", tmp_path / "replicas"
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
         str(RECIPE),
-        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir / "train.jsonl"),
-        "--use_peft", "--lora_dropout", "0", "--max_steps", "3", "--per_device_train_batch_size", "2",
-        "--learning_rate", "1e-2", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
-        "--output_dir", str(out), "--replica_dump_dir", str(replicas),
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset_name",
+        str(data_dir / "train.jsonl"),
+        "--use_peft",
+        "--lora_dropout",
+        "0",
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-2",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
+        "--replica_dump_dir",
+        str(replicas),
     ]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -288,7 +347,8 @@ def test_sft_recipe_under_accelerate_two_processes(tiny_model_dir, data_dir, smo
     assert len(saved) == len(rank0)
     for name, tensor in saved.items():
         replica_name = name.replace(".lora_A.weight", ".lora_A.default.weight").replace(
-            ".lora_B.weight", ".lora_B.default.weight")
+            ".lora_B.weight", ".lora_B.default.weight"
+        )
         assert torch.equal(tensor, rank0[replica_name]), name
     assert lora_b_norm(out) > 0
 
@@ -319,11 +379,32 @@ def test_fsdp2_recipe_on_cpus_refuses_to_train_with_full_replicas(tiny_model_dir
     out = tmp_path / "out"
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [
-        str(accelerate), "launch", "--config_file", str(CONFIGS / "fsdp2.yaml"), "--num_processes", "2",
-        "--mixed_precision", "no", "--main_process_port", str(free_port()), str(RECIPE),
-        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir / "train.jsonl"),
-        "--use_peft", "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no",
-        "--report_to", "none", "--output_dir", str(out),
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(CONFIGS / "fsdp2.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(RECIPE),
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset_name",
+        str(data_dir / "train.jsonl"),
+        "--use_peft",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
     ]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -355,15 +436,46 @@ def test_deepspeed_zero3_recipe_partitions_and_matches_one_process(tiny_model_di
     """deepspeed_zero3.yaml on two CPU processes: every parameter is partitioned (each rank holds half of
     it), and the saved adapter, reloaded, has the loss of the same training on one process."""
     pytest.importorskip("deepspeed")
-    flags = ["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data_dir / "train.jsonl"),
-             "--use_peft", "--lora_dropout", "0", "--max_steps", "3", "--learning_rate", "1e-2",
-             "--save_strategy", "no", "--report_to", "none"]
+    flags = [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset_name",
+        str(data_dir / "train.jsonl"),
+        "--use_peft",
+        "--lora_dropout",
+        "0",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e-2",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+    ]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"), "OMP_NUM_THREADS": "1"}
     accelerate = Path(sys.executable).parent / "accelerate"
     sharded, single, replicas = tmp_path / "zero3", tmp_path / "one", tmp_path / "replicas"
-    launch = [str(accelerate), "launch", "--config_file", str(CONFIGS / "deepspeed_zero3.yaml"), "--num_processes", "2",
-              "--mixed_precision", "no", "--main_process_port", str(free_port()), str(RECIPE), *flags,
-              "--per_device_train_batch_size", "2", "--output_dir", str(sharded), "--replica_dump_dir", str(replicas)]
+    launch = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(CONFIGS / "deepspeed_zero3.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(RECIPE),
+        *flags,
+        "--per_device_train_batch_size",
+        "2",
+        "--output_dir",
+        str(sharded),
+        "--replica_dump_dir",
+        str(replicas),
+    ]
     result = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     for rank in (0, 1):
@@ -388,19 +500,51 @@ def test_sft_recipe_takes_a_trl_sft_command_line_with_a_test_split(tiny_model_di
     (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS[:2]))
     out = tmp_path / "out"
     command = [
-        sys.executable, str(RECIPE), "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(folder),
-        "--dataset_train_split", "train", "--dataset_test_split", "test", "--eval_strategy", "steps",
-        "--eval_steps", "1", "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_peft",
-        "--learning_rate", "1e-3", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
-        "--output_dir", str(out), "--step_selection", "critical",
+        sys.executable,
+        str(RECIPE),
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset_name",
+        str(folder),
+        "--dataset_train_split",
+        "train",
+        "--dataset_test_split",
+        "test",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "1",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--use_peft",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
+        "--step_selection",
+        "critical",
     ]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "eval_loss" in entry] == [1, 2]
-    bad = subprocess.run([*command[:-2], "--dataset_test_split", "validation"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [*command[:-2], "--dataset_test_split", "validation"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "validation" in bad.stderr
 
 
@@ -414,16 +558,38 @@ def test_sft_recipe_annotates_through_an_openai_compatible_server(tiny_model_dir
     (tmp_path / "raw.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
     with OpenAIStandIn(models=("judge",)) as server:
-        command = [sys.executable, str(RECIPE), "--model_name_or_path", str(tiny_model_dir),
-                   "--dataset_name", str(tmp_path / "raw.jsonl"), "--annotate", "openai", "--annotate_model", "judge",
-                   "--annotate_base_url", server.base_url, "--use_peft", "--max_steps", "1",
-                   "--per_device_train_batch_size", "4", "--save_strategy", "no", "--report_to", "none",
-                   "--output_dir", str(out)]
+        command = [
+            sys.executable,
+            str(RECIPE),
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--dataset_name",
+            str(tmp_path / "raw.jsonl"),
+            "--annotate",
+            "openai",
+            "--annotate_model",
+            "judge",
+            "--annotate_base_url",
+            server.base_url,
+            "--use_peft",
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(out),
+        ]
         env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache")}
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert len(server.requests) == len(ROWS)
     summary = json.loads((out / "atlas_summary.json").read_text())
-    last_steps = [label_trajectory(smol_tokenizer, row["messages"], [sum(m["role"] == "assistant" for m in row["messages"]) - 1])
-                  for row in ROWS]
+    last_steps = [
+        label_trajectory(smol_tokenizer, row["messages"], [sum(m["role"] == "assistant" for m in row["messages"]) - 1])
+        for row in ROWS
+    ]
     assert summary["rows"] == len(ROWS) and summary["supervised_tokens"] == sum(r.num_supervised for r in last_steps)

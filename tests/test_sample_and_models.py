@@ -47,8 +47,9 @@ def test_sample_rows_are_canonical_and_annotations_valid(sample):
     for i, row in enumerate(sample):
         n = num_steps(row["messages"])
         assert 4 <= n <= 10, f"row {i} has {n} steps"
-        annotation = Annotation(row["critical_steps"], row["critical_categories"], row["critical_reasons"],
-                                row["atlas_plan"])
+        annotation = Annotation(
+            row["critical_steps"], row["critical_categories"], row["critical_reasons"], row["atlas_plan"]
+        )
         assert validate_annotation(annotation, n, 0.3) is None, f"row {i}"
         assert len(row["critical_steps"]) <= max_selected_steps(n, 0.3)
         assert row["atlas_plan"].strip() and all(r.strip() for r in row["critical_reasons"])
@@ -67,7 +68,7 @@ def test_sample_self_correction_follows_a_failure(sample):
         for step, category in zip(row["critical_steps"], row["critical_categories"]):
             if category != "Self Correction":
                 continue
-            before = row["messages"][steps[step - 1] + 1: steps[step] + 1]  # observations, then the step
+            before = row["messages"][steps[step - 1] + 1 : steps[step] + 1]  # observations, then the step
             assert any(f in (m["content"] or "") for m in before for f in failures)
             found += 1
     assert found >= 1
@@ -128,10 +129,9 @@ def test_default_model_loads_renders_and_answers(monkeypatch):
     own = tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, *chat], tokenize=False)
     assert SMOL_SYSTEM_PROMPT not in own
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    inputs = tokenizer.apply_chat_template(question, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
+    inputs = tokenizer.apply_chat_template(question, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
+    assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1] :])
 
 
 @pytest.mark.slow

@@ -120,8 +120,10 @@ def test_type_checking_names_are_the_lazy_exports():
 
 
 def test_a_baseline_oracle_loads_neither_the_anthropic_sdk_nor_torch():
-    code = ("import sys, atlas_hf; atlas_hf.RandomOracle; from atlas_hf.annotation.oracles import AllStepsOracle; "
-            "print(sorted(m for m in ('anthropic', 'torch', 'trl') if m in sys.modules))")
+    code = (
+        "import sys, atlas_hf; atlas_hf.RandomOracle; from atlas_hf.annotation.oracles import AllStepsOracle; "
+        "print(sorted(m for m in ('anthropic', 'torch', 'trl') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -170,15 +172,21 @@ def _undocumented() -> list[str]:
                 if getattr(obj, "_is_protocol", False):
                     continue
                 try:
-                    params = [p for p in inspect.signature(obj).parameters.values()
-                              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                    params = [
+                        p
+                        for p in inspect.signature(obj).parameters.values()
+                        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                    ]
                 except ValueError:  # exceptions deriving from built-ins: no Python signature
                     params = []
                 if params and not any(h in (obj.__doc__ or "") for h in ("Args:", "Attributes:", "Parameters:")):
                     found.append(f"{module.__name__}.{name}")
                 inherited = {m for base in obj.__mro__[1:] for m in vars(base)}
-                functions = [(f"{name}.{m}", f) for m, f in vars(obj).items()
-                             if inspect.isfunction(f) and not m.startswith("_") and m not in inherited]
+                functions = [
+                    (f"{name}.{m}", f)
+                    for m, f in vars(obj).items()
+                    if inspect.isfunction(f) and not m.startswith("_") and m not in inherited
+                ]
             elif inspect.isfunction(obj):
                 functions = [(name, obj)]
             else:
@@ -195,4 +203,3 @@ def _undocumented() -> list[str]:
 
 def test_every_public_function_and_class_documents_what_it_takes():
     assert _undocumented() == []
-

@@ -11,15 +11,28 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from atlas_hf import AtlasSFTConfig, AtlasSFTTrainer, CriticalStepDataCollator, CriticalStepLabeller, normalize_trajectories
+from atlas_hf import (
+    AtlasSFTConfig,
+    AtlasSFTTrainer,
+    CriticalStepDataCollator,
+    CriticalStepLabeller,
+    normalize_trajectories,
+)
 from atlas_hf.training.chat_template import prepare_messages, template_profile, trl_template_dir
 from atlas_hf.errors import AtlasError, TemplateError, TrajectoryError
 from atlas_hf.trajectories.schema import check_messages
 from atlas_hf.training.labeller import IGNORE_INDEX
 
 from conftest import read_fireact, read_tau_bench
-from template_corpus import (ORIGINALS, SYNTHETIC, family_tokenizer, labelled_segments, reference_labels,
-                             reference_template, sample_steps)
+from template_corpus import (
+    ORIGINALS,
+    SYNTHETIC,
+    family_tokenizer,
+    labelled_segments,
+    reference_labels,
+    reference_template,
+    sample_steps,
+)
 
 TRAINED_ON = ["qwen3", "qwen3_5_think", "gemma4", "gptoss", "glm4moe", "phi3"]
 
@@ -50,8 +63,11 @@ def check_row(tokenizer, row: dict, index) -> str:
             CriticalStepLabeller(tokenizer).label_row(row, index)
         return "refused"
     out = CriticalStepLabeller(tokenizer).label_row(row, index)
-    assert (out.input_ids, out.labels) == truth, (index, labelled_segments(tokenizer, out.input_ids, out.labels)[:3],
-                                                  labelled_segments(tokenizer, *truth)[:3])
+    assert (out.input_ids, out.labels) == truth, (
+        index,
+        labelled_segments(tokenizer, out.input_ids, out.labels)[:3],
+        labelled_segments(tokenizer, *truth)[:3],
+    )
     turns = [m for m in row["messages"] if m["role"] == "assistant"]
     found = labelled_segments(tokenizer, out.input_ids, out.labels)
     assert len(found) == len(row["critical_steps"])
@@ -65,15 +81,15 @@ def check_row(tokenizer, row: dict, index) -> str:
 
 
 def test_the_private_details_relied_on_still_hold(smol_tokenizer):
-    """TRL's template folder, and transformers' tracking of `{% generation %}` blocks (`turn_spans._render_tracked`)."""
+    """TRL's template folder, and transformers' tracking of `{% generation %}` blocks (`_render_tracked`)."""
     from atlas_hf.training.turn_spans import _render_tracked
 
     assert (trl_template_dir() / "qwen3.jinja").is_file() and (trl_template_dir() / "qwen3_training.jinja").is_file()
     tokenizer = family_tokenizer(smol_tokenizer, "qwen3")
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     full, blocks = _render_tracked(tokenizer, chat, None, template_profile(tokenizer).template)
-    assert len(blocks) == 1 and full[blocks[0][0]:blocks[0][1]].startswith("<think>")
-    assert full[blocks[0][0]:blocks[0][1]].rstrip().endswith("hello<|im_end|>")
+    assert len(blocks) == 1 and full[blocks[0][0] : blocks[0][1]].startswith("<think>")
+    assert full[blocks[0][0] : blocks[0][1]].rstrip().endswith("hello<|im_end|>")
 
 
 @pytest.mark.parametrize("name", ORIGINALS)
@@ -90,7 +106,8 @@ def test_synthetic_rows_label_exactly_on_every_template(family, name):
     for k, row in enumerate(SYNTHETIC):
         chat = row["messages"]
         for steps in ([sample_steps(chat, rng)], [list(range(sum(m["role"] == "assistant" for m in chat)))])[0] + [
-                list(range(sum(m["role"] == "assistant" for m in chat)))]:
+            list(range(sum(m["role"] == "assistant" for m in chat)))
+        ]:
             check_row(tokenizer, {"messages": chat, "critical_steps": steps}, k)
 
 
@@ -109,9 +126,22 @@ def test_real_rows_label_exactly_on_every_template(family, real_rows, name):
 
 
 def test_arguments_become_mappings_and_bad_json_names_the_row_and_field():
-    rows = [{"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": [1, 2]}'}}]},
-        {"role": "tool", "tool_call_id": "a", "content": "ok"}, {"role": "assistant", "content": "done"}]}]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "go"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": [1, 2]}'}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "a", "content": "ok"},
+                {"role": "assistant", "content": "done"},
+            ]
+        }
+    ]
     out = normalize_trajectories(Dataset.from_list(rows))
     assert out[0]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"x": [1, 2]}
     bad = json.loads(json.dumps(rows))
@@ -140,8 +170,17 @@ def test_rewrites_are_counted_and_fit_template_false_refuses(family):
 
 def tiny_model(vocab_size: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=4096,
+        )
+    )
 
 
 def captured_labels(trainer) -> list[list[int]]:
@@ -163,16 +202,36 @@ def captured_labels(trainer) -> list[list[int]]:
 def test_stock_sfttrainer_and_atlas_trainer_train_on_the_truth(family, name, tmp_path):
     tokenizer = family(name)
     data = [{"messages": row["messages"], "critical_steps": steps} for row in SYNTHETIC[1:] for steps in ([0], [1])]
-    truth = [reference_labels(tokenizer, prepare_messages(tokenizer, check_messages(r["messages"])).messages,
-                              r["critical_steps"])[1] for r in data]
-    common = dict(output_dir=str(tmp_path), per_device_train_batch_size=len(data), max_steps=1, report_to=[],
-                  use_cpu=True, bf16=False, save_strategy="no", shuffle_dataset=False)
-    stock = SFTTrainer(model=tiny_model(len(tokenizer)), processing_class=tokenizer, train_dataset=Dataset.from_list(data),
-                       args=SFTConfig(remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, **common),
-                       data_collator=CriticalStepDataCollator(tokenizer))
+    truth = [
+        reference_labels(
+            tokenizer, prepare_messages(tokenizer, check_messages(r["messages"])).messages, r["critical_steps"]
+        )[1]
+        for r in data
+    ]
+    common = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=len(data),
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        shuffle_dataset=False,
+    )
+    stock = SFTTrainer(
+        model=tiny_model(len(tokenizer)),
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(data),
+        args=SFTConfig(remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, **common),
+        data_collator=CriticalStepDataCollator(tokenizer),
+    )
     assert sorted(captured_labels(stock)) == sorted(truth)
-    atlas = AtlasSFTTrainer(tiny_model(len(tokenizer)), args=AtlasSFTConfig(supervised_only_head=False, **common),
-                            train_dataset=Dataset.from_list(data), processing_class=tokenizer)
+    atlas = AtlasSFTTrainer(
+        tiny_model(len(tokenizer)),
+        args=AtlasSFTConfig(supervised_only_head=False, **common),
+        train_dataset=Dataset.from_list(data),
+        processing_class=tokenizer,
+    )
     assert sorted(atlas.train_dataset["labels"]) == sorted(truth)
     assert atlas.train()
 
@@ -183,9 +242,12 @@ def test_rollouts_render_the_conversation_as_training_did(family, name):
     from atlas_hf.evaluation.policy import TransformersPolicy
 
     tokenizer = family(name)
-    conversation = [{"role": "system", "content": "You are in a maze."}, {"role": "user", "content": "Goal: the door."},
-                    {"role": "assistant", "content": "Thought: go on.\nAction: forward"},
-                    {"role": "user", "content": "You see a wall."}]
+    conversation = [
+        {"role": "system", "content": "You are in a maze."},
+        {"role": "user", "content": "Goal: the door."},
+        {"role": "assistant", "content": "Thought: go on.\nAction: forward"},
+        {"role": "user", "content": "You see a wall."},
+    ]
     row = {"messages": conversation + [{"role": "assistant", "content": "Action: left"}], "critical_steps": [1]}
     out = CriticalStepLabeller(tokenizer).label_row(row)
     first = next(k for k, label in enumerate(out.labels) if label != IGNORE_INDEX)

@@ -54,7 +54,9 @@ def naive_batch(tokenizer, trainer: AtlasSFTTrainer, rows: list[dict]) -> dict[s
     """The naive way: the whole trajectory tokenized, the same labels, right-padded, no truncation."""
     ids, labels = [], []
     for i, row in enumerate(rows):
-        text = tokenizer.apply_chat_template(prepare_messages(tokenizer, check_messages(row["messages"])).messages, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            prepare_messages(tokenizer, check_messages(row["messages"])).messages, tokenize=False
+        )
         full = tokenizer(text, add_special_tokens=False)["input_ids"]
         cut = trainer.train_dataset[i]
         assert full[: len(cut["input_ids"])] == cut["input_ids"], "the trainer's row is not a prefix of the whole"
@@ -80,7 +82,9 @@ def trainable_grads(model) -> dict[str, torch.Tensor]:
 )
 def test_loss_and_gradients_equal_the_naive_way(tmp_path, smol_tokenizer, peft, padding_free, supervised_only_head):
     rows = [r for r in annotated_rows(8) if r["critical_steps"]][:4]
-    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False) if peft else None
+    peft_config = (
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False) if peft else None
+    )
     trainer = AtlasSFTTrainer(
         tiny_model(smol_tokenizer),
         args=config(tmp_path, padding_free=padding_free, supervised_only_head=supervised_only_head),
@@ -95,7 +99,9 @@ def test_loss_and_gradients_equal_the_naive_way(tmp_path, smol_tokenizer, peft, 
     assert ("position_ids" in batch) is padding_free
     naive = naive_batch(smol_tokenizer, trainer, rows)
     # The trainer's batch is shorter: it stops after the last supervised token of the longest row.
-    assert (batch["input_ids"].numel() if padding_free else batch["input_ids"].shape[1]) < naive["attention_mask"].sum()
+    assert (batch["input_ids"].numel() if padding_free else batch["input_ids"].shape[1]) < naive[
+        "attention_mask"
+    ].sum()
     num_items = int((naive["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     for items in (None, num_items + 7):  # TRL's own normalisation, and a count gathered over accumulation
@@ -120,7 +126,10 @@ def test_loss_and_gradients_equal_the_naive_way(tmp_path, smol_tokenizer, peft, 
 def _summed_nll(model, batch) -> torch.Tensor:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.reshape(-1, logits.size(-1)),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
 
 
@@ -166,7 +175,9 @@ def test_unsupervised_rows_are_skipped_and_counted(tmp_path, smol_tokenizer):
     empty = sum(not r["critical_steps"] for r in rows)
     assert empty == 3
     trainer = AtlasSFTTrainer(
-        tiny_model(smol_tokenizer), args=config(tmp_path), train_dataset=Dataset.from_list(rows),
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path),
+        train_dataset=Dataset.from_list(rows),
         processing_class=smol_tokenizer,
     )
     assert len(trainer.train_dataset) == len(rows) - empty
@@ -178,17 +189,23 @@ def test_unsupervised_rows_are_skipped_and_counted(tmp_path, smol_tokenizer):
     assert summary["final_loss"] is None and summary["step_selection"] == "critical"
 
     kept = AtlasSFTTrainer(
-        tiny_model(smol_tokenizer), args=config(tmp_path, skip_unsupervised_rows=False),
-        train_dataset=Dataset.from_list(rows), processing_class=smol_tokenizer,
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path, skip_unsupervised_rows=False),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=smol_tokenizer,
     )
     assert len(kept.train_dataset) == len(rows) and kept.atlas_summary()["skipped_rows"] == 0
 
 
 def test_pretokenized_rows_pass_through(tmp_path, smol_tokenizer):
-    rows = [{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, -100, 3, 4, -100]},
-            {"input_ids": [6, 7, 8], "labels": [-100, -100, -100]}]
+    rows = [
+        {"input_ids": [1, 2, 3, 4, 5], "labels": [-100, -100, 3, 4, -100]},
+        {"input_ids": [6, 7, 8], "labels": [-100, -100, -100]},
+    ]
     trainer = AtlasSFTTrainer(
-        tiny_model(smol_tokenizer), args=config(tmp_path), train_dataset=Dataset.from_list(rows),
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path),
+        train_dataset=Dataset.from_list(rows),
         processing_class=smol_tokenizer,
     )
     # cut after the last labelled token (it carries no loss), the unsupervised row skipped
@@ -196,14 +213,18 @@ def test_pretokenized_rows_pass_through(tmp_path, smol_tokenizer):
     assert trainer.atlas_summary()["skipped_rows"] == 1
     # max_length holds for rows that come tokenized too, stats included
     short = AtlasSFTTrainer(
-        tiny_model(smol_tokenizer), args=config(tmp_path, max_length=3), train_dataset=Dataset.from_list(rows),
+        tiny_model(smol_tokenizer),
+        args=config(tmp_path, max_length=3),
+        train_dataset=Dataset.from_list(rows),
         processing_class=smol_tokenizer,
     )
     assert short.train_dataset.to_list() == [{"input_ids": [2, 3, 4], "labels": [-100, 3, 4]}]
     assert short.atlas_summary()["total_tokens"] == 3
     with pytest.raises(ValueError, match="no 'labels'"):
         AtlasSFTTrainer(
-            tiny_model(smol_tokenizer), args=config(tmp_path), processing_class=smol_tokenizer,
+            tiny_model(smol_tokenizer),
+            args=config(tmp_path),
+            processing_class=smol_tokenizer,
             train_dataset=Dataset.from_list([{"input_ids": [1, 2]}]),
         )
 
@@ -212,8 +233,14 @@ def test_train_lowers_the_loss_and_summarises(tmp_path, smol_tokenizer):
     rows = [r for r in annotated_rows(4) if r["critical_steps"]][:2] * 4
     trainer = AtlasSFTTrainer(
         tiny_model(smol_tokenizer),
-        args=config(tmp_path, learning_rate=1e-2, num_train_epochs=6, logging_steps=1, lr_scheduler_type="constant",
-                    gradient_checkpointing=False),
+        args=config(
+            tmp_path,
+            learning_rate=1e-2,
+            num_train_epochs=6,
+            logging_steps=1,
+            lr_scheduler_type="constant",
+            gradient_checkpointing=False,
+        ),
         train_dataset=Dataset.from_list(rows),
         processing_class=smol_tokenizer,
     )
@@ -252,8 +279,13 @@ def test_save_model_writes_the_atlas_card_and_keeps_the_users_config(tmp_path, s
 
     args = config(tmp_path, max_steps=1, save_strategy="no")
     assert args.padding_free is None
-    trainer = AtlasSFTTrainer(tiny_model(smol_tokenizer), args=args, train_dataset=Dataset.from_list(annotated_rows(2)),
-                              processing_class=smol_tokenizer, peft_config=LoraConfig(r=2, target_modules=["q_proj"]))
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer),
+        args=args,
+        train_dataset=Dataset.from_list(annotated_rows(2)),
+        processing_class=smol_tokenizer,
+        peft_config=LoraConfig(r=2, target_modules=["q_proj"]),
+    )
     assert args.padding_free is None and trainer.padding_free is False  # resolved on the trainer, not on the config
     trainer.train()
     trainer.save_model(str(tmp_path / "adapter"))
@@ -276,10 +308,18 @@ def test_a_stream_is_labelled_as_it_is_read_like_a_dataset(tmp_path, smol_tokeni
     stream, stream_stats = label_dataset(rows.to_iterable_dataset(), smol_tokenizer, args)
     assert stream_stats.rows == 0  # nothing is read yet
     assert list(stream) == list(eager)  # the same labels, the unsupervised rows dropped alike
-    assert (stream_stats.rows, stream_stats.skipped_rows, stream_stats.supervised_tokens, stream_stats.total_tokens) == (
-        eager_stats.rows, eager_stats.skipped_rows, eager_stats.supervised_tokens, eager_stats.total_tokens)
-    trainer = AtlasSFTTrainer(tiny_model(smol_tokenizer), args=args, train_dataset=rows.to_iterable_dataset(),
-                              processing_class=smol_tokenizer)
+    assert (
+        stream_stats.rows,
+        stream_stats.skipped_rows,
+        stream_stats.supervised_tokens,
+        stream_stats.total_tokens,
+    ) == (eager_stats.rows, eager_stats.skipped_rows, eager_stats.supervised_tokens, eager_stats.total_tokens)
+    trainer = AtlasSFTTrainer(
+        tiny_model(smol_tokenizer),
+        args=args,
+        train_dataset=rows.to_iterable_dataset(),
+        processing_class=smol_tokenizer,
+    )
     trainer.train()
     summary = trainer.atlas_summary()
     assert summary["rows"] > 0 and summary["supervised_tokens"] > 0 and summary["final_loss"] is not None

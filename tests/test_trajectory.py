@@ -18,7 +18,6 @@ from conftest import FIREACT, TAU_BENCH, read_fireact, read_tau_bench
 # --------------------------------------------------------------------------- real data, schema="auto"
 
 
-
 def with_parsed_arguments(messages: list[dict]) -> list[dict]:
     """The turns as `normalize_trajectories` must return them: tool-call arguments as mappings."""
     out = json.loads(json.dumps(messages))
@@ -27,6 +26,7 @@ def with_parsed_arguments(messages: list[dict]) -> list[dict]:
             if isinstance(call["function"]["arguments"], str):
                 call["function"]["arguments"] = json.loads(call["function"]["arguments"] or "{}")
     return out
+
 
 def test_fireact_messages_rows_read_unchanged():
     raw = read_fireact()
@@ -79,8 +79,10 @@ def test_tau_bench_round_trip_through_parquet(tmp_path):
 
 
 def test_load_trajectories_json_list_and_jsonl(tmp_path):
-    rows = [{"id": i, "traj": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
-            for i in range(3)]
+    rows = [
+        {"id": i, "traj": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+        for i in range(3)
+    ]
     as_list = tmp_path / "rows.json"
     as_list.write_text(json.dumps(rows))
     as_lines = tmp_path / "rows.jsonl"
@@ -182,8 +184,18 @@ def test_sharegpt_other_role_names_and_function_calls():
     ]
     messages = normalize_trajectories(rows)[0]["messages"]
     assert [m["role"] for m in messages] == [
-        "system", "user", "assistant", "tool", "assistant", "user", "assistant", "tool",
-        "assistant", "assistant", "tool", "assistant",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "assistant",
+        "tool",
+        "assistant",
     ]
     call = messages[2]
     assert call["content"] is None
@@ -253,8 +265,11 @@ def test_struct_typed_column_with_none_keys_is_cleaned():
     # Arrow struct unification gives every turn every key: user turns get tool_calls=None etc.
     messages = [
         {"role": "user", "content": "book it"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "book", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "book", "arguments": "{}"}}],
+        },
         {"role": "tool", "content": "ok", "tool_call_id": "c1", "name": "book"},
         {"role": "assistant", "content": "Booked."},
     ]
@@ -265,9 +280,13 @@ def test_struct_typed_column_with_none_keys_is_cleaned():
 
 def test_clean_message_and_step_helpers():
     assert clean_message({"role": "user", "content": "x", "tool_calls": None, "name": None}) == {
-        "role": "user", "content": "x"}
+        "role": "user",
+        "content": "x",
+    }
     assert clean_message({"role": "assistant", "content": None, "tool_calls": []}) == {
-        "role": "assistant", "content": None}
+        "role": "assistant",
+        "content": None,
+    }
     msgs = [{"role": r} for r in ("system", "user", "assistant", "tool", "assistant")]
     assert assistant_indices(msgs) == [2, 4]
     assert num_steps(msgs) == 2

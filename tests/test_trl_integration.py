@@ -17,8 +17,15 @@ from conftest import read_fireact
 
 def tiny_model(vocab_size: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -42,8 +49,17 @@ def train_and_capture(trainer: SFTTrainer) -> list[dict[str, torch.Tensor]]:
 
 
 def config(tmp_path, **kwargs) -> SFTConfig:
-    return SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, report_to=[],
-                     use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", **kwargs)
+    return SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        **kwargs,
+    )
 
 
 def expected_labels(tokenizer, data: list[dict]) -> list[list[int]]:
@@ -75,8 +91,9 @@ def test_raw_rows_with_skip_prepare_dataset(smol_tokenizer, tmp_path):
 
 def test_pretokenized_rows_with_trls_default_collator(smol_tokenizer, tmp_path):
     data = rows()
-    tokenized = Dataset.from_list(data).map(CriticalStepLabeller(smol_tokenizer), batched=True,
-                                            remove_columns=["messages", "critical_steps"])
+    tokenized = Dataset.from_list(data).map(
+        CriticalStepLabeller(smol_tokenizer), batched=True, remove_columns=["messages", "critical_steps"]
+    )
     trainer = SFTTrainer(
         model=tiny_model(len(smol_tokenizer)),
         args=config(tmp_path),

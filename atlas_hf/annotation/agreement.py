@@ -86,8 +86,7 @@ class AgreementReport:
         """A small table for the terminal."""
         s = self.steps
         lines = [
-            f"Oracle agreement over {self.rows} trajectories "
-            f"({self.prediction_errors} predicted rows in error)",
+            f"Oracle agreement over {self.rows} trajectories ({self.prediction_errors} predicted rows in error)",
             f"  steps: precision {s.precision:.3f}  recall {s.recall:.3f}  F1 {s.f1:.3f}  "
             f"(both {s.true_positives}, predicted {s.predicted}, reference {s.reference})",
             f"  same category on steps both marked: {self.category_agreement:.3f} "
@@ -96,8 +95,7 @@ class AgreementReport:
         ]
         for name, c in self.per_category.items():
             lines.append(
-                f"  {name:<22} {c.precision:>6.3f} {c.recall:>6.3f} {c.f1:>6.3f} "
-                f"{c.predicted:>5} {c.reference:>5}"
+                f"  {name:<22} {c.precision:>6.3f} {c.recall:>6.3f} {c.f1:>6.3f} {c.predicted:>5} {c.reference:>5}"
             )
         return "\n".join(lines)
 
@@ -126,8 +124,10 @@ def _marks(row: dict[str, Any], index: int, name: str) -> dict[int, str | None]:
     if categories is None:
         categories = [None] * len(steps)
     if len(categories) != len(steps):
-        raise InvalidInputError(f"Row {index} of the {name} annotation has {len(steps)} critical_steps but "
-                         f"{len(categories)} critical_categories; they must run parallel.")
+        raise InvalidInputError(
+            f"Row {index} of the {name} annotation has {len(steps)} critical_steps but "
+            f"{len(categories)} critical_categories; they must run parallel."
+        )
     return dict(zip(steps, categories))
 
 
@@ -148,16 +148,20 @@ def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
     """
     pred_rows, ref_rows = _rows(predicted, "predicted"), _rows(reference, "reference")
     if len(pred_rows) != len(ref_rows):
-        raise InvalidInputError(f"predicted has {len(pred_rows)} rows but reference has {len(ref_rows)}; "
-                         "compare annotations of the same trajectories, in the same order.")
+        raise InvalidInputError(
+            f"predicted has {len(pred_rows)} rows but reference has {len(ref_rows)}; "
+            "compare annotations of the same trajectories, in the same order."
+        )
     steps = PRF()
     per_category = {c: PRF() for c in CATEGORIES}
     same, errors = 0, 0
     for i, (p_row, r_row) in enumerate(zip(pred_rows, ref_rows)):
         if MESSAGES in p_row and MESSAGES in r_row:
             if canonical_messages(p_row[MESSAGES]) != canonical_messages(r_row[MESSAGES]):
-                raise InvalidInputError(f"Row {i} holds different trajectories in predicted and reference; "
-                                 "the two must list the same trajectories in the same order.")
+                raise InvalidInputError(
+                    f"Row {i} holds different trajectories in predicted and reference; "
+                    "the two must list the same trajectories in the same order."
+                )
         if p_row.get(ERROR):
             errors += 1
             pred: dict[int, str | None] = {}
@@ -178,6 +182,9 @@ def oracle_agreement(predicted: Any, reference: Any) -> AgreementReport:
             if c is not None:
                 per_category.setdefault(c, PRF()).reference += 1
     return AgreementReport(
-        rows=len(pred_rows), steps=steps, same_category=same, per_category=per_category,
+        rows=len(pred_rows),
+        steps=steps,
+        same_category=same,
+        per_category=per_category,
         prediction_errors=errors,
     )

@@ -117,16 +117,18 @@ def annotate_dataset(
     # One bar: the annotator's (answers, cache hits, errors, cost), not also `map`'s; worker processes
     # each have their own annotator, so with `num_proc` the bar is `map`'s.
     workers = bool(num_proc and num_proc > 1)
-    annotator = CriticalStepAnnotator(oracle, max_ratio=max_ratio, cache_dir=cache_dir, strict=strict,
-                                      progress=not workers)
+    annotator = CriticalStepAnnotator(
+        oracle, max_ratio=max_ratio, cache_dir=cache_dir, strict=strict, progress=not workers
+    )
     annotator.total = len(dataset)
     stale = [column for column in ANNOTATION_COLUMNS if column in dataset.column_names]
     bars = is_progress_bar_enabled()
     if bars and not workers:
         disable_progress_bar()
     try:
-        annotated = dataset.remove_columns(stale).map(annotator, batched=True, batch_size=batch_size,
-                                                      num_proc=num_proc, with_indices=True, desc="Annotating")
+        annotated = dataset.remove_columns(stale).map(
+            annotator, batched=True, batch_size=batch_size, num_proc=num_proc, with_indices=True, desc="Annotating"
+        )
     finally:
         if bars:
             enable_progress_bar()
@@ -187,8 +189,9 @@ class CriticalStepAnnotator:
 
     def __getstate__(self) -> dict[str, Any]:
         """Configuration only: counters and the progress bar never reach pickles or fingerprints."""
-        return {k: getattr(self, k) for k in ("oracle", "max_ratio", "cache_dir", "strict", "messages_field",
-                                              "progress")}
+        return {
+            k: getattr(self, k) for k in ("oracle", "max_ratio", "cache_dir", "strict", "messages_field", "progress")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -199,7 +202,7 @@ class CriticalStepAnnotator:
         if self.messages_field not in batch:
             raise ColumnNotFoundError(
                 f"The rows have no {self.messages_field!r} column (columns: {sorted(batch)}). Pass "
-                "messages_field= or normalize the dataset first (atlas_hf.trajectories.normalize.normalize_trajectories)."
+                "messages_field= or normalize the dataset first (atlas_hf.normalize_trajectories)."
             )
         self._update_progress(0)  # the bar's clock starts before the first answers are awaited
         self._ticked = 0
@@ -248,7 +251,8 @@ class CriticalStepAnnotator:
         self._update_progress(len(rows) - self._ticked)  # cached, malformed and unanswered rows
         if failed and self.strict:
             raise AnnotationError(
-                f"{len(failed)} row(s) could not be annotated by {identity}: " + "; ".join(failed[:3])
+                f"{len(failed)} row(s) could not be annotated by {identity}: "
+                + "; ".join(failed[:3])
                 + ". Pass strict=False to keep such rows marked in `atlas_error` instead."
             )
         return self._columns([a for a in results if a is not None], oracle_column_value(identity, self.max_ratio))
@@ -274,7 +278,9 @@ class CriticalStepAnnotator:
         columns[ORACLE] = [oracle_column] * len(results)
         return columns
 
-    def _cached(self, cache: AnnotationCache, key: str, messages: list[dict[str, Any]], steps: int) -> Annotation | None:
+    def _cached(
+        self, cache: AnnotationCache, key: str, messages: list[dict[str, Any]], steps: int
+    ) -> Annotation | None:
         """The cached answer for a row, under the oracle's identity or its 0.6 one (`legacy_identity`), so an
         upgrade does not pay again for answers already bought."""
         hit = cache.get(key, steps, self.max_ratio)
@@ -337,9 +343,12 @@ class CriticalStepAnnotator:
                     self._update_progress(1)
                     self._ticked += 1
 
-            answers = self.oracle.annotate([rows[i] for i in pending], self.max_ratio,
-                                           feedback=feedback if attempt else None,
-                                           **({"on_answer": record} if streams else {}))
+            answers = self.oracle.annotate(
+                [rows[i] for i in pending],
+                self.max_ratio,
+                feedback=feedback if attempt else None,
+                **({"on_answer": record} if streams else {}),
+            )
             if len(answers) != len(pending):
                 raise OracleError(
                     f"Oracle {identity} returned {len(answers)} annotations for {len(pending)} trajectories; "

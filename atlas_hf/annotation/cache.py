@@ -50,9 +50,16 @@ def cache_key(messages: Sequence[dict[str, Any]], oracle_identity: str, max_rati
         `str`: The sha256 hex digest of the three and the cache format.
     """
     payload = json.dumps(
-        {"format": CACHE_FORMAT, "messages": canonical_messages(list(messages)), "oracle": oracle_identity,
-         "max_ratio": max_ratio},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
+        {
+            "format": CACHE_FORMAT,
+            "messages": canonical_messages(list(messages)),
+            "oracle": oracle_identity,
+            "max_ratio": max_ratio,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -89,7 +96,9 @@ class AnnotationCache:
                 raise InvalidInputError(f"it holds key {entry['key']!r}")
             a = entry["annotation"]
             annotation = Annotation(
-                steps=list(a["steps"]), categories=list(a["categories"]), reasons=list(a["reasons"]),
+                steps=list(a["steps"]),
+                categories=list(a["categories"]),
+                reasons=list(a["reasons"]),
                 plan=str(a["plan"]),
             )
             error = validate_annotation(annotation, steps, max_ratio)
@@ -119,8 +128,10 @@ class AnnotationCache:
             "key": key,
             "oracle": oracle_identity,
             "annotation": {
-                "steps": annotation.steps, "categories": annotation.categories,
-                "reasons": annotation.reasons, "plan": annotation.plan,
+                "steps": annotation.steps,
+                "categories": annotation.categories,
+                "reasons": annotation.reasons,
+                "plan": annotation.plan,
             },
         }
         tmp = path.parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"

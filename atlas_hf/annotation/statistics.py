@@ -33,15 +33,17 @@ def annotation_statistics(dataset: Dataset | DatasetDict | Mapping[str, Dataset]
         if missing:
             raise InvalidInputError(
                 f"Split '{name}' has no {sorted(missing)} column(s); expected annotated rows "
-                "(`messages` and `critical_steps`, as `atlas_hf.annotation.annotator` writes them). Annotate the dataset first."
+                "(`messages` and `critical_steps`, as `atlas_hf.annotation.annotator` writes them). "
+                "Annotate the dataset first."
             )
     rows = steps = annotated_steps = critical = errors = 0
     categories: Counter[str] = Counter()
     ratios: list[float] = []
     oracles: Counter[str] = Counter()
     for split in splits.values():
-        columns = [c for c in (MESSAGES, CRITICAL_STEPS, CRITICAL_CATEGORIES, ERROR, ORACLE)
-                   if c in split.column_names]
+        columns = [
+            c for c in (MESSAGES, CRITICAL_STEPS, CRITICAL_CATEGORIES, ERROR, ORACLE) if c in split.column_names
+        ]
         for batch in split.select_columns(columns).iter(batch_size=1000):
             n = len(batch[MESSAGES])
             for i in range(n):

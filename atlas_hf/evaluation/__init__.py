@@ -26,7 +26,14 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
-    from atlas_hf.evaluation.evaluator import evaluate_agent, EvaluationReport, paired_difference, recorded_report, split_env_names, wilson_interval
+    from atlas_hf.evaluation.evaluator import (
+        evaluate_agent,
+        EvaluationReport,
+        paired_difference,
+        recorded_report,
+        split_env_names,
+        wilson_interval,
+    )
     from atlas_hf.evaluation.openai_policy import OpenAIChatPolicy
     from atlas_hf.evaluation.policy import PolicyFailure, TransformersPolicy
     from atlas_hf.evaluation.records import read_records

@@ -140,7 +140,9 @@ class EvaluationReport:
     timing: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_records(cls, records: Sequence[dict[str, Any]], config: dict[str, Any] | None = None) -> "EvaluationReport":
+    def from_records(
+        cls, records: Sequence[dict[str, Any]], config: dict[str, Any] | None = None
+    ) -> "EvaluationReport":
         """Build a report from episode records (e.g. read back from the JSONL file)."""
         names = list(dict.fromkeys(r["env"] for r in records))
         envs = {name: EnvResult.from_records([r for r in records if r["env"] == name]) for name in names}
@@ -167,8 +169,10 @@ class EvaluationReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: `{"envs": {name: {episodes, success_rate, ci95, ...}}, "success_rate", "config"}`."""
         return {
-            "envs": {name: {**vars(result), "ci95": list(result.ci95), "score_ci95": list(result.score_ci95)}
-                     for name, result in self.envs.items()},
+            "envs": {
+                name: {**vars(result), "ci95": list(result.ci95), "score_ci95": list(result.score_ci95)}
+                for name, result in self.envs.items()
+            },
             "success_rate": self.success_rate,
             "mean_score": self.mean_score,
             "config": self.config,
@@ -183,16 +187,23 @@ class EvaluationReport:
 
     def format_table(self) -> str:
         """A plain-text table: one line per environment, then the mean."""
-        lines = [f"{'environment':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'score':>6} {'reward':>7} {'turns':>6} {'invalid':>8}"]
+        lines = [
+            f"{'environment':<28} {'episodes':>8} {'success':>8} {'95% CI':>15} {'score':>6} {'reward':>7} "
+            f"{'turns':>6} {'invalid':>8}"
+        ]
         for name, r in self.envs.items():
             lines.append(
                 f"{name:<28} {r.episodes:>8} {r.success_rate:>8.1%} {f'{r.ci95[0]:.0%}-{r.ci95[1]:.0%}':>15} "
                 f"{r.mean_score:>6.2f} {r.mean_reward:>7.3f} {r.mean_turns:>6.1f} {r.invalid_action_rate:>8.1%}"
             )
-        lines.append(f"{'mean of environments':<28} {'':>8} {self.success_rate:>8.1%} {'':>15} {self.mean_score:>6.2f}")
+        lines.append(
+            f"{'mean of environments':<28} {'':>8} {self.success_rate:>8.1%} {'':>15} {self.mean_score:>6.2f}"
+        )
         failed = sum(r.failed_requests for r in self.envs.values())
         if failed:
-            lines.append(f"{failed} episodes ended on a failed policy request (counted as failures; a resumed run replays them)")
+            lines.append(
+                f"{failed} episodes ended on a failed policy request (counted as failures; a resumed run replays them)"
+            )
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> Path:
@@ -218,8 +229,12 @@ def _paired_outcomes(a: EvaluationReport, b: EvaluationReport | None, name: str,
 
 
 def paired_difference(
-    a: EvaluationReport, b: EvaluationReport | None = None, envs: Sequence[str] | None = None,
-    resamples: int = 10000, seed: int = 0, metric: str = "success",
+    a: EvaluationReport,
+    b: EvaluationReport | None = None,
+    envs: Sequence[str] | None = None,
+    resamples: int = 10000,
+    seed: int = 0,
+    metric: str = "success",
 ) -> dict[str, Any]:
     """Success (or progress score) of `a` minus `b`, averaged over `envs`, with a paired-bootstrap 95% interval.
 
@@ -256,7 +271,12 @@ def paired_difference(
         pairs += len(diff)
     boot /= len(names)
     low, high = np.percentile(boot, [2.5, 97.5])
-    return {"difference": float(np.mean(means)), "ci95": [float(low), float(high)], "episodes": pairs, "metric": metric}
+    return {
+        "difference": float(np.mean(means)),
+        "ci95": [float(low), float(high)],
+        "episodes": pairs,
+        "metric": metric,
+    }
 
 
 def evaluate_agent(
@@ -339,15 +359,29 @@ def evaluate_agent(
         if live:  # waves: new episodes start together, so a batch's conversations have similar lengths
             return
         wave = [queue.pop() for _ in range(min(batch_size, len(queue)))]
-        resets = [prepared.pop(key, None) or runner.submit(reset, *key, pools[key[0]].pop() if pools[key[0]] else None)
-                  for key in wave]
+        resets = [
+            prepared.pop(key, None) or runner.submit(reset, *key, pools[key[0]].pop() if pools[key[0]] else None)
+            for key in wave
+        ]
         for (name, episode_seed), future in zip(wave, resets):
             env, observation = runner.result(future)
-            live.append({"env_obj": env, "record": {
-                "env": name, "seed": episode_seed, "success": False, "reward": 0.0, "score": 0.0, "turns": 0,
-                "max_turns": max_turns, "invalid_actions": 0, "actions": [],
-                "messages": [{"role": "user", "content": observation}],
-            }})
+            live.append(
+                {
+                    "env_obj": env,
+                    "record": {
+                        "env": name,
+                        "seed": episode_seed,
+                        "success": False,
+                        "reward": 0.0,
+                        "score": 0.0,
+                        "turns": 0,
+                        "max_turns": max_turns,
+                        "invalid_actions": 0,
+                        "actions": [],
+                        "messages": [{"role": "user", "content": observation}],
+                    },
+                }
+            )
 
     def prefetch() -> None:
         """Reset the next wave's first episodes on the environments this wave has freed."""
@@ -393,7 +427,9 @@ def evaluate_agent(
                     continue
                 played, future = steps[i]
                 if played != reply:
-                    raise InvalidInputError(f"The policy passed on_reply a different reply for row {i} than it returned.")
+                    raise InvalidInputError(
+                        f"The policy passed on_reply a different reply for row {i} than it returned."
+                    )
                 result = runner.result(future)
                 record["messages"].append({"role": "assistant", "content": reply})
                 record["turns"] += 1
@@ -417,11 +453,20 @@ def evaluate_agent(
         if sink is not None:
             sink.close()
     finished.sort(key=lambda r: (names.index(r["env"]), r["seed"]))
-    config = {"seed": seed, "episodes": episodes, "max_turns": max_turns, "batch_size": batch_size,
-              "policy": type(policy).__name__}
+    config = {
+        "seed": seed,
+        "episodes": episodes,
+        "max_turns": max_turns,
+        "batch_size": batch_size,
+        "policy": type(policy).__name__,
+    }
     report = EvaluationReport.from_records(finished, config)
-    report.timing = {"wall_s": time.perf_counter() - clock, "policy_s": policy_s, "env_s": runner.env_s,
-                     "env_wait_s": runner.wait_s}
+    report.timing = {
+        "wall_s": time.perf_counter() - clock,
+        "policy_s": policy_s,
+        "env_s": runner.env_s,
+        "env_wait_s": runner.wait_s,
+    }
     if records_path is not None:  # sorted, with any other episodes the file held kept after them
         played = {(r["env"], r["seed"]) for r in finished}
         write_jsonl(Path(records_path), finished + [r for r in kept if (r["env"], int(r["seed"])) not in played])
@@ -494,8 +539,9 @@ def recorded_report(
     wanted, _, done = episodes_to_play(names, episodes, seed, max_turns, records_path)
     if any(key not in done for key in wanted):
         return None
-    return EvaluationReport.from_records([done[key] for key in wanted],
-                                         {"seed": seed, "episodes": episodes, "max_turns": max_turns})
+    return EvaluationReport.from_records(
+        [done[key] for key in wanted], {"seed": seed, "episodes": episodes, "max_turns": max_turns}
+    )
 
 
 def split_env_names(envs: str | Sequence[str]) -> list[str]:

@@ -46,9 +46,19 @@ class OpenAIChatPolicy:
         `InvalidInputError`: No model, `max_concurrency` below 1, or the `openai` package is missing.
     """
 
-    def __init__(self, model: str, base_url: str | None = None, *, max_tokens: int = 64, max_concurrency: int = 16,
-                 timeout: float = 60.0, max_retries: int = 2, stop: Sequence[str] | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", extra_body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        max_tokens: int = 64,
+        max_concurrency: int = 16,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        stop: Sequence[str] | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
         if not model:
             raise InvalidInputError("OpenAIChatPolicy needs the model's name on the server (`--model`).")
         if max_concurrency < 1:
@@ -64,8 +74,12 @@ class OpenAIChatPolicy:
 
     def _reply(self, conversation: Conversation) -> str | PolicyFailure:
         openai = import_openai()
-        params: dict[str, Any] = {"model": self.model, "messages": conversation, "max_tokens": self.max_tokens,
-                                  "temperature": 0.0}
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": self.max_tokens,
+            "temperature": 0.0,
+        }
         if self.stop:
             params["stop"] = self.stop
         if self.extra_body:
@@ -76,14 +90,17 @@ class OpenAIChatPolicy:
         except openai.APIError as error:
             text, config = describe_openai_error(error, os.environ.get(self.api_key_env))
             if config:
-                raise InvalidInputError(f"{text}. Check the key, the model name {self.model!r} and the server "
-                                        f"{self.base_url!r}: no episode can be played.") from None
+                raise InvalidInputError(
+                    f"{text}. Check the key, the model name {self.model!r} and the server "
+                    f"{self.base_url!r}: no episode can be played."
+                ) from None
             return PolicyFailure(text)
         except (AttributeError, IndexError, TypeError, ValueError) as error:  # a body the SDK could not read
             return PolicyFailure(f"malformed reply from the server: {type(error).__name__}: {str(error)[:200]}")
 
-    def __call__(self, conversations: list[Conversation],
-                 on_reply: ReplyCallback | None = None) -> list[str | PolicyFailure]:
+    def __call__(
+        self, conversations: list[Conversation], on_reply: ReplyCallback | None = None
+    ) -> list[str | PolicyFailure]:
         """The next turn of every conversation, requested concurrently.
 
         Args:

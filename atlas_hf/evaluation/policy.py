@@ -72,7 +72,9 @@ def _preallocated_layer_class() -> type:
         def __init__(self, capacity: int, buffers: tuple[Any, Any] | None = None, length: int = 0) -> None:
             super().__init__()
             self.capacity, self._length = capacity, length
-            if buffers is not None:  # (rows, heads, >= capacity, dim) buffers whose first `length` positions are filled
+            if (
+                buffers is not None
+            ):  # (rows, heads, >= capacity, dim) buffers whose first `length` positions are filled
                 self._keys, self._values = buffers
                 self.device, self.is_initialized = self._keys.device, True
                 self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
@@ -87,8 +89,8 @@ def _preallocated_layer_class() -> type:
             if not self.is_initialized:
                 self._allocate(key_states, value_states)
             end = self._length + key_states.shape[-2]
-            self._keys[:, :, self._length:end] = key_states
-            self._values[:, :, self._length:end] = value_states
+            self._keys[:, :, self._length : end] = key_states
+            self._values[:, :, self._length : end] = value_states
             self._length = end
             self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
             return self.keys, self.values
@@ -128,8 +130,16 @@ def _preallocated_cache(capacity: int, buffers: list[tuple[Any, Any]] | None = N
 ATTENTION = "atlas_grouped"
 
 
-def grouped_query_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float,
-                            dropout: float = 0.0, **kwargs: Any) -> tuple[Any, None]:
+def grouped_query_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, None]:
     """Attention for decoding against a long cache, registered in transformers as `"atlas_grouped"`.
 
     The query heads that share a key/value head are stacked and multiplied against the keys
@@ -191,8 +201,14 @@ class TransformersPolicy:
             (`grouped_query_attention`) by default, `None` to keep the model's.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 64, reuse_cache: bool = True,
-                 attention: str | None = ATTENTION) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_new_tokens: int = 64,
+        reuse_cache: bool = True,
+        attention: str | None = ATTENTION,
+    ) -> None:
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.reuse_cache, self.attention = reuse_cache, attention
         if attention == ATTENTION:
@@ -254,9 +270,9 @@ class TransformersPolicy:
         input_ids = torch.full((rows, fed), self.pad_id, dtype=torch.long)
         mask = torch.zeros((rows, width + fed), dtype=torch.long)
         for i, ids in enumerate(prompts):
-            tail = ids[past[i]:]
-            input_ids[i, fed - len(tail):] = torch.tensor(tail)
-            mask[i, width + fed - len(ids):] = 1
+            tail = ids[past[i] :]
+            input_ids[i, fed - len(tail) :] = torch.tensor(tail)
+            mask[i, width + fed - len(ids) :] = 1
         capacity = width + fed + self.max_new_tokens
         buffers = self._laid_out(cached, past, width, capacity)
         if buffers is None:  # the first call: the cache allocates them at the first forward, with headroom
@@ -266,7 +282,9 @@ class TransformersPolicy:
         mask, input_ids = mask.to(device), input_ids.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generated: list[list[int]] = [[] for _ in prompts]
-        header = self.tokenizer(self._reply_header, add_special_tokens=False)["input_ids"] if self._reply_header else []
+        header = (
+            self.tokenizer(self._reply_header, add_special_tokens=False)["input_ids"] if self._reply_header else []
+        )
         stopped = None if on_reply is None else (lambda i: on_reply(i, self._reply_text(generated[i], header)))
         own_attention = attn_implementation(self._config)
         try:
@@ -284,12 +302,20 @@ class TransformersPolicy:
         """A row's generated tokens as its reply: without the stop token and the template's channel header."""
         if ids and ids[-1] in self.stop_ids:
             ids = ids[:-1]
-        if header and ids[:len(header)] == header:
-            ids = ids[len(header):]
+        if header and ids[: len(header)] == header:
+            ids = ids[len(header) :]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-    def _decode(self, input_ids: Any, mask: Any, positions: Any, width: int, cache: Any,
-                generated: list[list[int]], stopped: Callable[[int], None] | None = None) -> tuple[Any, int]:
+    def _decode(
+        self,
+        input_ids: Any,
+        mask: Any,
+        positions: Any,
+        width: int,
+        cache: Any,
+        generated: list[list[int]],
+        stopped: Callable[[int], None] | None = None,
+    ) -> tuple[Any, int]:
         """Greedy decoding of one turn for every row, calling `stopped(row)` as a row ends on a stop
         token; returns the last output and the tokens fed back."""
         import torch
@@ -299,8 +325,14 @@ class TransformersPolicy:
         stops = set(self.stop_ids)
         steps_fed = 0
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions[:, width:],
-                             use_cache=True, **{self._cache_arg: cache}, **self._extra)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions[:, width:],
+                use_cache=True,
+                **{self._cache_arg: cache},
+                **self._extra,
+            )
             if self.attention is not None:  # the prompt with the model's own attention, one token at a time with ours
                 set_attn_implementation(self._config, self.attention)
             for step in range(self.max_new_tokens):
@@ -315,8 +347,14 @@ class TransformersPolicy:
                     break
                 mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
                 positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
-                out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, -1:],
-                                 use_cache=True, **{self._cache_arg: self._returned_cache(out)}, **self._extra)
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=positions[:, -1:],
+                    use_cache=True,
+                    **{self._cache_arg: self._returned_cache(out)},
+                    **self._extra,
+                )
                 steps_fed += 1
         return out, steps_fed
 
@@ -341,7 +379,8 @@ class TransformersPolicy:
         rows = len(past)
         sources = [c[1] for c, n in zip(cached, past) if n]
         in_order = all(a < b for a, b in zip(sources, sources[1:])) and all(
-            c[1] >= i for i, (c, n) in enumerate(zip(cached, past)) if n)
+            c[1] >= i for i, (c, n) in enumerate(zip(cached, past)) if n
+        )
         rows_held, positions_held = self._store[0][0].shape[0], self._store[0][0].shape[2]
         fresh = not (in_order and rows_held >= rows and positions_held >= capacity)
         size = capacity + capacity // 2
@@ -359,10 +398,10 @@ class TransformersPolicy:
                     if n:
                         _, row, start = c
                         # a copy first: in place, the old and new positions of a row may overlap
-                        k[i, :, width - n:width] = k0[row, :, start:start + n].clone()
-                        v[i, :, width - n:width] = v0[row, :, start:start + n].clone()
-                    k[i, :, :width - n] = 0  # padding: masked, but it must hold numbers, not stale NaN bits
-                    v[i, :, :width - n] = 0
+                        k[i, :, width - n : width] = k0[row, :, start : start + n].clone()
+                        v[i, :, width - n : width] = v0[row, :, start : start + n].clone()
+                    k[i, :, : width - n] = 0  # padding: masked, but it must hold numbers, not stale NaN bits
+                    v[i, :, : width - n] = 0
                 target.append((k, v))
                 store[layer] = None  # a replaced pair is freed here, once read
                 del k0, v0
@@ -402,5 +441,6 @@ def as_policy(agent: Any, tokenizer: Any = None, max_new_tokens: int = 64) -> Po
     if callable(agent):
         return agent
     raise InvalidInputError(
-        f"agent must be a transformers model or a callable policy(conversations) -> replies, got {type(agent).__name__}."
+        "agent must be a transformers model or a callable policy(conversations) -> replies, "
+        f"got {type(agent).__name__}."
     )

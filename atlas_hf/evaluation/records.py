@@ -63,7 +63,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if number == len(lines):
                 break
-            raise InvalidInputError(f"{path}: line {number} is not a JSON episode record; remove the file or fix the line.") from None
+            raise InvalidInputError(
+                f"{path}: line {number} is not a JSON episode record; remove the file or fix the line."
+            ) from None
     return records
 
 

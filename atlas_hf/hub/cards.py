@@ -113,8 +113,9 @@ def size_category(rows: int) -> str:
     return names[-1]
 
 
-def provenance(oracle: Any, prompt_version: str | None, max_ratio: float | None,
-               column_oracles: Mapping[str, int]) -> tuple[dict[str, str], str]:
+def provenance(
+    oracle: Any, prompt_version: str | None, max_ratio: float | None, column_oracles: Mapping[str, int]
+) -> tuple[dict[str, str], str]:
     """The card's "how it was made" table and sentence.
 
     Args:
@@ -201,8 +202,14 @@ def dataset_card(
     if source_datasets:
         meta["source_datasets"] = list(source_datasets)
     card = DatasetCard.from_template(
-        DatasetCardData(**meta), template_path=str(_TEMPLATES / "dataset_card.md"), paper=PAPER, how_made=how,
-        provenance=table, stats=stats, repo_id=repo_id, figure_path=FIGURE_PATH if figure else None,
+        DatasetCardData(**meta),
+        template_path=str(_TEMPLATES / "dataset_card.md"),
+        paper=PAPER,
+        how_made=how,
+        provenance=table,
+        stats=stats,
+        repo_id=repo_id,
+        figure_path=FIGURE_PATH if figure else None,
         split_rows=", ".join(f"{name}: {n}" for name, n in stats["rows_per_split"].items()),
         columns=[(c, _COLUMNS.get(c, "")) for c in columns],
     )
@@ -269,18 +276,26 @@ def adapter_card(
         meta = ModelCard.load(folder / "README.md", ignore_metadata_errors=True).data.to_dict()
     hub_base = hub_model_id(base_model)
     if base_model and hub_base is None:
-        logger.warning("base_model %r is a local path, not a Hub model id, so the card's `base_model` is left "
-                       "out; pass base_model='org/name' to publish_adapter to set it.", Path(base_model).name)
+        logger.warning(
+            "base_model %r is a local path, not a Hub model id, so the card's `base_model` is left "
+            "out; pass base_model='org/name' to publish_adapter to set it.",
+            Path(base_model).name,
+        )
     meta.pop("base_model", None)
     kept = [t for t in meta.get("tags") or [] if not t.startswith("base_model:")]  # PEFT's, naming a local path
-    meta.update(library_name="peft", pipeline_tag="text-generation",
-                tags=list(dict.fromkeys([*kept, *ADAPTER_TAGS, *(tags or [])])))
+    meta.update(
+        library_name="peft",
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys([*kept, *ADAPTER_TAGS, *(tags or [])])),
+    )
     license = license or meta.get("license") or _BASE_LICENSES.get(hub_base or "")
     if license:
         meta["license"] = license
     else:
-        logger.info("No license on the card of %s: pass license= (the base model's license applies to the adapter).",
-                    folder.name)
+        logger.info(
+            "No license on the card of %s: pass license= (the base model's license applies to the adapter).",
+            folder.name,
+        )
     if hub_base:
         meta["base_model"] = hub_base
     if dataset_repo_id:
@@ -295,12 +310,23 @@ def adapter_card(
     targets = adapter_config.get("target_modules")
     peft_type = adapter_config.get("peft_type", "PEFT")
     card = ModelCard.from_template(
-        ModelCardData(**meta), template_path=str(_TEMPLATES / "adapter_card.md"), name=name, paper=PAPER,
-        peft_type={"LORA": "LoRA"}.get(peft_type, peft_type), base_model=hub_base, dataset_repo_id=dataset_repo_id,
-        endpoint=constants.ENDPOINT, rank=adapter_config.get("r"), alpha=adapter_config.get("lora_alpha"),
-        targets=", ".join(sorted(targets)) if isinstance(targets, list) else targets, evaluation=evaluation,
-        summary=[(_SUMMARY_LABELS.get(k, k.replace("_", " ").capitalize()), f"{v:.4g}" if isinstance(v, float) else v)
-                 for k, v in summary.items() if v is not None],
+        ModelCardData(**meta),
+        template_path=str(_TEMPLATES / "adapter_card.md"),
+        name=name,
+        paper=PAPER,
+        peft_type={"LORA": "LoRA"}.get(peft_type, peft_type),
+        base_model=hub_base,
+        dataset_repo_id=dataset_repo_id,
+        endpoint=constants.ENDPOINT,
+        rank=adapter_config.get("r"),
+        alpha=adapter_config.get("lora_alpha"),
+        targets=", ".join(sorted(targets)) if isinstance(targets, list) else targets,
+        evaluation=evaluation,
+        summary=[
+            (_SUMMARY_LABELS.get(k, k.replace("_", " ").capitalize()), f"{v:.4g}" if isinstance(v, float) else v)
+            for k, v in summary.items()
+            if v is not None
+        ],
         citation=CITATION,
     )
     return ModelCard(redact(str(card)))
@@ -331,11 +357,28 @@ def eval_results(evaluation: Mapping[str, Any]) -> list[EvalResult]:
     split = f"seeds {first}-{first + episodes - 1}" if episodes else f"seeds from {first}"
     results = []
     for env, result in evaluation["envs"].items():
-        common = dict(task_type="reinforcement-learning", task_name="Agent rollouts", dataset_type=env,
-                      dataset_name=env, dataset_split=split)
-        results.append(EvalResult(**common, metric_type="success_rate", metric_name="Success rate (%)",
-                                  metric_value=round(100 * float(result["success_rate"]), 2)))
+        common = dict(
+            task_type="reinforcement-learning",
+            task_name="Agent rollouts",
+            dataset_type=env,
+            dataset_name=env,
+            dataset_split=split,
+        )
+        results.append(
+            EvalResult(
+                **common,
+                metric_type="success_rate",
+                metric_name="Success rate (%)",
+                metric_value=round(100 * float(result["success_rate"]), 2),
+            )
+        )
         if "mean_score" in result:  # reports written before 0.6 have success only
-            results.append(EvalResult(**common, metric_type="progress_score", metric_name="Progress score (%)",
-                                      metric_value=round(100 * float(result["mean_score"]), 2)))
+            results.append(
+                EvalResult(
+                    **common,
+                    metric_type="progress_score",
+                    metric_name="Progress score (%)",
+                    metric_value=round(100 * float(result["mean_score"]), 2),
+                )
+            )
     return results

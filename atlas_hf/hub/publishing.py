@@ -33,8 +33,15 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from transformers import Trainer
 
-__all__ = ["CITATION", "HubPublishError", "adapter_card", "eval_results", "publish", "publish_adapter",
-           "publish_dataset"]
+__all__ = [
+    "CITATION",
+    "HubPublishError",
+    "adapter_card",
+    "eval_results",
+    "publish",
+    "publish_adapter",
+    "publish_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +70,10 @@ def _explained(what: str, repo_id: str, token: str | None) -> Iterator[None]:
         yield
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
-        fix = _FIXES.get(status or 0, "the Hub answered with a server error. Retry later; if it persists, "
-                                       "check https://status.huggingface.co.")
+        fix = _FIXES.get(
+            status or 0,
+            "the Hub answered with a server error. Retry later; if it persists, check https://status.huggingface.co.",
+        )
         err.args = tuple(redact(str(arg), secrets) for arg in err.args)
         detail = redact(str(err.server_message or "").strip(), secrets)
         err.server_message = detail or None
@@ -92,8 +101,9 @@ def _write_local_dataset(splits: Mapping[str, Dataset], folder: Path) -> dict[st
     from datasets.utils.metadata import MetadataConfigs
 
     first = next(iter(splits.values()))
-    info = DatasetInfo(config_name="default", features=first.features, splits=SplitDict(),
-                       download_size=0, dataset_size=0)
+    info = DatasetInfo(
+        config_name="default", features=first.features, splits=SplitDict(), download_size=0, dataset_size=0
+    )
     for name, split in splits.items():
         path = folder / "data" / f"{name}-00000-of-00001.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,9 +170,19 @@ def publish_dataset(
     columns = next(iter(splits.values())).column_names
 
     def card(metadata: Mapping[str, Any], repo: str) -> DatasetCard:
-        return dataset_card(repo, metadata, stats, columns, oracle=oracle, prompt_version=prompt_version,
-                            max_ratio=max_ratio, source_datasets=source_datasets, license=license,
-                            language=language, figure=figure is not None)
+        return dataset_card(
+            repo,
+            metadata,
+            stats,
+            columns,
+            oracle=oracle,
+            prompt_version=prompt_version,
+            max_ratio=max_ratio,
+            source_datasets=source_datasets,
+            license=license,
+            language=language,
+            figure=figure is not None,
+        )
 
     if local_dir is not None:
         folder = Path(local_dir)
@@ -186,8 +206,9 @@ def publish_dataset(
     if figure is not None:
         operations.append(CommitOperationAdd(FIGURE_PATH, figure))
     with _explained("upload the dataset card to", full_id, token):
-        api.create_commit(full_id, operations, commit_message="Add ATLaS dataset card", repo_type="dataset",
-                          parent_commit=pushed.oid)
+        api.create_commit(
+            full_id, operations, commit_message="Add ATLaS dataset card", repo_type="dataset", parent_commit=pushed.oid
+        )
     url = f"{api.endpoint}/datasets/{full_id}"
     logger.info("Published dataset %s (%d rows) to %s", full_id, stats["rows"], url)
     return url
@@ -202,8 +223,10 @@ def _adapter_folder(trainer_or_output_dir: Trainer | str | Path) -> Iterator[tup
     if isinstance(trainer_or_output_dir, (str, Path)):
         folder = Path(trainer_or_output_dir)
         if not folder.is_dir():
-            raise AtlasFileNotFoundError(f"Adapter folder {folder} does not exist. Pass the folder that "
-                                    "`PeftModel.save_pretrained` (or `trainer.save_model`) wrote, or the trainer.")
+            raise AtlasFileNotFoundError(
+                f"Adapter folder {folder} does not exist. Pass the folder that "
+                "`PeftModel.save_pretrained` (or `trainer.save_model`) wrote, or the trainer."
+            )
         yield folder, {}
         return
     trainer = trainer_or_output_dir
@@ -272,9 +295,15 @@ def publish_adapter(
                 "`PeftModel.save_pretrained(folder)` or `trainer.save_model(folder)` before publishing."
             )
         run_summary = {**trainer_summary, **(training_summary or {})}
-        card = adapter_card(folder, base_model=base_model, dataset_repo_id=dataset_repo_id,
-                            training_summary=run_summary or None, repo_id=repo_id, evaluation=evaluation,
-                            license=license)
+        card = adapter_card(
+            folder,
+            base_model=base_model,
+            dataset_repo_id=dataset_repo_id,
+            training_summary=run_summary or None,
+            repo_id=repo_id,
+            evaluation=evaluation,
+            license=license,
+        )
         if local_dir is not None:
             out = Path(local_dir)
             out.mkdir(parents=True, exist_ok=True)
@@ -340,10 +369,18 @@ def publish(
     where: dict[str, str] = {}
     if dataset is not None:
         target = Path(local_dir) / "dataset" if local_dir else None
-        where["dataset"] = publish_dataset(dataset, dataset_repo, private=private, token=token, local_dir=target,
-                                           **dataset_card)
+        where["dataset"] = publish_dataset(
+            dataset, dataset_repo, private=private, token=token, local_dir=target, **dataset_card
+        )
     if adapter is not None:
         target = Path(local_dir) / "adapter" if local_dir else None
-        where["adapter"] = publish_adapter(adapter, adapter_repo, private=private, token=token, local_dir=target,
-                                           base_model=base_model, dataset_repo_id=dataset_repo)
+        where["adapter"] = publish_adapter(
+            adapter,
+            adapter_repo,
+            private=private,
+            token=token,
+            local_dir=target,
+            base_model=base_model,
+            dataset_repo_id=dataset_repo,
+        )
     return where

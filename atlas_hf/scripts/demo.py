@@ -34,13 +34,25 @@ def trajectory_tokens(tokenizer: Any, dataset: Any) -> int:
 
     tools = dataset["tools"] if "tools" in dataset.column_names else [None] * len(dataset)
     template = training_template(tokenizer)
-    texts = (render_chat(tokenizer, prepare_messages(tokenizer, check_messages(messages, i), row=i).messages,
-                         parse_tools(t), False, template) for i, (messages, t) in enumerate(zip(dataset[MESSAGES], tools)))
+    texts = (
+        render_chat(
+            tokenizer,
+            prepare_messages(tokenizer, check_messages(messages, i), row=i).messages,
+            parse_tools(t),
+            False,
+            template,
+        )
+        for i, (messages, t) in enumerate(zip(dataset[MESSAGES], tools))
+    )
     return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
 
 
-def run_demo(output_dir: str = "outputs/demo", max_steps: int = 8, oracle_name: str | None = None,
-             push_to_hub: str | None = None) -> dict[str, Any]:
+def run_demo(
+    output_dir: str = "outputs/demo",
+    max_steps: int = 8,
+    oracle_name: str | None = None,
+    push_to_hub: str | None = None,
+) -> dict[str, Any]:
     """The whole pipeline on the embedded default, printed as it goes: sample -> annotate -> train -> publish.
 
     Args:
@@ -98,30 +110,40 @@ def _run_demo(output_dir: str, max_steps: int, oracle_name: str | None, push_to_
     reference = load_sample()
     oracle_name = oracle_name or default_oracle_name()
     print(f"[1/4] annotating {len(reference)} sample trajectories with the {oracle_name} oracle")
-    annotated, annotator = annotate_dataset(reference, build_oracle(oracle_name), DEFAULT_MAX_RATIO, os.path.join(output_dir, "cache"))
+    annotated, annotator = annotate_dataset(
+        reference, build_oracle(oracle_name), DEFAULT_MAX_RATIO, os.path.join(output_dir, "cache")
+    )
     agreement = oracle_agreement(annotated, reference)
     print(f"[2/4] LoRA-training SmolLM2-135M-Instruct on the critical steps ({max_steps} optimizer steps, CPU)")
     adapter_dir = os.path.join(output_dir, "adapter")
-    config, peft_config = default_training_config(adapter_dir, max_steps=max_steps, use_cpu=True, bf16=False,
-                                                  disable_tqdm=True)
+    config, peft_config = default_training_config(
+        adapter_dir, max_steps=max_steps, use_cpu=True, bf16=False, disable_tqdm=True
+    )
     trainer, losses = train(annotated, config, peft_config=peft_config, eval_loss=True, quiet=True)
     summary = trainer.atlas_summary()
     print("[3/4] publishing the dataset and the adapter" + (f" to {push_to_hub}" if push_to_hub else " locally"))
-    where = publish(dataset=annotated, adapter=adapter_dir,
-                    dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else DEMO_DATASET_REPO,
-                    adapter_repo=push_to_hub or DEMO_ADAPTER_REPO,
-                    local_dir=None if push_to_hub else os.path.join(output_dir, "hub"))
+    where = publish(
+        dataset=annotated,
+        adapter=adapter_dir,
+        dataset_repo=f"{push_to_hub}-trajectories" if push_to_hub else DEMO_DATASET_REPO,
+        adapter_repo=push_to_hub or DEMO_ADAPTER_REPO,
+        local_dir=None if push_to_hub else os.path.join(output_dir, "hub"),
+    )
     stats = annotation_statistics(annotated)
     print("[4/4] summary")
     print(f"  trajectories            {stats['rows']}")
     print(f"  steps                   {stats['steps']}")
     print(f"  critical steps          {stats['critical_steps']} ({stats['critical_ratio']:.0%} of steps)")
-    print(f"  oracle vs sample marks  step F1 {agreement.steps.f1:.2f} (precision {agreement.steps.precision:.2f}, "
-          f"recall {agreement.steps.recall:.2f}), same category {agreement.category_agreement:.2f}")
+    print(
+        f"  oracle vs sample marks  step F1 {agreement.steps.f1:.2f} (precision {agreement.steps.precision:.2f}, "
+        f"recall {agreement.steps.recall:.2f}), same category {agreement.category_agreement:.2f}"
+    )
     full = trajectory_tokens(trainer.processing_class, annotated)
-    print(f"  supervised tokens       {summary['supervised_tokens']} of {full} in the trajectories "
-          f"({summary['supervised_tokens'] / full:.1%}); {summary['total_tokens']} fed forward "
-          f"({summary['total_tokens'] / full:.0%}, rows cut after their last critical turn)")
+    print(
+        f"  supervised tokens       {summary['supervised_tokens']} of {full} in the trajectories "
+        f"({summary['supervised_tokens'] / full:.1%}); {summary['total_tokens']} fed forward "
+        f"({summary['total_tokens'] / full:.0%}, rows cut after their last critical turn)"
+    )
     print(f"  loss on critical tokens {losses['before']:.3f} before -> {losses['after']:.3f} after")
     print(f"  adapter                 {adapter_dir}")
     for kind, url in where.items():

@@ -108,7 +108,8 @@ class ScriptArguments(trl.ScriptArguments):
         default=None, metadata={"help": "The oracle's model (a Claude model name or a local model path)."}
     )
     annotate_base_url: str | None = field(
-        default=None, metadata={"help": "The OpenAI-compatible server of --annotate openai (e.g. http://host:8000/v1)."}
+        default=None,
+        metadata={"help": "The OpenAI-compatible server of --annotate openai (e.g. http://host:8000/v1)."},
     )
     annotate_max_ratio: float = field(
         default=DEFAULT_MAX_RATIO, metadata={"help": "The most steps an oracle may mark, as a fraction of the steps."}
@@ -232,8 +233,12 @@ def dump_replica(trainer: AtlasSFTTrainer, folder: str) -> Path:
             continue
         local = local_shard(parameter)  # an FSDP2 DTensor's or a ZeRO-3 partition's own part
         tensors[name] = local.detach().to("cpu").contiguous()
-        layout[name] = {"class": type(parameter).__name__, "numel": full_numel(parameter), "local_numel": local.numel(),
-                        "placements": [str(p) for p in getattr(parameter, "placements", [])]}
+        layout[name] = {
+            "class": type(parameter).__name__,
+            "numel": full_numel(parameter),
+            "local_numel": local.numel(),
+            "placements": [str(p) for p in getattr(parameter, "placements", [])],
+        }
     path = Path(folder) / f"rank{trainer.accelerator.process_index}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
@@ -273,23 +278,29 @@ def load_splits(
 
     wants_eval = training_args.eval_strategy != "no"
     if script_args.dataset_streaming:
-        raise InvalidInputError("--dataset_streaming: training here normalizes and annotates the trajectories before "
-                         "training, which needs them all. Drop the flag, or pass a stream of annotated rows to "
-                         "AtlasSFTTrainer from Python (it labels an IterableDataset as it streams).")
+        raise InvalidInputError(
+            "--dataset_streaming: training here normalizes and annotates the trajectories before "
+            "training, which needs them all. Drop the flag, or pass a stream of annotated rows to "
+            "AtlasSFTTrainer from Python (it labels an IterableDataset as it streams)."
+        )
     if dataset_args is not None and dataset_args.datasets:
         splits = get_dataset(dataset_args)
         train = normalize_trajectories(splits[script_args.dataset_train_split])
         test = splits.get(script_args.dataset_test_split)
         if wants_eval and test is None:
-            raise InvalidInputError(f"--eval_strategy {training_args.eval_strategy} needs an eval split: the mixture has "
-                             f"{sorted(splits)}; set test_split_size in the config, or --eval_strategy no.")
+            raise InvalidInputError(
+                f"--eval_strategy {training_args.eval_strategy} needs an eval split: the mixture has "
+                f"{sorted(splits)}; set test_split_size in the config, or --eval_strategy no."
+            )
         return train, normalize_trajectories(test) if wants_eval else None
     train = load_rows(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
     if not wants_eval:
         return train, None
     if not script_args.dataset_name:
-        raise InvalidInputError(f"--eval_strategy {training_args.eval_strategy} needs an eval split, and the embedded "
-                         "sample has one split only; pass --dataset_name with a test split, or --eval_strategy no.")
+        raise InvalidInputError(
+            f"--eval_strategy {training_args.eval_strategy} needs an eval split, and the embedded "
+            "sample has one split only; pass --dataset_name with a test split, or --eval_strategy no."
+        )
     return train, load_rows(script_args.dataset_name, script_args.dataset_test_split, script_args.dataset_config)
 
 
@@ -319,7 +330,10 @@ def main(
         dataset = annotate_rows(dataset, script_args, training_args)
         if eval_dataset is not None:
             eval_dataset = annotate_rows(eval_dataset, script_args, training_args)
-    elif "critical_steps" not in dataset.column_names and LabellingOptions.from_config(training_args).reads_critical_steps:
+    elif (
+        "critical_steps" not in dataset.column_names
+        and LabellingOptions.from_config(training_args).reads_critical_steps
+    ):
         raise InvalidInputError(
             f"The dataset {script_args.dataset_name or '(sample)'} has no 'critical_steps' column, which "
             f"step_selection={training_args.step_selection!r} needs. Annotate it first with "
@@ -329,7 +343,12 @@ def main(
     model, tokenizer = load_model(model_args, training_args)
     quantization_config = get_quantization_config(model_args)
     trainer, _ = train(
-        dataset, training_args, model, tokenizer, get_peft_config(model_args), eval_dataset=eval_dataset,
+        dataset,
+        training_args,
+        model,
+        tokenizer,
+        get_peft_config(model_args),
+        eval_dataset=eval_dataset,
         resume_from_checkpoint=training_args.resume_from_checkpoint,
         **({"quantization_config": quantization_config} if quantization_config is not None else {}),
     )  # trained, and saved with atlas_summary.json

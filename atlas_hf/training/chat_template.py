@@ -43,7 +43,7 @@ _REWRITE_NOTES = {
     FOLDED_SYSTEM: "has no system role; the system prompt is written at the start of the first user turn",
     TOOL_AS_USER: "has no tool role; tool results are written as user turns (`Tool result (name): ...`)",
     CALLS_AS_TEXT: "does not render `tool_calls`; they are written into the assistant turn's text as "
-                   "<tool_call>{json}</tool_call> so they are not lost",
+    "<tool_call>{json}</tool_call> so they are not lost",
     MERGED_TURNS: "requires user and assistant turns to alternate; consecutive user turns are joined",
 }
 
@@ -142,8 +142,13 @@ class Preparation:
         return sum(self.rewrites.values())
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool,
-                template: str | None = None) -> str:
+def render_chat(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: Any,
+    add_generation_prompt: bool,
+    template: str | None = None,
+) -> str:
     """`messages` rendered as text by a chat template, untokenized.
 
     Args:
@@ -156,8 +161,9 @@ def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, add_
     Returns:
         `str`: The rendering.
     """
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt, chat_template=template)
+    return tokenizer.apply_chat_template(
+        messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=template
+    )
 
 
 def _renders(tokenizer: Any, template: str, messages: list[dict[str, Any]], *needles: str) -> bool:
@@ -181,7 +187,8 @@ def _probe(tokenizer: Any, own: str) -> TemplateProfile:
         masked = has_generation_masks(template)
     user = {"role": "user", "content": _PROBE_TEXT}
     text_parts = not _renders(tokenizer, template, [user], _PROBE_TEXT) and _renders(
-        tokenizer, template, [{"role": "user", "content": [{"type": "text", "text": _PROBE_TEXT}]}], _PROBE_TEXT)
+        tokenizer, template, [{"role": "user", "content": [{"type": "text", "text": _PROBE_TEXT}]}], _PROBE_TEXT
+    )
 
     def chat(*turns: dict[str, Any]) -> list[dict[str, Any]]:
         return [_as_parts(turn) if text_parts else turn for turn in turns]
@@ -190,27 +197,54 @@ def _probe(tokenizer: Any, own: str) -> TemplateProfile:
         return {"role": "assistant", "content": "", "tool_calls": list(calls)}
 
     mapping = {"x": _PROBE_ARGUMENT}
-    tool_calls = _renders(tokenizer, template, chat(user, assistant(_call(0, mapping))), f"{_PROBE_NAME}0", _PROBE_ARGUMENT)
-    as_json = not tool_calls and _renders(tokenizer, template, chat(user, assistant(_call(0, json.dumps(mapping)))),
-                                          f"{_PROBE_NAME}0", _PROBE_ARGUMENT)
+    tool_calls = _renders(
+        tokenizer, template, chat(user, assistant(_call(0, mapping))), f"{_PROBE_NAME}0", _PROBE_ARGUMENT
+    )
+    as_json = not tool_calls and _renders(
+        tokenizer, template, chat(user, assistant(_call(0, json.dumps(mapping)))), f"{_PROBE_NAME}0", _PROBE_ARGUMENT
+    )
     arguments = json.dumps(mapping) if as_json else mapping
-    parallel = _renders(tokenizer, template, chat(user, assistant(_call(0, arguments), _call(1, arguments))),
-                        f"{_PROBE_NAME}0", f"{_PROBE_NAME}1")
+    parallel = _renders(
+        tokenizer,
+        template,
+        chat(user, assistant(_call(0, arguments), _call(1, arguments))),
+        f"{_PROBE_NAME}0",
+        f"{_PROBE_NAME}1",
+    )
     reply = {"role": "assistant", "content": "atlas_reply"}
     tool = {"role": "tool", "tool_call_id": "call_0", "name": f"{_PROBE_NAME}0", "content": "atlas_tool_result"}
-    tool_role = _renders(tokenizer, template, chat(user, assistant(_call(0, arguments)) if tool_calls or as_json
-                                                   else reply, tool, reply), "atlas_tool_result")
-    system_role = _renders(tokenizer, template, chat({"role": "system", "content": "atlas_system"}, user), "atlas_system")
+    tool_role = _renders(
+        tokenizer,
+        template,
+        chat(user, assistant(_call(0, arguments)) if tool_calls or as_json else reply, tool, reply),
+        "atlas_tool_result",
+    )
+    system_role = _renders(
+        tokenizer, template, chat({"role": "system", "content": "atlas_system"}, user), "atlas_system"
+    )
     alternating = not _renders(tokenizer, template, chat(user, user, reply), "atlas_reply")
     try:
         prompt = render_chat(tokenizer, chat(user), None, True, template)
         bare = render_chat(tokenizer, chat(user), None, False, template)
     except Exception as error:
-        raise TemplateError(f"The {family} chat template cannot render a single user turn "
-                            f"({type(error).__name__}: {error}); it cannot be used to train a chat model.") from None
-    generation_prompt = prompt[len(bare):] if prompt.startswith(bare) else ""
-    return TemplateProfile(family, template, masked, generation_prompt, tool_calls or as_json,
-                           parallel, as_json, system_role, tool_role, alternating, text_parts)
+        raise TemplateError(
+            f"The {family} chat template cannot render a single user turn "
+            f"({type(error).__name__}: {error}); it cannot be used to train a chat model."
+        ) from None
+    generation_prompt = prompt[len(bare) :] if prompt.startswith(bare) else ""
+    return TemplateProfile(
+        family,
+        template,
+        masked,
+        generation_prompt,
+        tool_calls or as_json,
+        parallel,
+        as_json,
+        system_role,
+        tool_role,
+        alternating,
+        text_parts,
+    )
 
 
 def template_profile(tokenizer: Any) -> TemplateProfile:
@@ -288,15 +322,21 @@ def parse_tools(tools: Any) -> list[dict[str, Any]] | None:
 
 def _as_parts(message: dict[str, Any]) -> dict[str, Any]:
     content = message.get("content")
-    return {**message, "content": [{"type": "text", "text": content or ""}]} if not isinstance(content, list) else message
+    return (
+        {**message, "content": [{"type": "text", "text": content or ""}]} if not isinstance(content, list) else message
+    )
 
 
 def _note(profile: TemplateProfile, tokenizer: Any, kind: str) -> None:
     if (profile.template, kind) not in _warned:
         _warned.add((profile.template, kind))
-        logger.warning("The %s chat template of %r %s (counted per row in `num_rewritten_turns`; "
-                       "fit_template=False raises instead).", profile.family,
-                       getattr(tokenizer, "name_or_path", ""), _REWRITE_NOTES[kind])
+        logger.warning(
+            "The %s chat template of %r %s (counted per row in `num_rewritten_turns`; "
+            "fit_template=False raises instead).",
+            profile.family,
+            getattr(tokenizer, "name_or_path", ""),
+            _REWRITE_NOTES[kind],
+        )
 
 
 def _refuse(profile: TemplateProfile, row: Any, turn: int, problem: str, fix: str) -> TemplateError:
@@ -304,8 +344,9 @@ def _refuse(profile: TemplateProfile, row: Any, turn: int, problem: str, fix: st
     return TemplateError(f"{where}: the {profile.family} chat template {problem}. {fix}")
 
 
-def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]], fit_template: bool = True,
-                     row: Any = None) -> Preparation:
+def prepare_messages(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], fit_template: bool = True, row: Any = None
+) -> Preparation:
     """Canonical messages made ready for the tokenizer's chat template (`template_profile`).
 
     Null optional keys are dropped (Arrow adds them), None content beside tool calls becomes "",
@@ -336,8 +377,13 @@ def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]], fit_tem
 
     def rewrite(kind: str, turn: int, problem: str) -> None:
         if not fit_template:
-            raise _refuse(profile, row, turn, problem, "Pass fit_template=True to rewrite such turns, or "
-                          "drop them with dataset.map first.")
+            raise _refuse(
+                profile,
+                row,
+                turn,
+                problem,
+                "Pass fit_template=True to rewrite such turns, or drop them with dataset.map first.",
+            )
         rewrites[kind] = rewrites.get(kind, 0) + 1
         _note(profile, tokenizer, kind)
 
@@ -352,12 +398,25 @@ def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]], fit_tem
             del message["tool_calls"]
         elif calls:
             if len(calls) > 1 and not profile.parallel_calls:
-                raise _refuse(profile, row, t, f"takes one tool call per turn and this turn makes {len(calls)}",
-                              "Split the turn into one assistant turn per call (each followed by its tool "
-                              "result), or train with a template that takes parallel calls.")
+                raise _refuse(
+                    profile,
+                    row,
+                    t,
+                    f"takes one tool call per turn and this turn makes {len(calls)}",
+                    "Split the turn into one assistant turn per call (each followed by its tool "
+                    "result), or train with a template that takes parallel calls.",
+                )
             if profile.arguments_as_json:
-                message["tool_calls"] = [{**c, "function": {**c["function"], "arguments": json.dumps(
-                    c["function"]["arguments"], ensure_ascii=False)}} for c in calls]
+                message["tool_calls"] = [
+                    {
+                        **c,
+                        "function": {
+                            **c["function"],
+                            "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False),
+                        },
+                    }
+                    for c in calls
+                ]
         if message.get("content") is None:
             message["content"] = ""
         if role == "tool" and not profile.tool_role:
@@ -376,7 +435,7 @@ def prepare_messages(tokenizer: Any, messages: Sequence[dict[str, Any]], fit_tem
 
 
 def _join_users(messages: list[dict[str, Any]], profile: TemplateProfile, rewrite: Any) -> list[dict[str, Any]]:
-    """Folded system prompts joined to the next user turn, and, where roles must alternate, runs of user turns joined."""
+    """Folded system prompts joined to the next user turn and, where roles must alternate, runs of user turns."""
     out: list[dict[str, Any]] = []
     for t, message in enumerate(messages):
         previous = out[-1] if out else None

@@ -76,8 +76,9 @@ class CriticalStepDataCollator:
                     "'{\"skip_prepare_dataset\": true}'), or label the rows with CriticalStepLabeller first."
                 )
             check_label_length(feature["input_ids"], labels, f"{index} of the batch")
-            return truncate_labelled(feature["input_ids"], labels, self.options.max_length,
-                                     self.options.truncation_side)
+            return truncate_labelled(
+                feature["input_ids"], labels, self.options.max_length, self.options.truncation_side
+            )
         labelled = self.labeller.label_row(feature, f"{index} of the batch")  # a position in this batch
         return labelled.input_ids, labelled.labels
 

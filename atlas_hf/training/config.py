@@ -1,4 +1,4 @@
-"""`AtlasSFTConfig`: TRL's `SFTConfig` plus the ATLaS step selection (the trainer is in `atlas_hf.training.trainer`)."""
+"""`AtlasSFTConfig`: TRL's `SFTConfig` plus the ATLaS step selection (its trainer: `atlas_hf.training.trainer`)."""
 
 from __future__ import annotations
 
@@ -69,8 +69,10 @@ class AtlasSFTConfig(SFTConfig):
     )
     selection_ratio: float | None = field(
         default=None,
-        metadata={"help": "Fraction of steps selected by 'random' and 'non_critical' (default: the annotation's "
-                  "recorded ratio cap)."},
+        metadata={
+            "help": "Fraction of steps selected by 'random' and 'non_critical' (default: the annotation's "
+            "recorded ratio cap)."
+        },
     )
     selection_seed: int = field(default=0, metadata={"help": "Seed of the random step selections."})
     truncation_side: str = field(
@@ -79,8 +81,10 @@ class AtlasSFTConfig(SFTConfig):
     )
     fit_template: bool = field(
         default=True,
-        metadata={"help": "Rewrite turns the chat template has no place for (system prompt, tool results, tool "
-                  "calls) instead of raising."},
+        metadata={
+            "help": "Rewrite turns the chat template has no place for (system prompt, tool results, tool "
+            "calls) instead of raising."
+        },
     )
     skip_unsupervised_rows: bool = field(
         default=True, metadata={"help": "Drop rows with no supervised token (counted and logged)."}
@@ -99,7 +103,8 @@ class AtlasSFTConfig(SFTConfig):
         if self.truncation_mode == "keep_end" and self.truncation_side == "right":
             raise InvalidInputError(
                 "truncation_mode='keep_end' keeps the end of a long row, truncation_side='right' cuts it: "
-                "AtlasSFTTrainer cuts by truncation_side ('left' keeps the end, 'right' keeps the start); set that one."
+                "AtlasSFTTrainer cuts by truncation_side ('left' keeps the end, 'right' keeps the start); "
+                "set that one."
             )
         if self.packing:
             raise InvalidInputError(

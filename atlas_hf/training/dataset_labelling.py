@@ -31,8 +31,10 @@ class _TruncateTokenized:
     def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         for index, ids, labels in zip(indices, batch["input_ids"], batch["labels"]):
             check_label_length(ids, labels, index)
-        rows = [truncate_labelled(ids, labels, self.max_length, self.truncation_side)  # type: ignore[arg-type]
-                for ids, labels in zip(batch["input_ids"], batch["labels"])]
+        rows = [
+            truncate_labelled(ids, labels, self.max_length, self.truncation_side)  # type: ignore[arg-type]
+            for ids, labels in zip(batch["input_ids"], batch["labels"])
+        ]
         return {
             "input_ids": [ids for ids, _ in rows],
             "labels": [labels for _, labels in rows],
@@ -138,12 +140,16 @@ def label_dataset(
         num_proc=num_proc,
         with_indices=True,
         remove_columns=[c for c in columns if c not in ("input_ids", "labels")] if tokenized else columns,
-        desc=f"Counting supervised tokens of {name}" if tokenized else f"Labelling {options.step_selection} steps of {name}",
+        desc=f"Counting supervised tokens of {name}"
+        if tokenized
+        else f"Labelling {options.step_selection} steps of {name}",
     )
     table = labelled.with_format("arrow")[:]
     supervised = table.column("num_supervised").to_pylist()
     lengths = pc.list_value_length(table.column("input_ids")).to_pylist()
-    truncated = sum(table.column("num_truncated_steps").to_pylist()) if "num_truncated_steps" in table.column_names else 0
+    truncated = (
+        sum(table.column("num_truncated_steps").to_pylist()) if "num_truncated_steps" in table.column_names else 0
+    )
     keep = [i for i, n in enumerate(supervised) if n > 0] if skip_unsupervised_rows else list(range(len(supervised)))
     stats = LabelStats(
         rows=len(keep),
@@ -157,13 +163,23 @@ def label_dataset(
         logger.warning(
             "%s: skipped %d of %d rows that have no supervised token under step_selection=%r (no step "
             "selected, or every selected token cut by max_length=%s).",
-            name, stats.skipped_rows, len(supervised), options.step_selection, options.max_length,
+            name,
+            stats.skipped_rows,
+            len(supervised),
+            options.step_selection,
+            options.max_length,
         )
     if truncated:
-        logger.warning("%s: %d selected steps lost labelled tokens to max_length=%s.", name, truncated, options.max_length)
+        logger.warning(
+            "%s: %d selected steps lost labelled tokens to max_length=%s.", name, truncated, options.max_length
+        )
     logger.info(
         "%s: %d rows, %d supervised tokens of %d (%.1f%%), step_selection=%r.",
-        name, stats.rows, stats.supervised_tokens, stats.total_tokens, 100 * stats.supervised_fraction,
+        name,
+        stats.rows,
+        stats.supervised_tokens,
+        stats.total_tokens,
+        100 * stats.supervised_fraction,
         options.step_selection,
     )
     if len(keep) < len(supervised):
@@ -199,8 +215,9 @@ def _has_supervision(num_supervised: int) -> bool:
     return num_supervised > 0
 
 
-def _label_stream(dataset: IterableDataset, tokenizer: Any, options: LabellingOptions, name: str,
-                  skip_unsupervised_rows: bool) -> tuple[Any, LabelStats]:
+def _label_stream(
+    dataset: IterableDataset, tokenizer: Any, options: LabellingOptions, name: str, skip_unsupervised_rows: bool
+) -> tuple[Any, LabelStats]:
     """`label_dataset` for a stream: the same labels, computed lazily, counted as they are read."""
     columns = dataset.column_names or list(next(iter(dataset)))
     stats = LabelStats()
@@ -208,6 +225,9 @@ def _label_stream(dataset: IterableDataset, tokenizer: Any, options: LabellingOp
     labelled = dataset.map(counting, batched=True, with_indices=True, remove_columns=columns)
     if skip_unsupervised_rows:
         labelled = labelled.filter(_has_supervision, input_columns=["num_supervised"])
-    logger.info("%s: a stream; its rows are labelled (step_selection=%r) and counted as training reads them.",
-                name, options.step_selection)
+    logger.info(
+        "%s: a stream; its rows are labelled (step_selection=%r) and counted as training reads them.",
+        name,
+        options.step_selection,
+    )
     return labelled.select_columns(["input_ids", "labels"]), stats

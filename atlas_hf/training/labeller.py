@@ -16,7 +16,14 @@ from typing import Any, Sequence
 
 from atlas_hf.training.chat_template import parse_tools, prepare_messages, template_profile
 from atlas_hf.errors import InvalidInputError, TemplateError, TrajectoryError
-from atlas_hf.trajectories.schema import CRITICAL_STEPS, MESSAGES, ORACLE, check_critical_steps, check_messages, num_steps
+from atlas_hf.trajectories.schema import (
+    CRITICAL_STEPS,
+    MESSAGES,
+    ORACLE,
+    check_critical_steps,
+    check_messages,
+    num_steps,
+)
 from atlas_hf.training.turn_spans import assistant_turn_spans
 from atlas_hf.training.selection import LabellingOptions, TruncationSide, select_steps
 from atlas_hf.trajectories.schema import row_seed
@@ -24,6 +31,7 @@ from atlas_hf.trajectories.schema import row_seed
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+
 
 @dataclass
 class LabelledTrajectory:
@@ -155,8 +163,12 @@ def check_label_length(input_ids: Sequence[int], labels: Sequence[int], row: Any
         `TrajectoryError`: The lengths differ (the row, the field and the fix named).
     """
     if len(labels) != len(input_ids):
-        raise TrajectoryError(row, "labels", f"{len(labels)} labels for {len(input_ids)} input_ids; there must be "
-                              "one label per token.", "Label the rows with CriticalStepLabeller.")
+        raise TrajectoryError(
+            row,
+            "labels",
+            f"{len(labels)} labels for {len(input_ids)} input_ids; there must be one label per token.",
+            "Label the rows with CriticalStepLabeller.",
+        )
 
 
 class CriticalStepLabeller:
@@ -183,7 +195,9 @@ class CriticalStepLabeller:
 
     def __init__(self, tokenizer: Any, options: LabellingOptions | None = None, **overrides: Any) -> None:
         if not getattr(tokenizer, "is_fast", False):
-            raise InvalidInputError("CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True.")
+            raise InvalidInputError(
+                "CriticalStepLabeller needs a fast tokenizer (offset mappings); load it with use_fast=True."
+            )
         template_profile(tokenizer)
         self.options = LabellingOptions.resolve(options, overrides, "CriticalStepLabeller")
         self.tokenizer = tokenizer
@@ -193,8 +207,12 @@ class CriticalStepLabeller:
         """The labeller of `options` (`CriticalStepLabeller(tokenizer, options)`)."""
         return cls(tokenizer, options)
 
-    def selected_steps(self, messages: Sequence[dict[str, Any]], critical_steps: Sequence[int] | None,
-                       oracle_column: str | None = None) -> list[int]:
+    def selected_steps(
+        self,
+        messages: Sequence[dict[str, Any]],
+        critical_steps: Sequence[int] | None,
+        oracle_column: str | None = None,
+    ) -> list[int]:
         """The steps of one trajectory that carry loss under this configuration.
 
         Args:
@@ -210,9 +228,13 @@ class CriticalStepLabeller:
         if not self.options.draws_at_ratio:
             return select_steps(n, critical_steps or [], self.options.step_selection)
         rng = random.Random(row_seed(self.options.selection_seed, messages))
-        return select_steps(n, critical_steps or [], self.options.step_selection, self.options.ratio_for(oracle_column), rng)
+        return select_steps(
+            n, critical_steps or [], self.options.step_selection, self.options.ratio_for(oracle_column), rng
+        )
 
-    def render_row(self, row: dict[str, Any], index: int | str | None = None) -> tuple[str, list[tuple[int, int]], int]:
+    def render_row(
+        self, row: dict[str, Any], index: int | str | None = None
+    ) -> tuple[str, list[tuple[int, int]], int]:
         """One row's rendering, the character spans of its selected turns, and its rewritten turns.
 
         Args:
@@ -232,23 +254,28 @@ class CriticalStepLabeller:
         messages = check_messages(row.get(MESSAGES), index)
         critical = row.get(CRITICAL_STEPS)
         if critical is None and self.options.reads_critical_steps:
-            raise InvalidInputError(f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
-                             "CriticalStepAnnotator first, or choose step_selection='all' or 'random'.")
+            raise InvalidInputError(
+                f"Row {index}: field 'critical_steps' is missing; annotate the dataset with "
+                "CriticalStepAnnotator first, or choose step_selection='all' or 'random'."
+            )
         critical = check_critical_steps(critical, num_steps(messages), index)
         steps = self.selected_steps(messages, critical, row.get(ORACLE))
         prepared = prepare_messages(self.tokenizer, messages, self.options.fit_template, index)
         try:
             tools = parse_tools(row.get("tools"))
         except ValueError:
-            raise TrajectoryError(index, "tools", "is not JSON.", "Write the tool schemas as a list, or as that "
-                                  "list in JSON.") from None
+            raise TrajectoryError(
+                index, "tools", "is not JSON.", "Write the tool schemas as a list, or as that list in JSON."
+            ) from None
         try:
             full, spans = assistant_turn_spans(self.tokenizer, prepared.messages, steps, tools)
         except TemplateError as error:
             raise TemplateError(f"Row {index}: {error}") from None
         return full, spans, prepared.num_rewritten
 
-    def label_rows(self, rows: Sequence[dict[str, Any]], indices: Sequence[int | str] | None = None) -> list[LabelledTrajectory]:
+    def label_rows(
+        self, rows: Sequence[dict[str, Any]], indices: Sequence[int | str] | None = None
+    ) -> list[LabelledTrajectory]:
         """Label rows, tokenizing them in one batch.
 
         Args:
@@ -262,7 +289,9 @@ class CriticalStepLabeller:
             See `render_row`.
         """
         rendered = [self.render_row(row, indices[i] if indices else i) for i, row in enumerate(rows)]
-        encoding = self.tokenizer([text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        encoding = self.tokenizer(
+            [text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+        )
         labelled = []
         for ids, offsets, (_, spans, rewritten) in zip(encoding["input_ids"], encoding["offset_mapping"], rendered):
             out = _labels_from_spans(ids, offsets, spans, self.options.max_length, self.options.truncation_side)
@@ -292,4 +321,3 @@ class CriticalStepLabeller:
             "num_truncated_steps": [row.num_truncated_steps for row in labelled],
             "num_rewritten_turns": [row.num_rewritten_turns for row in labelled],
         }
-

@@ -24,7 +24,13 @@ _HEAD_OUTPUTS = ("log_probs", "entropy", "is_top1")
 _VOCAB_CHUNK = 32768
 # Config attributes that change how logits are computed from the LM head; models that set any of them
 # keep TRL's own fused head, which knows how to apply them.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
 _KERNEL_SIGNATURE = inspect.signature(ChunkedLogProbFunction.forward)
 
 
@@ -83,8 +89,15 @@ def add_supervised_lm_head(model: Any) -> bool:
         targets = labels[:, 1:].to(weight.device)
         mask = targets != IGNORE_INDEX
         with maybe_gather_lm_head_ctx(weight, bias):
-            per_token = _chunked_log_probs(hidden=hidden_states[mask], weight=weight, bias=bias, targets=targets[mask],
-                                           temperature=1.0, chunk_size=_VOCAB_CHUNK, outputs=_HEAD_OUTPUTS)
+            per_token = _chunked_log_probs(
+                hidden=hidden_states[mask],
+                weight=weight,
+                bias=bias,
+                targets=targets[mask],
+                temperature=1.0,
+                chunk_size=_VOCAB_CHUNK,
+                outputs=_HEAD_OUTPUTS,
+            )
         # `masked_scatter` keeps an all-ignored batch connected to the graph (a differentiable zero).
         log_probs, entropy, _, _, is_top1 = (
             None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token

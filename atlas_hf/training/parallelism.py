@@ -52,8 +52,12 @@ def parallelism_summary(accelerator: Any, model: Any) -> dict[str, Any]:
     """
     parameters = list(model.parameters())
     sharded = sum(1 for p in parameters if local_shard(p).numel() < full_numel(p))
-    return {"distributed_type": accelerator.distributed_type.name, "num_processes": accelerator.num_processes,
-            "parameters": len(parameters), "sharded_parameters": sharded}
+    return {
+        "distributed_type": accelerator.distributed_type.name,
+        "num_processes": accelerator.num_processes,
+        "parameters": len(parameters),
+        "sharded_parameters": sharded,
+    }
 
 
 def local_shard(parameter: Any) -> Any:

@@ -12,8 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
-    per_device_train_batch_size=4, learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to="none",
-    max_length=2048, use_peft=True, lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=["all-linear"],
+    per_device_train_batch_size=4,
+    learning_rate=2e-4,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
+    max_length=2048,
+    use_peft=True,
+    lora_r=16,
+    lora_alpha=32,
+    lora_dropout=0.0,
+    lora_target_modules=["all-linear"],
 )
 """Defaults of the `AtlasSFTConfig` and TRL `ModelConfig` fields where they differ from TRL's."""
 
@@ -94,9 +103,15 @@ def train(
         model, tokenizer = load_default_model(), load_default_tokenizer()
     if eval_loss and eval_dataset is not None:
         raise InvalidInputError("eval_loss measures the loss on the training rows; pass it or eval_dataset, not both.")
-    trainer = AtlasSFTTrainer(model=model, args=config, train_dataset=dataset,
-                              eval_dataset=dataset if eval_loss else eval_dataset, processing_class=tokenizer,
-                              peft_config=peft_config, **trainer_kwargs)
+    trainer = AtlasSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        eval_dataset=dataset if eval_loss else eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        **trainer_kwargs,
+    )
     if quiet:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

@@ -87,7 +87,9 @@ class LabellingOptions:
         return tuple(sorted({self.ratio_for(value) for value in oracle_columns}))
 
     @classmethod
-    def resolve(cls, options: "LabellingOptions | None", overrides: Mapping[str, Any], owner: str) -> "LabellingOptions":
+    def resolve(
+        cls, options: "LabellingOptions | None", overrides: Mapping[str, Any], owner: str
+    ) -> "LabellingOptions":
         """`options` (default ones when None) with `overrides`, its fields given as keywords.
 
         Args:
@@ -106,15 +108,23 @@ class LabellingOptions:
         if unknown:
             raise InvalidInputError(f"{owner} got unexpected keyword(s) {unknown}; the labelling options are {names}.")
         if options is not None and not isinstance(options, cls):
-            raise InvalidInputError(f"{owner}: options must be a LabellingOptions, got {type(options).__name__} "
-                                    "(from an AtlasSFTConfig: config.labelling_options).")
+            raise InvalidInputError(
+                f"{owner}: options must be a LabellingOptions, got {type(options).__name__} "
+                "(from an AtlasSFTConfig: config.labelling_options)."
+            )
         return replace(options or cls(), **overrides)
 
     @classmethod
     def from_config(cls, args: Any) -> "LabellingOptions":
         """The options an `AtlasSFTConfig` (or any object with these fields) sets."""
-        return cls(args.step_selection, args.selection_ratio, args.selection_seed, args.truncation_side,
-                   args.max_length, getattr(args, "fit_template", True))
+        return cls(
+            args.step_selection,
+            args.selection_ratio,
+            args.selection_seed,
+            args.truncation_side,
+            args.max_length,
+            getattr(args, "fit_template", True),
+        )
 
 
 def select_steps(

@@ -27,8 +27,11 @@ def final_loss(log_history: Sequence[Mapping[str, Any]]) -> float | None:
 def state_summary(state: Mapping[str, Any]) -> dict[str, Any]:
     """`epochs`, `optimizer_steps` and `final_loss` of a trainer state (`vars(trainer.state)`, or a
     checkpoint's `trainer_state.json`), the ones it knows."""
-    summary = {"epochs": state.get("epoch"), "optimizer_steps": state.get("global_step"),
-               "final_loss": final_loss(state.get("log_history") or [])}
+    summary = {
+        "epochs": state.get("epoch"),
+        "optimizer_steps": state.get("global_step"),
+        "final_loss": final_loss(state.get("log_history") or []),
+    }
     return {k: v for k, v in summary.items() if v is not None}
 
 
@@ -62,10 +65,15 @@ def training_summary(trainer: Any) -> dict[str, Any]:
         ratio = summary["selection_ratio"]
         if ratio is None and stats.selection_ratios:
             ratio = stats.selection_ratios[0] if len(stats.selection_ratios) == 1 else list(stats.selection_ratios)
-        summary.update(selection_ratio=ratio if selection in RATIO_SELECTIONS else None, rows=stats.rows,
-                       supervised_tokens=stats.supervised_tokens, total_tokens=stats.total_tokens,
-                       supervised_fraction=stats.supervised_fraction, skipped_rows=stats.skipped_rows,
-                       truncated_steps=stats.truncated_steps)
+        summary.update(
+            selection_ratio=ratio if selection in RATIO_SELECTIONS else None,
+            rows=stats.rows,
+            supervised_tokens=stats.supervised_tokens,
+            total_tokens=stats.total_tokens,
+            supervised_fraction=stats.supervised_fraction,
+            skipped_rows=stats.skipped_rows,
+            truncated_steps=stats.truncated_steps,
+        )
     summary["final_loss"] = final_loss(history)
     always = {"selection_ratio", "final_loss"} if stats is not None else set()  # None says "not drawn", "not yet"
     return {k: v for k, v in summary.items() if v is not None or k in always}

@@ -116,7 +116,9 @@ class AtlasSFTTrainer(SFTTrainer):
         with args.main_process_first(desc="labelling the selected steps"):
             train_dataset = self._label(train_dataset, processing_class, args, "train")
             if isinstance(eval_dataset, dict):
-                eval_dataset = {k: self._label(d, processing_class, args, f"eval_{k}") for k, d in eval_dataset.items()}
+                eval_dataset = {
+                    k: self._label(d, processing_class, args, f"eval_{k}") for k, d in eval_dataset.items()
+                }
             elif eval_dataset is not None:
                 eval_dataset = self._label(eval_dataset, processing_class, args, "eval")
 
@@ -152,16 +154,23 @@ class AtlasSFTTrainer(SFTTrainer):
             logger.info("The model scales or soft-caps its logits; TRL's fused LM head is kept.")
 
     def _label(self, dataset: Dataset, tokenizer: Any, args: AtlasSFTConfig, name: str) -> Dataset:
-        labelled, self.label_stats[name] = label_dataset(dataset, tokenizer, args.labelling_options, name,
-                                                         num_proc=args.dataset_num_proc,
-                                                         skip_unsupervised_rows=args.skip_unsupervised_rows)
+        labelled, self.label_stats[name] = label_dataset(
+            dataset,
+            tokenizer,
+            args.labelling_options,
+            name,
+            num_proc=args.dataset_num_proc,
+            skip_unsupervised_rows=args.skip_unsupervised_rows,
+        )
         return labelled
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         """TRL's loss (and its entropy and token-accuracy metrics), plus the supervised token fraction."""
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
         mode = "train" if self.model.training else "eval"
         labels = inputs["labels"]
         supervised = (labels[:, 1:] != IGNORE_INDEX).sum()
@@ -193,16 +202,26 @@ class AtlasSFTTrainer(SFTTrainer):
                 write_training_summary(self.atlas_summary(), folder)
             self._write_adapter_card(folder)
 
-    def _write_adapter_card(self, folder: str, dataset_name: str | None = None, tags: str | list[str] | None = None,
-                            model_name: str | None = None) -> bool:
+    def _write_adapter_card(
+        self,
+        folder: str,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+    ) -> bool:
         """Write the ATLaS card into `folder` if it holds this trainer's adapter; whether it did."""
         if not is_peft_model(self.model) or not os.path.exists(os.path.join(folder, "adapter_config.json")):
             return False
         if self.is_world_process_zero():
             from atlas_hf.hub.cards import adapter_card
 
-            card = adapter_card(folder, dataset_repo_id=dataset_name, training_summary=self.atlas_summary(),
-                                repo_id=model_name or self.hub_model_id, tags=[tags] if isinstance(tags, str) else tags)
+            card = adapter_card(
+                folder,
+                dataset_repo_id=dataset_name,
+                training_summary=self.atlas_summary(),
+                repo_id=model_name or self.hub_model_id,
+                tags=[tags] if isinstance(tags, str) else tags,
+            )
             card.save(os.path.join(folder, "README.md"))
         return True
 

@@ -34,13 +34,20 @@ _FENCE_RE = re.compile(r"@@atlas([SE])(\d+)@@")
 _end_of_turn: dict[str, tuple[str, str]] = {}
 
 
-def _render_tracked(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, template: str) -> tuple[str, list[Span]]:
+def _render_tracked(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: Any, template: str
+) -> tuple[str, list[Span]]:
     """The rendering and the character span of each `{% generation %}` block in it."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    texts, spans = render_jinja_template([messages], tools=tools, chat_template=template,
-                                         return_assistant_tokens_mask=True, add_generation_prompt=False,
-                                         **tokenizer.special_tokens_map)
+    texts, spans = render_jinja_template(
+        [messages],
+        tools=tools,
+        chat_template=template,
+        return_assistant_tokens_mask=True,
+        add_generation_prompt=False,
+        **tokenizer.special_tokens_map,
+    )
     return texts[0], [tuple(span) for span in spans[0]]
 
 
@@ -73,7 +80,7 @@ def _turn_ends(tokenizer: Any, profile: TemplateProfile) -> tuple[str, str]:
         for turns in (probe + probe[:1], probe):
             try:
                 text = render_chat(tokenizer, turns, None, False, profile.template)
-                ends.append(text[text.index(marker) + len(marker):])
+                ends.append(text[text.index(marker) + len(marker) :])
             except Exception:
                 ends.append("")
         ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ends]
@@ -117,12 +124,15 @@ def end_of_turn_texts(tokenizer: Any) -> list[str]:
 class _Renderer:
     """Renderings of one trajectory's prefixes, against its full rendering."""
 
-    def __init__(self, tokenizer: Any, messages: Sequence[dict[str, Any]], tools: Any, profile: TemplateProfile,
-                 full: str) -> None:
+    def __init__(
+        self, tokenizer: Any, messages: Sequence[dict[str, Any]], tools: Any, profile: TemplateProfile, full: str
+    ) -> None:
         self.tokenizer, self.messages, self.tools, self.profile, self.full = tokenizer, messages, tools, profile, full
 
     def prefix(self, upto: int, generation_prompt: bool) -> str:
-        return render_chat(self.tokenizer, list(self.messages[:upto]), self.tools, generation_prompt, self.profile.template)
+        return render_chat(
+            self.tokenizer, list(self.messages[:upto]), self.tools, generation_prompt, self.profile.template
+        )
 
     def output_start(self, position: int, at_least: int) -> int:
         """Where the model starts writing turn `position`: where the prefix rendered with the generation
@@ -140,15 +150,17 @@ class _Renderer:
         return _trim(self.full, start, end)
 
     def masked_region(self, position: int, blocks: list[Span]) -> Span:
-        """The generation blocks inside turn `position`'s region (read prefix by prefix), from the first to the last."""
+        """The generation blocks inside turn `position`'s region (read prefix by prefix), first to last."""
         start = self.output_start(position, 0)
         end = _common_prefix(self.prefix(position + 1, False), self.full)
         if position == len(self.messages) - 1:
             end = self.conversation_end(start, end)
         inside = [(max(a, start), min(b, end)) for a, b in blocks if a < end and b > start]
         if not inside:
-            raise TemplateError(f"the {self.profile.family} chat template marks no generated text in assistant turn "
-                                f"{position}; check that its `{{% generation %}}` blocks cover every assistant turn.")
+            raise TemplateError(
+                f"the {self.profile.family} chat template marks no generated text in assistant turn "
+                f"{position}; check that its `{{% generation %}}` blocks cover every assistant turn."
+            )
         return _trim(self.full, inside[0][0], inside[-1][1])
 
     def conversation_end(self, start: int, end: int) -> int:
@@ -159,8 +171,10 @@ class _Renderer:
         if self.profile.text_parts:
             probe["content"] = [{"type": "text", "text": "atlas_probe"}]
         try:
-            after = _common_prefix(render_chat(self.tokenizer, [*self.messages, probe], self.tools, False,
-                                               self.profile.template), self.full)
+            after = _common_prefix(
+                render_chat(self.tokenizer, [*self.messages, probe], self.tools, False, self.profile.template),
+                self.full,
+            )
         except Exception:
             return end
         eot = end_of_turn_text(self.tokenizer, self.profile)
@@ -231,14 +245,17 @@ def _fenced_spans(renderer: _Renderer, positions: list[int]) -> list[Span] | Non
         return None
     fenced = list(renderer.messages)
     for k, p in enumerate(positions):
-        fenced[p] = {**fenced[p], "content": _FENCE.format("S", k) + (fenced[p].get("content") or "") + _FENCE.format("E", k)}
+        fenced[p] = {
+            **fenced[p],
+            "content": _FENCE.format("S", k) + (fenced[p].get("content") or "") + _FENCE.format("E", k),
+        }
     try:
         text = render_chat(renderer.tokenizer, fenced, renderer.tools, False, renderer.profile.template)
     except Exception:
         return None
     plain, starts, ends, removed, last = [], {}, {}, 0, 0
     for match in _FENCE_RE.finditer(text):
-        plain.append(text[last:match.start()])
+        plain.append(text[last : match.start()])
         (starts if match.group(1) == "S" else ends)[int(match.group(2))] = match.start() - removed
         removed += match.end() - match.start()
         last = match.end()
@@ -283,8 +300,9 @@ def assistant_turn_spans(
     turns = assistant_indices(messages)
     bad = [s for s in steps if not 0 <= s < len(turns)]
     if bad:
-        raise InvalidInputError(f"steps {bad} are out of range for a trajectory of {len(turns)} assistant steps "
-                                f"(0..{len(turns) - 1}).")
+        raise InvalidInputError(
+            f"steps {bad} are out of range for a trajectory of {len(turns)} assistant steps (0..{len(turns) - 1})."
+        )
     ordinals = sorted(steps)
     positions = [turns[s] for s in ordinals]
     try:

@@ -24,7 +24,11 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from atlas_hf.trajectories.loading import load_rows, load_trajectories
-    from atlas_hf.trajectories.normalize import NormalizationReport, normalize_trajectories, normalize_trajectories_with_report
+    from atlas_hf.trajectories.normalize import (
+        NormalizationReport,
+        normalize_trajectories,
+        normalize_trajectories_with_report,
+    )
     from atlas_hf.trajectories.sample import load_sample
     from atlas_hf.trajectories.schema import DEFAULT_MAX_RATIO, max_selected_steps
 

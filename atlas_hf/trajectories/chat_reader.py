@@ -109,8 +109,9 @@ class ChatReader:
     def _check_content(self, message: dict[str, Any], row: int, where: str) -> None:
         role, content = message["role"], message["content"]
         calls = message.get("tool_calls")
-        if "tool_calls" in message and (role != "assistant" or not isinstance(calls, list)
-                                        or not all(isinstance(call, Mapping) for call in calls)):
+        if "tool_calls" in message and (
+            role != "assistant" or not isinstance(calls, list) or not all(isinstance(call, Mapping) for call in calls)
+        ):
             raise TrajectoryError(
                 row,
                 f"{where}.tool_calls",
@@ -208,5 +209,3 @@ class ChatReader:
                 'or pass on_error="skip" to drop such rows.',
             )
         return messages, critical
-
-

@@ -30,8 +30,10 @@ def _check_json_file(path: Path) -> None:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise InvalidInputError(f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#x} at column "
-                             f"{error.start + 1}). Re-encode the file as UTF-8.") from None
+            raise InvalidInputError(
+                f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#x} at column "
+                f"{error.start + 1}). Re-encode the file as UTF-8."
+            ) from None
     text = data.decode("utf-8")
     try:
         document = json.loads(text)  # one JSON document: a list of rows (or one row)
@@ -43,13 +45,16 @@ def _check_json_file(path: Path) -> None:
                 try:
                     rows.append(json.loads(line))
                 except ValueError as error:
-                    raise InvalidInputError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). "
-                                     "Expected one JSON list of rows, or one JSON row per line.") from None
+                    raise InvalidInputError(
+                        f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). "
+                        "Expected one JSON list of rows, or one JSON row per line."
+                    ) from None
     check_encodable([row for row in rows if isinstance(row, Mapping)])  # JSON may escape lone surrogates
 
 
-def load_trajectories(path_or_repo: str | Path, split: str = "train", name: str | None = None,
-                      **normalize_kwargs: Any) -> Dataset:
+def load_trajectories(
+    path_or_repo: str | Path, split: str = "train", name: str | None = None, **normalize_kwargs: Any
+) -> Dataset:
     """Load trajectories from a local `.json` / `.jsonl` / `.parquet` file or folder, or a Hub
     dataset id, and normalize them with `normalize_trajectories(**normalize_kwargs)`.
 
@@ -79,8 +84,11 @@ def load_trajectories(path_or_repo: str | Path, split: str = "train", name: str 
         if _DATA_SUFFIXES[suffix] == "json":
             _check_json_file(path)
         dataset = datasets.load_dataset(_DATA_SUFFIXES[suffix], data_files=str(path), split=split)
-    elif not path.exists() and (path.suffix.lower() in _DATA_SUFFIXES or str(path_or_repo).startswith((".", "/", "~"))
-                                or str(path_or_repo).count("/") > 1):
+    elif not path.exists() and (
+        path.suffix.lower() in _DATA_SUFFIXES
+        or str(path_or_repo).startswith((".", "/", "~"))
+        or str(path_or_repo).count("/") > 1
+    ):
         raise AtlasFileNotFoundError(f"{path_or_repo}: no such file or folder (and not a Hub dataset id).")
     else:
         dataset = datasets.load_dataset(str(path_or_repo), name=name, split=split)

@@ -167,7 +167,9 @@ def _resolve(
     roles = dict(DEFAULT_ROLE_MAP)
     for source, target in (role_map or {}).items():
         if target not in CANONICAL_ROLES:
-            raise InvalidInputError(f"role_map maps {source!r} to {target!r}; targets must be among {list(CANONICAL_ROLES)}.")
+            raise InvalidInputError(
+                f"role_map maps {source!r} to {target!r}; targets must be among {list(CANONICAL_ROLES)}."
+            )
         roles[source] = target
     return ChatReader(
         messages_field=field_name,

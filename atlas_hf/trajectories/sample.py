@@ -13,7 +13,14 @@ from importlib import resources
 
 from datasets import Dataset, Features, Json, List, Value
 
-from atlas_hf.trajectories.schema import CRITICAL_CATEGORIES, CRITICAL_REASONS, CRITICAL_STEPS, MESSAGES, PLAN, column_features
+from atlas_hf.trajectories.schema import (
+    CRITICAL_CATEGORIES,
+    CRITICAL_REASONS,
+    CRITICAL_STEPS,
+    MESSAGES,
+    PLAN,
+    column_features,
+)
 
 SAMPLE_FILE = "sample_trajectories.jsonl"
 
@@ -21,8 +28,10 @@ SAMPLE_FEATURES = Features(
     {
         "task_type": Value("string"),
         "tools": List(Json()),
-        **{name: column_features()[name] for name in (MESSAGES, CRITICAL_STEPS, CRITICAL_CATEGORIES, CRITICAL_REASONS,
-                                                      PLAN)},
+        **{
+            name: column_features()[name]
+            for name in (MESSAGES, CRITICAL_STEPS, CRITICAL_CATEGORIES, CRITICAL_REASONS, PLAN)
+        },
     }
 )
 """The sample's columns: the schema's (`column_features`), the task type, and `tools` as `List(Json())`

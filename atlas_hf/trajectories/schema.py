@@ -53,15 +53,18 @@ def column_features() -> Any:
     """
     from datasets import Features, Json, List, Value
 
-    return Features({
-        MESSAGES: List(Json()),
-        CRITICAL_STEPS: List(Value("int64")),
-        CRITICAL_CATEGORIES: List(Value("string")),
-        CRITICAL_REASONS: List(Value("string")),
-        PLAN: Value("string"),
-        ERROR: Value("string"),
-        ORACLE: Value("string"),
-    })
+    return Features(
+        {
+            MESSAGES: List(Json()),
+            CRITICAL_STEPS: List(Value("int64")),
+            CRITICAL_CATEGORIES: List(Value("string")),
+            CRITICAL_REASONS: List(Value("string")),
+            PLAN: Value("string"),
+            ERROR: Value("string"),
+            ORACLE: Value("string"),
+        }
+    )
+
 
 DEFAULT_MAX_RATIO = 0.3
 """The paper's ratio cap: an oracle marks at most 30% of a trajectory's steps."""
@@ -70,8 +73,14 @@ _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 # 0.6 identities (`AnthropicOracle/model=.../prompt=...`, `baseline:random:seed=7`, `local:prompt=...`) and the
 # `/max_ratio=` suffix of its `atlas_oracle` values: read by `parse_identity` only, so old datasets keep their cards
 _LEGACY_FIELD = re.compile(r"(?:^|[/:])(\w+)=(.+?)(?=[/:]\w+=|$)")
-_LEGACY_NAMES = {"AnthropicOracle": "anthropic", "OpenAIChatOracle": "openai", "baseline:random": "random",
-                 "baseline:all-steps": "all", "baseline:perplexity": "perplexity", "local": "local"}
+_LEGACY_NAMES = {
+    "AnthropicOracle": "anthropic",
+    "OpenAIChatOracle": "openai",
+    "baseline:random": "random",
+    "baseline:all-steps": "all",
+    "baseline:perplexity": "perplexity",
+    "local": "local",
+}
 _RATIO = "max_ratio"
 
 
@@ -214,8 +223,10 @@ def _check_text(text: str, row: Any, field: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise TrajectoryError(
-            row, field, f"text that is not valid Unicode (a lone surrogate, {text[error.start]!r}, at character "
-            f"{error.start}).", "Fix the source text, or decode it with errors='replace'.",
+            row,
+            field,
+            f"text that is not valid Unicode (a lone surrogate, {text[error.start]!r}, at character {error.start}).",
+            "Fix the source text, or decode it with errors='replace'.",
         ) from None
 
 
@@ -266,12 +277,16 @@ def text_of_parts(parts: Sequence[Any], row: Any, field: str) -> str:
             texts.append(part["text"])
         elif isinstance(kind, str):
             raise TrajectoryError(
-                row, f"{field}[{k}]", f"a {kind!r} content part; atlas_hf trains text agents and reads only text parts.",
+                row,
+                f"{field}[{k}]",
+                f"a {kind!r} content part; atlas_hf trains text agents and reads only text parts.",
                 "Replace the part by a text description (e.g. '[image: ...]') or drop it with dataset.map first.",
             )
         else:
             raise TrajectoryError(
-                row, f"{field}[{k}]", f"expected a content part, a dict with `type` and `text`; got {part!r:.80}.",
+                row,
+                f"{field}[{k}]",
+                f"expected a content part, a dict with `type` and `text`; got {part!r:.80}.",
                 "Write the content as a string, or as parts like {'type': 'text', 'text': '...'}.",
             )
     return "".join(texts)
@@ -308,21 +323,29 @@ def canonical_tool_calls(calls: Any, row: Any = None, field: str = "tool_calls")
         where = f"{field}[{k}]" + (".function" if nested else "")
         name = function.get("name")
         if not isinstance(name, str) or not name:
-            raise TrajectoryError(row, f"{where}.name", f"a tool call needs a string name; got {name!r:.60}.", _CALLS_FIX)
+            raise TrajectoryError(
+                row, f"{where}.name", f"a tool call needs a string name; got {name!r:.60}.", _CALLS_FIX
+            )
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError as error:
-                raise TrajectoryError(row, f"{where}.arguments", f"invalid JSON ({error.msg} at character "
-                                      f"{error.pos}): {arguments!r:.80}.",
-                                      "Write the arguments as a JSON object (or a dict).") from None
+                raise TrajectoryError(
+                    row,
+                    f"{where}.arguments",
+                    f"invalid JSON ({error.msg} at character {error.pos}): {arguments!r:.80}.",
+                    "Write the arguments as a JSON object (or a dict).",
+                ) from None
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, Mapping):
-            raise TrajectoryError(row, f"{where}.arguments", f"arguments must be a JSON object; got "
-                                  f"{type(arguments).__name__} {arguments!r:.60}.",
-                                  "Wrap them in an object, e.g. {\"value\": ...}.")
+            raise TrajectoryError(
+                row,
+                f"{where}.arguments",
+                f"arguments must be a JSON object; got {type(arguments).__name__} {arguments!r:.60}.",
+                'Wrap them in an object, e.g. {"value": ...}.',
+            )
         canonical: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": dict(arguments)}}
         if call.get("id") is not None:
             canonical = {"id": call["id"], **canonical}
@@ -349,21 +372,30 @@ def check_messages(messages: Any, row: Any = None) -> list[dict[str, Any]]:
             and how to fix it.
     """
     if not isinstance(messages, (list, tuple)):
-        raise TrajectoryError(row, MESSAGES, f"expected a list of turns, dicts with `role` and `content`; got "
-                              f"{type(messages).__name__}.", _NORMALIZE)
+        raise TrajectoryError(
+            row,
+            MESSAGES,
+            f"expected a list of turns, dicts with `role` and `content`; got {type(messages).__name__}.",
+            _NORMALIZE,
+        )
     if not messages:
         raise TrajectoryError(row, MESSAGES, "the chat is empty.", "Drop the row, or normalize with on_error='skip'.")
     checked = []
     for t, turn in enumerate(messages):
         where = f"{MESSAGES}[{t}]"
         if not isinstance(turn, Mapping):
-            raise TrajectoryError(row, where, f"expected a dict turn with `role` and `content`; got "
-                                  f"{type(turn).__name__}.", _NORMALIZE)
+            raise TrajectoryError(
+                row, where, f"expected a dict turn with `role` and `content`; got {type(turn).__name__}.", _NORMALIZE
+            )
         message = clean_message(turn)
         role = message.get("role")
         if role not in CANONICAL_ROLES:
-            raise TrajectoryError(row, f"{where}.role", f"role {role!r}; expected one of {list(CANONICAL_ROLES)}.",
-                                  "Normalize with atlas_hf.normalize_trajectories(role_map={...}).")
+            raise TrajectoryError(
+                row,
+                f"{where}.role",
+                f"role {role!r}; expected one of {list(CANONICAL_ROLES)}.",
+                "Normalize with atlas_hf.normalize_trajectories(role_map={...}).",
+            )
         calls = turn.get("tool_calls")
         if calls:
             calls = message["tool_calls"] = canonical_tool_calls(calls, row, f"{where}.tool_calls")
@@ -371,11 +403,19 @@ def check_messages(messages: Any, row: Any = None) -> list[dict[str, Any]]:
         if isinstance(content, (list, tuple)):
             content = message["content"] = text_of_parts(content, row, f"{where}.content")
         if content is None and not (role == "assistant" and calls):
-            raise TrajectoryError(row, f"{where}.content", f"content is missing or null on a {role} turn; only an "
-                                  "assistant turn with tool_calls may have none.", _NORMALIZE)
+            raise TrajectoryError(
+                row,
+                f"{where}.content",
+                f"content is missing or null on a {role} turn; only an assistant turn with tool_calls may have none.",
+                _NORMALIZE,
+            )
         if content is not None and not isinstance(content, str):
-            raise TrajectoryError(row, f"{where}.content", f"content of type {type(content).__name__}; expected a "
-                                  "string or a list of text parts.", "Convert it to text first (dataset.map).")
+            raise TrajectoryError(
+                row,
+                f"{where}.content",
+                f"content of type {type(content).__name__}; expected a string or a list of text parts.",
+                "Convert it to text first (dataset.map).",
+            )
         if content:
             _check_text(content, row, f"{where}.content")
         checked.append(message)
@@ -403,18 +443,24 @@ def check_critical_steps(value: Any, num_steps: int, row: Any = None) -> list[in
         value = value.tolist()
     fix = "Write the 0-based indices of the chosen assistant turns, e.g. [0, 2], or annotate the rows again."
     if not isinstance(value, (list, tuple)):
-        raise TrajectoryError(row, CRITICAL_STEPS, f"expected a list of step indices; got {value!r:.60} "
-                              f"({type(value).__name__}).", fix)
+        raise TrajectoryError(
+            row, CRITICAL_STEPS, f"expected a list of step indices; got {value!r:.60} ({type(value).__name__}).", fix
+        )
     steps = []
     for step in value:
         if isinstance(step, float) and step.is_integer():  # Arrow makes [0] a float list beside a row's [0.7]
             step = int(step)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            raise TrajectoryError(row, CRITICAL_STEPS, f"entry {step!r:.40} ({type(step).__name__}) is not a step "
-                                  "index.", fix)
+            raise TrajectoryError(
+                row, CRITICAL_STEPS, f"entry {step!r:.40} ({type(step).__name__}) is not a step index.", fix
+            )
         if not 0 <= step < num_steps:
-            raise TrajectoryError(row, CRITICAL_STEPS, f"step {step} is out of range for a trajectory of {num_steps} "
-                                  f"assistant steps (0..{num_steps - 1}).", fix)
+            raise TrajectoryError(
+                row,
+                CRITICAL_STEPS,
+                f"step {step} is out of range for a trajectory of {num_steps} assistant steps (0..{num_steps - 1}).",
+                fix,
+            )
         steps.append(int(step))
     if len(set(steps)) != len(steps):
         raise TrajectoryError(row, CRITICAL_STEPS, f"{steps} lists a step twice.", fix)

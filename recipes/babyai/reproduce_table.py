@@ -38,25 +38,43 @@ from atlas_hf.trajectories.schema import DEFAULT_MAX_RATIO
 ROWS = ("base", "all", "critical", "random", "non_critical")
 
 SUITES: dict[str, dict[str, Any]] = {
-    "babyai": {"warm_levels": "GoToRedBallGrey,GoToObj,GoToDoor,OpenDoor", "held_in": "GoToLocal,PickupLoc,OpenDoorLoc",
-               "held_out": "PickupDist,GoToObjDoor", "max_turns": 5, "max_new_tokens": 48},
+    "babyai": {
+        "warm_levels": "GoToRedBallGrey,GoToObj,GoToDoor,OpenDoor",
+        "held_in": "GoToLocal,PickupLoc,OpenDoorLoc",
+        "held_out": "PickupDist,GoToObjDoor",
+        "max_turns": 5,
+        "max_new_tokens": 48,
+    },
     # held out: a whole game (twc) and unseen task types; warm start on three other games
-    "mixed": {"warm_levels": "babyai/GoToObj,twx/coin,scienceworld/find-animal",
-              "held_in": "babyai/GoToLocal,twx/cookingworld,scienceworld/find-living-thing",
-              "held_out": "babyai/PickupDist,twx/twc,scienceworld/find-plant", "max_turns": 30, "max_new_tokens": 64},
+    "mixed": {
+        "warm_levels": "babyai/GoToObj,twx/coin,scienceworld/find-animal",
+        "held_in": "babyai/GoToLocal,twx/cookingworld,scienceworld/find-living-thing",
+        "held_out": "babyai/PickupDist,twx/twc,scienceworld/find-plant",
+        "max_turns": 30,
+        "max_new_tokens": 64,
+    },
 }
 """The suites `--suite` names: what each of `--warm-levels`, `--held-in`, `--held-out`, `--max-turns` and
 `--max-new-tokens` defaults to."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--output-dir", default="outputs/babyai")
-    p.add_argument("--suite", default="babyai", choices=sorted(SUITES),
-                   help="the environments and turn budget, unless the flags below say otherwise")
+    p.add_argument(
+        "--suite",
+        default="babyai",
+        choices=sorted(SUITES),
+        help="the environments and turn budget, unless the flags below say otherwise",
+    )
     p.add_argument("--model", default=None, help="base model path (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--warm-levels", default=None,
-                   help="environments of the shared all-steps warm start ('' to skip it; default: the suite's)")
+    p.add_argument(
+        "--warm-levels",
+        default=None,
+        help="environments of the shared all-steps warm start ('' to skip it; default: the suite's)",
+    )
     p.add_argument("--warm-episodes", type=int, default=25, help="expert episodes per warm-start environment")
     p.add_argument("--warm-epochs", type=float, default=1.5, help="epochs of the warm-start demos")
     p.add_argument("--held-in", default=None, help="training environments (default: the suite's)")
@@ -64,10 +82,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-episodes", type=int, default=30, help="expert episodes per held-in environment")
     p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per environment and row")
     p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
-    p.add_argument("--oracle", default=None,
-                   help="the critical-step oracle (default: anthropic with ANTHROPIC_API_KEY set, else local)")
-    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
-                   help="the oracle's ratio cap; the random and non-critical rows select at the same ratio")
+    p.add_argument(
+        "--oracle",
+        default=None,
+        help="the critical-step oracle (default: anthropic with ANTHROPIC_API_KEY set, else local)",
+    )
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=DEFAULT_MAX_RATIO,
+        help="the oracle's ratio cap; the random and non-critical rows select at the same ratio",
+    )
     p.add_argument("--rows", default=",".join(ROWS), help="rows to run")
     p.add_argument("--train-seeds", default="0", help="training seeds (rows are averaged over them)")
     p.add_argument("--epochs", type=float, default=1.0, help="epochs of the held-in demos (same steps for every row)")
@@ -75,10 +100,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=64, help="episodes stepped in lockstep")
-    p.add_argument("--max-turns", type=int, default=None,
-                   help="turn budget of an evaluation episode (default: the suite's; BabyAI's 5, where the expert "
-                        "needs 1.4-2.4 turns on average on its default levels)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="longest reply in a rollout (default: the suite's)")
+    p.add_argument(
+        "--max-turns",
+        type=int,
+        default=None,
+        help="turn budget of an evaluation episode (default: the suite's; BabyAI's 5, where the expert "
+        "needs 1.4-2.4 turns on average on its default levels)",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="longest reply in a rollout (default: the suite's)"
+    )
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="base weights (adapters fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
@@ -120,12 +151,22 @@ def expert_ceiling(envs: list[str], args: argparse.Namespace) -> dict[str, float
     """The expert's success rate on the evaluation seeds within the rollouts' turn budget: the ceiling."""
     from atlas_hf.evaluation.envs import expert_trajectories
 
-    return {env: len(expert_trajectories(env, args.eval_episodes, args.eval_seed, max_turns=args.max_turns))
-            / args.eval_episodes for env in envs}
+    return {
+        env: len(expert_trajectories(env, args.eval_episodes, args.eval_seed, max_turns=args.max_turns))
+        / args.eval_episodes
+        for env in envs
+    }
 
 
-def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, args: argparse.Namespace,
-               seed: int, max_steps: int) -> None:
+def train_lora(
+    base: str | None,
+    dataset: Any,
+    output_dir: str,
+    selection: str,
+    args: argparse.Namespace,
+    seed: int,
+    max_steps: int,
+) -> None:
     """LoRA on `base` through atlas_hf's one training call (`atlas_hf.training.train`, the defaults of
     `atlas-hf train` with this table's settings on top); saves the adapter into `output_dir`."""
     from atlas_hf.models import load_model_and_tokenizer
@@ -133,12 +174,23 @@ def train_lora(base: str | None, dataset: Any, output_dir: str, selection: str, 
 
     model, tokenizer = load_model_and_tokenizer(base, dtype=dtype_of(args))
     config, lora = default_training_config(
-        output_dir, step_selection=selection, selection_seed=seed, seed=seed, max_steps=max_steps,
-        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=max(1, max_steps // 20), logging_steps=max(1, max_steps // 5), report_to=[],
+        output_dir,
+        step_selection=selection,
+        selection_seed=seed,
+        seed=seed,
+        max_steps=max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, max_steps // 20),
+        logging_steps=max(1, max_steps // 5),
+        report_to=[],
         max_length=4096,  # long ScienceWorld demos
-        use_cpu=args.device == "cpu", disable_tqdm=True, gradient_checkpointing=False,  # small model: compute-bound
-        lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+        use_cpu=args.device == "cpu",
+        disable_tqdm=True,
+        gradient_checkpointing=False,  # small model: compute-bound
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
     )
     trainer, _ = train(dataset, config, model, tokenizer, lora)
     summary = trainer.atlas_summary()
@@ -184,9 +236,18 @@ def evaluate_row(base: str | None, adapter: str | None, envs: list[str], args: a
     if adapter is not None:
         model = model.merge_and_unload()  # same outputs, no adapter overhead in generation
     model.to(args.device)
-    report = evaluate_agent(model, envs, args.eval_episodes, args.eval_seed,
-                            tokenizer=tokenizer, max_turns=args.max_turns, batch_size=args.eval_batch_size,
-                            max_new_tokens=args.max_new_tokens, progress=False, records_path=records)
+    report = evaluate_agent(
+        model,
+        envs,
+        args.eval_episodes,
+        args.eval_seed,
+        tokenizer=tokenizer,
+        max_turns=args.max_turns,
+        batch_size=args.eval_batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=False,
+        records_path=records,
+    )
     report.save(path)
     return report
 
@@ -203,17 +264,22 @@ def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[
             per_seed = [rep.envs[name] for rep in seeds]
             episodes = sum(r.episodes for r in per_seed)
             successes = sum(r.successes for r in per_seed)
-            levels[name] = {"episodes": episodes, "success_rate": successes / episodes,
-                            "ci95": list(wilson_interval(successes, episodes)),
-                            "mean_score": sum(r.mean_score * r.episodes for r in per_seed) / episodes}
+            levels[name] = {
+                "episodes": episodes,
+                "success_rate": successes / episodes,
+                "ci95": list(wilson_interval(successes, episodes)),
+                "mean_score": sum(r.mean_score * r.episodes for r in per_seed) / episodes,
+            }
         entry: dict[str, Any] = {"levels": levels}
         for split, envs in (("held_in", held_in), ("held_out", held_out)):
             boots = [paired_difference(rep, None, envs) for rep in seeds]
             scores = [paired_difference(rep, None, envs, metric="score") for rep in seeds]
-            entry[split] = {"success_rate": sum(b["difference"] for b in boots) / len(boots),
-                            "ci95": [sum(b["ci95"][i] for b in boots) / len(boots) for i in (0, 1)],
-                            "by_training_seed": [b["difference"] for b in boots],
-                            "mean_score": sum(b["difference"] for b in scores) / len(scores)}
+            entry[split] = {
+                "success_rate": sum(b["difference"] for b in boots) / len(boots),
+                "ci95": [sum(b["ci95"][i] for b in boots) / len(boots) for i in (0, 1)],
+                "by_training_seed": [b["difference"] for b in boots],
+                "mean_score": sum(b["difference"] for b in scores) / len(scores),
+            }
         table[row] = entry
     if "critical" in reports:
         for other in ("all", "random", "non_critical"):
@@ -229,7 +295,9 @@ def summarise(reports: dict[str, list[Any]], held_in: list[str], held_out: list[
     return table
 
 
-def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str], ceiling: dict[str, float] | None = None) -> str:
+def markdown(
+    table: dict[str, Any], held_in: list[str], held_out: list[str], ceiling: dict[str, float] | None = None
+) -> str:
     head = ["row", *[short(n) for n in held_in], "held-in avg", *[short(n) for n in held_out], "held-out avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if ceiling:
@@ -245,35 +313,55 @@ def markdown(table: dict[str, Any], held_in: list[str], held_out: list[str], cei
                 r = entry["levels"][lv]
                 cells.append(f"{100 * r['success_rate']:.0f} ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f})")
             avg = entry[split]
-            cells.append(f"**{100 * avg['success_rate']:.1f}** ({100 * avg['ci95'][0]:.0f}-{100 * avg['ci95'][1]:.0f})")
+            cells.append(
+                f"**{100 * avg['success_rate']:.1f}** ({100 * avg['ci95'][0]:.0f}-{100 * avg['ci95'][1]:.0f})"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     if any(not name.startswith("babyai/") for name in held_in + held_out):  # environments that measure progress
-        lines += ["", "| mean progress score (0-100) | " + " | ".join(short(n) for n in held_in + held_out)
-                  + " | held-in avg | held-out avg |", "|---|" + "---|" * (len(held_in) + len(held_out) + 2)]
+        lines += [
+            "",
+            "| mean progress score (0-100) | "
+            + " | ".join(short(n) for n in held_in + held_out)
+            + " | held-in avg | held-out avg |",
+            "|---|" + "---|" * (len(held_in) + len(held_out) + 2),
+        ]
         for row, entry in table.items():
             cells = [f"{100 * entry['levels'][n]['mean_score']:.0f}" for n in held_in + held_out]
             cells += [f"{100 * entry[split]['mean_score']:.1f}" for split in ("held_in", "held_out")]
             lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
     minus = table.get("critical", {}).get("minus", {})
     if minus:
-        lines += ["", "| critical minus | held-in (95% paired bootstrap) | held-out (95% paired bootstrap) |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "| critical minus | held-in (95% paired bootstrap) | held-out (95% paired bootstrap) |",
+            "|---|---|---|",
+        ]
         for other, splits in minus.items():
-            cells = [f"{100 * s['difference']:+.1f} ({100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f})"
-                     for s in (splits["held_in"], splits["held_out"])]
+            cells = [
+                f"{100 * s['difference']:+.1f} ({100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f})"
+                for s in (splits["held_in"], splits["held_out"])
+            ]
             lines.append(f"| `{other}` | {cells[0]} | {cells[1]} |")
     seeds = max(len(entry["held_in"]["by_training_seed"]) for entry in table.values())
     if seeds > 1:  # training noise: each seed's own averages, beside the pooled ones above
-        lines += ["", "| by training seed | " + " | ".join(f"seed {i}: held-in / held-out" for i in range(seeds)) + " |",
-                  "|---|" + "---|" * seeds]
+        lines += [
+            "",
+            "| by training seed | " + " | ".join(f"seed {i}: held-in / held-out" for i in range(seeds)) + " |",
+            "|---|" + "---|" * seeds,
+        ]
         for row, entry in table.items():
             pairs = list(zip(entry["held_in"]["by_training_seed"], entry["held_out"]["by_training_seed"]))
-            cells = [f"{100 * a:.1f} / {100 * b:.1f}" for a, b in pairs] + ["(no training seed)"] * (seeds - len(pairs))
+            cells = [f"{100 * a:.1f} / {100 * b:.1f}" for a, b in pairs] + ["(no training seed)"] * (
+                seeds - len(pairs)
+            )
             lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
         for other, splits in minus.items():
             pairs = list(zip(splits["held_in"]["by_training_seed"], splits["held_out"]["by_training_seed"]))
-            lines.append(f"| critical minus `{other}` | "
-                         + " | ".join(f"{100 * a:+.1f} / {100 * b:+.1f}" for a, b in pairs) + " |")
+            lines.append(
+                f"| critical minus `{other}` | "
+                + " | ".join(f"{100 * a:+.1f} / {100 * b:+.1f}" for a, b in pairs)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -333,14 +421,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"annotating {len(demos)} demos with the {oracle_name} oracle (max_ratio {args.max_ratio})", start)
     annotated, _ = annotate_dataset(demos, build_oracle(oracle_name), args.max_ratio, out / "annotations")
     stats = annotation_statistics(annotated)
-    print(f"  {stats['critical_steps']} critical of {stats['steps']} steps ({stats['critical_ratio']:.0%})", flush=True)
+    print(
+        f"  {stats['critical_steps']} critical of {stats['steps']} steps ({stats['critical_ratio']:.0%})", flush=True
+    )
     steps = math.ceil(len(annotated) / args.batch_size * args.epochs)
 
     reports: dict[str, list[Any]] = {}
     levels = held_in + held_out
     ceiling = expert_ceiling(levels, args)
-    print("  expert on the evaluation seeds within the turn budget: "
-          + ", ".join(f"{name} {rate:.0%}" for name, rate in ceiling.items()), flush=True)
+    print(
+        "  expert on the evaluation seeds within the turn budget: "
+        + ", ".join(f"{name} {rate:.0%}" for name, rate in ceiling.items()),
+        flush=True,
+    )
     for row in rows:
         reports[row] = []
         for seed in train_seeds if row != "base" else train_seeds[:1]:
@@ -350,7 +443,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if not (Path(adapter) / "adapter_config.json").is_file():
                     log(f"training `{row}` (seed {seed}, {steps} steps)", start)
                     train_lora(base, annotated, adapter, row, args, seed, steps)
-            log(f"evaluating `{row}` (seed {seed}) on {len(levels)} environments x {args.eval_episodes} episodes", start)
+            log(
+                f"evaluating `{row}` (seed {seed}) on {len(levels)} environments x {args.eval_episodes} episodes",
+                start,
+            )
             report = evaluate_row(base, adapter, levels, args, out / "eval" / f"{row}-seed{seed}.json")
             print(report.format_table(), flush=True)
             reports[row].append(report)
@@ -358,10 +454,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = summarise(reports, held_in, held_out)
     minutes = (time.time() - start) / 60
     results = {
-        "rows": table, "held_in": held_in, "held_out": held_out, "oracle": oracle_name,
+        "rows": table,
+        "held_in": held_in,
+        "held_out": held_out,
+        "oracle": oracle_name,
         "annotation": {k: stats[k] for k in ("rows", "steps", "critical_steps", "critical_ratio")},
-        "expert_solved": dict(EXPERT_SOLVED), "expert_on_eval_seeds": ceiling,
-        "config": {k: v for k, v in vars(args).items()}, "minutes": round(minutes, 1),
+        "expert_solved": dict(EXPERT_SOLVED),
+        "expert_on_eval_seeds": ceiling,
+        "config": {k: v for k, v in vars(args).items()},
+        "minutes": round(minutes, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(markdown(table, held_in, held_out, ceiling))

@@ -73,15 +73,18 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
         `InvalidInputError`: An unknown or invalid setting.
     """
 
-    def __init__(self, config: AnthropicOracleConfig | None = None, *, api_key: str | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self, config: AnthropicOracleConfig | None = None, *, api_key: str | None = None, **settings: Any
+    ) -> None:
         config = config or AnthropicOracleConfig()
         if settings:
             known = {f.name for f in fields(AnthropicOracleConfig)}
             unknown = sorted(set(settings) - known)
             if unknown:
-                raise InvalidInputError(f"AnthropicOracle got unknown settings {unknown}; the settings are the "
-                                        f"fields of AnthropicOracleConfig: {sorted(known)}.")
+                raise InvalidInputError(
+                    f"AnthropicOracle got unknown settings {unknown}; the settings are the "
+                    f"fields of AnthropicOracleConfig: {sorted(known)}."
+                )
             config = replace(config, **settings)
         self.config = config
         self._api_key = api_key
@@ -123,25 +126,32 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
     @property
     def identity(self) -> str:
         """`anthropic(model=..., prompt=..., max_chars=...)`: the model, prompt version and clipping."""
-        return format_identity("anthropic", model=self.model, prompt=PROMPT_VERSION,
-                               max_chars=self.config.max_chars_per_observation)
+        return format_identity(
+            "anthropic", model=self.model, prompt=PROMPT_VERSION, max_chars=self.config.max_chars_per_observation
+        )
 
     @property
     def legacy_identity(self) -> str:
         """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
-        return f"AnthropicOracle/model={self.model}/prompt={PROMPT_VERSION}/max_chars={self.config.max_chars_per_observation}"
+        clipping = self.config.max_chars_per_observation
+        return f"AnthropicOracle/model={self.model}/prompt={PROMPT_VERSION}/max_chars={clipping}"
 
     # ---------------------------------------------------------------- clients
 
     def _key(self) -> str:
         key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not key:
-            raise InvalidInputError("no Anthropic API key: set ANTHROPIC_API_KEY or pass AnthropicOracle(api_key=...).")
+            raise InvalidInputError(
+                "no Anthropic API key: set ANTHROPIC_API_KEY or pass AnthropicOracle(api_key=...)."
+            )
         return key
 
     def _client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"api_key": self._key(), "max_retries": self.config.max_retries,
-                                  "timeout": self.config.timeout}
+        kwargs: dict[str, Any] = {
+            "api_key": self._key(),
+            "max_retries": self.config.max_retries,
+            "timeout": self.config.timeout,
+        }
         if self.config.base_url:
             kwargs["base_url"] = self.config.base_url
         return kwargs
@@ -206,7 +216,9 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
             "messages": [
                 {
                     "role": "user",
-                    "content": build_user_message(messages, max_ratio, feedback, self.config.max_chars_per_observation),
+                    "content": build_user_message(
+                        messages, max_ratio, feedback, self.config.max_chars_per_observation
+                    ),
                 }
             ],
         }
@@ -231,7 +243,8 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
         else:
             text = f"{type(err).__name__}: {err}"
         retryable = isinstance(err, anthropic.APIConnectionError) or (  # timeouts are connection errors
-            isinstance(err, anthropic.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
+            isinstance(err, anthropic.APIStatusError)
+            and (err.status_code in (408, 409, 429) or err.status_code >= 500)
         )
         if retryable:
             text += f" (after {self.config.max_retries} retries; request not answered)"
@@ -256,7 +269,9 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
             self.usage.failed_requests += 1
             return Annotation(error=f"malformed reply from the Anthropic API{where}: {err}.")
         if message.stop_reason == "max_tokens":
-            return Annotation(error=f"the answer was cut off at max_tokens={self.config.max_tokens}{where}: raise max_tokens.")
+            return Annotation(
+                error=f"the answer was cut off at max_tokens={self.config.max_tokens}{where}: raise max_tokens."
+            )
         if message.stop_reason != "tool_use" or not blocks:
             return Annotation(
                 error=f"the model did not answer with {TOOL_NAME} (stop_reason={message.stop_reason}){where}."
@@ -278,7 +293,9 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
             return Annotation(error=self._describe(err))
         except (ValueError, TypeError, KeyError, AttributeError) as err:  # a body the SDK could not read
             self.usage.failed_requests += 1
-            return Annotation(error=self._redact(f"malformed reply from the Anthropic API: {type(err).__name__}: {err}"))
+            return Annotation(
+                error=self._redact(f"malformed reply from the Anthropic API: {type(err).__name__}: {err}")
+            )
         self._cache_warm_until = time.monotonic() + CACHE_WINDOW_S
         return self._parse_message(message)
 
@@ -400,6 +417,10 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
 
 
 register_oracle(
-    "anthropic", lambda model=None, seed=0, **options: AnthropicOracle(**({"model": model} if model else {}), **options),
-    kind="llm", prompt_version=PROMPT_VERSION, default_model=DEFAULT_MODEL, overwrite=True,
+    "anthropic",
+    lambda model=None, seed=0, **options: AnthropicOracle(**({"model": model} if model else {}), **options),
+    kind="llm",
+    prompt_version=PROMPT_VERSION,
+    default_model=DEFAULT_MODEL,
+    overwrite=True,
 )

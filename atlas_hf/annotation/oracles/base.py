@@ -139,4 +139,3 @@ def usage_fields(oracle: Any) -> dict[str, str]:
     usage = getattr(oracle, "usage", None)
     fields = getattr(usage, "progress_fields", None)
     return dict(fields()) if callable(fields) else {}
-

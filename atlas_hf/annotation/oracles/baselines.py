@@ -29,9 +29,7 @@ def _no_step() -> Annotation:
 
 
 def _baseline(steps: Sequence[int], reasons: Sequence[str]) -> Annotation:
-    return Annotation(
-        steps=list(steps), categories=[BASELINE_CATEGORY] * len(steps), reasons=list(reasons), plan=""
-    )
+    return Annotation(steps=list(steps), categories=[BASELINE_CATEGORY] * len(steps), reasons=list(reasons), plan="")
 
 
 class AllStepsOracle(Oracle):
@@ -133,7 +131,9 @@ class PerplexityOracle(LocalModelMixin, Oracle):
     @property
     def identity(self) -> str:
         """`perplexity(model=<model>, prompt=<layout>, max_length=<n>)`."""
-        return format_identity("perplexity", model=self.model_name, prompt=PERPLEXITY_LAYOUT, max_length=self.max_length)
+        return format_identity(
+            "perplexity", model=self.model_name, prompt=PERPLEXITY_LAYOUT, max_length=self.max_length
+        )
 
     @property
     def legacy_identity(self) -> str:
@@ -185,13 +185,10 @@ class PerplexityOracle(LocalModelMixin, Oracle):
                     lp = token_lp[row]
                     # a step clipped away entirely (a tiny max_length) carries no evidence: perplexity 1
                     spans = encoded[i][1]
-                    result[i] = [math.exp(-lp[s - 1 : e - 1].mean().item()) if e > s else 1.0
-                                 for s, e in spans]
+                    result[i] = [math.exp(-lp[s - 1 : e - 1].mean().item()) if e > s else 1.0 for s, e in spans]
         return result
 
-    def _encode_trajectory(
-        self, messages: Sequence[dict[str, Any]]
-    ) -> tuple[list[int], list[tuple[int, int]]]:
+    def _encode_trajectory(self, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids of the rendered trajectory and the [start, end) span of each step's text."""
         pieces, is_step = [self._encode("", special=True)], [False]
         for step, message in numbered_turns(messages):
@@ -212,21 +209,27 @@ class PerplexityOracle(LocalModelMixin, Oracle):
 
 
 register_oracle(
-    "random", lambda model=None, seed=0, **options: RandomOracle(seed=seed, **options), kind="baseline",
+    "random",
+    lambda model=None, seed=0, **options: RandomOracle(seed=seed, **options),
+    kind="baseline",
     card_text="A **random baseline**: each trajectory's steps were drawn at random (seeded), as many as the ratio "
-              "cap allows. No oracle read the trajectories; this is the `random` row of an ATLaS comparison.",
+    "cap allows. No oracle read the trajectories; this is the `random` row of an ATLaS comparison.",
     overwrite=True,
 )
 register_oracle(
-    "all", lambda model=None, seed=0, **options: AllStepsOracle(**options), kind="baseline",
+    "all",
+    lambda model=None, seed=0, **options: AllStepsOracle(**options),
+    kind="baseline",
     card_text="An **all-steps baseline**: every assistant turn is marked, which is ordinary full-trajectory "
-              "fine-tuning, the row ATLaS compares against.",
+    "fine-tuning, the row ATLaS compares against.",
     overwrite=True,
 )
 register_oracle(
-    "perplexity", lambda model=None, seed=0, **options: PerplexityOracle(**judge_from_name(model), **options),
-    kind="baseline", prompt_version=PERPLEXITY_LAYOUT,
+    "perplexity",
+    lambda model=None, seed=0, **options: PerplexityOracle(**judge_from_name(model), **options),
+    kind="baseline",
+    prompt_version=PERPLEXITY_LAYOUT,
     card_text="A **perplexity baseline**: a local model scored each assistant turn, and the turns it found hardest "
-              "to predict were kept, as many as the ratio cap allows.",
+    "to predict were kept, as many as the ratio cap allows.",
     overwrite=True,
 )

@@ -42,6 +42,7 @@ from atlas_hf.trajectories.schema import max_selected_steps, num_steps
 PROMPT_VERSION = "local-yes-no-v2"
 """Version of the judge's prompt; part of `LocalOracle.identity`, so it keys the cache."""
 
+
 def packed_questions(questions: Sequence[list[int]], prefix_length: int, dtype: Any, device: Any) -> tuple[Any, ...]:
     """One row holding every question after a shared, cached prefix, and the mask that keeps them apart.
 
@@ -107,8 +108,9 @@ class LocalOracle(LocalModelMixin, Oracle):
     @property
     def identity(self) -> str:
         """`local(model=..., prompt=..., threshold=..., max_length=...)`: what changes its answers."""
-        return format_identity("local", model=self.model_name, prompt=PROMPT_VERSION, threshold=self.threshold,
-                               max_length=self.max_length)
+        return format_identity(
+            "local", model=self.model_name, prompt=PROMPT_VERSION, threshold=self.threshold, max_length=self.max_length
+        )
 
     @property
     def legacy_identity(self) -> str:
@@ -160,8 +162,14 @@ class LocalOracle(LocalModelMixin, Oracle):
                 ids, positions, mask, last = packed_questions(
                     questions[start : start + self.batch_size], len(prefix), model.dtype, device
                 )
-                logits = model(input_ids=ids, position_ids=positions, attention_mask=mask, cache=copy.deepcopy(cache),
-                               use_cache=True, logits_to_keep=last).logits[0]
+                logits = model(
+                    input_ids=ids,
+                    position_ids=positions,
+                    attention_mask=mask,
+                    cache=copy.deepcopy(cache),
+                    use_cache=True,
+                    logits_to_keep=last,
+                ).logits[0]
                 probs.extend(torch.softmax(logits[:, [yes_id, no_id]].float(), dim=-1)[:, 0].tolist())
         width = len(CATEGORIES)
         return [probs[k * width : (k + 1) * width] for k in range(len(steps))]
@@ -223,5 +231,10 @@ class LocalOracle(LocalModelMixin, Oracle):
         return header + [t for turn in fitted for t in turn] + footer
 
 
-register_oracle("local", lambda model=None, seed=0, **options: LocalOracle(**judge_from_name(model), **options),
-                kind="llm", prompt_version=PROMPT_VERSION, overwrite=True)
+register_oracle(
+    "local",
+    lambda model=None, seed=0, **options: LocalOracle(**judge_from_name(model), **options),
+    kind="llm",
+    prompt_version=PROMPT_VERSION,
+    overwrite=True,
+)

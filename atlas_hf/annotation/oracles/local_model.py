@@ -76,8 +76,6 @@ class LocalModelMixin:
         return state
 
 
-
-
 def judge_from_name(model: str | None) -> dict[str, Any]:
     """`model=` and `tokenizer=` for a local oracle given a model folder or Hub id (`{}` for the default).
 

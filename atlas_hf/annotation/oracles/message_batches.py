@@ -36,7 +36,6 @@ class MessageBatchesMixin:
     config: AnthropicOracleConfig
     model: str
 
-
     @staticmethod
     def custom_id(params: Mapping[str, Any]) -> str:
         """A request's batch `custom_id`: a hash of everything the request sends."""
@@ -120,7 +119,9 @@ class MessageBatchesMixin:
         size = 0
         for cid, params in unique.items():
             n = len(json.dumps(params, ensure_ascii=False).encode()) + len(cid) + 32
-            if chunks[-1] and (len(chunks[-1]) >= self.config.max_batch_requests or size + n > self.config.max_batch_bytes):
+            if chunks[-1] and (
+                len(chunks[-1]) >= self.config.max_batch_requests or size + n > self.config.max_batch_bytes
+            ):
                 chunks.append({})
                 size = 0
             chunks[-1][cid] = params
@@ -142,8 +143,9 @@ class MessageBatchesMixin:
                 if all(b.processing_status == "ended" for b in batches):
                     return batches
                 time.sleep(self.config.batch_poll_interval)
-                batches = [b if b.processing_status == "ended" else client.messages.batches.retrieve(b.id)
-                           for b in batches]
+                batches = [
+                    b if b.processing_status == "ended" else client.messages.batches.retrieve(b.id) for b in batches
+                ]
 
     def _batch_answers(self, chunk: dict[str, dict[str, Any]], batch: Any) -> dict[str, Annotation]:
         """Each request's answer from an ended batch, matched by `custom_id`."""
@@ -180,6 +182,8 @@ class MessageBatchesMixin:
         except CONFIG_ERRORS as err:
             raise self._config_error(err) from None
         except anthropic.APIError as err:
-            message = f"{self._describe(err)}; the batch state is kept in {self.config.batch_folder}, run again to resume."
+            message = (
+                f"{self._describe(err)}; the batch state is kept in {self.config.batch_folder}, run again to resume."
+            )
             return [answers.get(cid) or Annotation(error=message) for cid in ids]
         return [answers[cid] for cid in ids]

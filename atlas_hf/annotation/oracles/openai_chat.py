@@ -64,7 +64,11 @@ _ASK_EITHER = f"Answer by calling the tool `{TOOL_NAME}` if it is offered, else 
 
 OPENAI_ANSWER_TOOL: dict[str, Any] = {
     "type": "function",
-    "function": {"name": TOOL_NAME, "description": ANSWER_TOOL["description"], "parameters": ANSWER_TOOL["input_schema"]},
+    "function": {
+        "name": TOOL_NAME,
+        "description": ANSWER_TOOL["description"],
+        "parameters": ANSWER_TOOL["input_schema"],
+    },
 }
 
 
@@ -113,8 +117,10 @@ class OpenAIOracleConfig:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise InvalidInputError("OpenAIChatOracle needs the model's name on the server: pass model= "
-                                    "(`--model` on the command line), e.g. model='Qwen/Qwen3-32B'.")
+            raise InvalidInputError(
+                "OpenAIChatOracle needs the model's name on the server: pass model= "
+                "(`--model` on the command line), e.g. model='Qwen/Qwen3-32B'."
+            )
         if self.answer_format not in ANSWER_FORMATS:
             raise InvalidInputError(f"answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}.")
         if self.max_concurrency < 1:
@@ -150,8 +156,10 @@ class OpenAIChatOracle(Oracle):
         known = {f.name for f in fields(OpenAIOracleConfig)}
         unknown = sorted(set(settings) - known)
         if unknown:
-            raise InvalidInputError(f"OpenAIChatOracle got unknown settings {unknown}; the settings are the "
-                                    f"fields of OpenAIOracleConfig: {sorted(known)}.")
+            raise InvalidInputError(
+                f"OpenAIChatOracle got unknown settings {unknown}; the settings are the "
+                f"fields of OpenAIOracleConfig: {sorted(known)}."
+            )
         self.config = replace(config, **settings) if config else OpenAIOracleConfig(**settings)
         self._init_runtime()
 
@@ -175,20 +183,24 @@ class OpenAIChatOracle(Oracle):
     @property
     def identity(self) -> str:
         """`openai(model=..., prompt=..., max_chars=...)`: the served model, prompt version and clipping."""
-        return format_identity("openai", model=self.config.model, prompt=PROMPT_VERSION,
-                               max_chars=self.config.max_chars_per_observation)
+        return format_identity(
+            "openai", model=self.config.model, prompt=PROMPT_VERSION, max_chars=self.config.max_chars_per_observation
+        )
 
     @property
     def legacy_identity(self) -> str:
         """The identity of atlas_hf 0.6: the annotation cache also reads answers stored under it (until 0.8)."""
-        return (f"OpenAIChatOracle/model={self.config.model}/prompt={PROMPT_VERSION}"
-                f"/max_chars={self.config.max_chars_per_observation}")
+        return (
+            f"OpenAIChatOracle/model={self.config.model}/prompt={PROMPT_VERSION}"
+            f"/max_chars={self.config.max_chars_per_observation}"
+        )
 
     def _key(self) -> str | None:
         return os.environ.get(self.config.api_key_env) or None
 
-    def request_params(self, messages: Sequence[Mapping[str, Any]], max_ratio: float,
-                       feedback: str | None = None) -> dict[str, Any]:
+    def request_params(
+        self, messages: Sequence[Mapping[str, Any]], max_ratio: float, feedback: str | None = None
+    ) -> dict[str, Any]:
         """The chat-completion parameters of one trajectory's request.
 
         Args:
@@ -200,18 +212,27 @@ class OpenAIChatOracle(Oracle):
             `dict`: Keyword arguments of `client.chat.completions.create`.
         """
         params: dict[str, Any] = {
-            "model": self.config.model, "max_tokens": self.config.max_tokens, "temperature": 0.0,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT_OPENAI},
-                         {"role": "user", "content": build_user_message(
-                             messages, max_ratio, feedback, self.config.max_chars_per_observation).replace(
-                                 _ASK_TOOL, _ASK_EITHER)}],
+            "model": self.config.model,
+            "max_tokens": self.config.max_tokens,
+            "temperature": 0.0,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT_OPENAI},
+                {
+                    "role": "user",
+                    "content": build_user_message(
+                        messages, max_ratio, feedback, self.config.max_chars_per_observation
+                    ).replace(_ASK_TOOL, _ASK_EITHER),
+                },
+            ],
         }
         if self._format in ("auto", "tools"):
             params["tools"] = [OPENAI_ANSWER_TOOL]
             params["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
         elif self._format == "json_schema":
-            params["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": TOOL_NAME, "schema": ANSWER_TOOL["input_schema"], "strict": True}}
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": TOOL_NAME, "schema": ANSWER_TOOL["input_schema"], "strict": True},
+            }
         return params
 
     def _parse(self, completion: Any) -> Annotation:
@@ -219,7 +240,9 @@ class OpenAIChatOracle(Oracle):
         try:
             usage = completion.usage
             if usage is not None:
-                self.usage.add(SimpleNamespace(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens))
+                self.usage.add(
+                    SimpleNamespace(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
+                )
             choice = completion.choices[0]
             calls = [c for c in (choice.message.tool_calls or []) if getattr(c.function, "name", None) == TOOL_NAME]
             text = choice.message.content or ""
@@ -232,7 +255,9 @@ class OpenAIChatOracle(Oracle):
             except json.JSONDecodeError as error:
                 return Annotation(error=f"the {TOOL_NAME} call's arguments are not JSON ({error.msg}).")
         if choice.finish_reason == "length":
-            return Annotation(error=f"the answer was cut off at max_tokens={self.config.max_tokens}: raise max_tokens.")
+            return Annotation(
+                error=f"the answer was cut off at max_tokens={self.config.max_tokens}: raise max_tokens."
+            )
         answer = _json_answer(text)
         if answer is None:
             return Annotation(error=f"the model answered without a tool call or a JSON object: {text[:120]!r}.")
@@ -246,14 +271,18 @@ class OpenAIChatOracle(Oracle):
         except openai.BadRequestError as error:
             if self.config.answer_format == "auto" and "tools" in params:
                 self._format = "text"  # the server takes no tools: ask as text from now on
-                return await self._one({k: v for k, v in params.items() if k not in ("tools", "tool_choice")}, semaphore)
+                return await self._one(
+                    {k: v for k, v in params.items() if k not in ("tools", "tool_choice")}, semaphore
+                )
             self.usage.failed_requests += 1
             return Annotation(error=describe_openai_error(error, self._key())[0])
         except openai.APIError as error:
             text, config = describe_openai_error(error, self._key())
             if config:
-                raise OracleError(f"{text}. This is a configuration problem (key, permissions or model "
-                                  f"{self.config.model!r}), so no trajectory can succeed: fix it and run again.") from None
+                raise OracleError(
+                    f"{text}. This is a configuration problem (key, permissions or model "
+                    f"{self.config.model!r}), so no trajectory can succeed: fix it and run again."
+                ) from None
             self.usage.failed_requests += 1
             return Annotation(error=text)
         except (ValueError, TypeError, KeyError, AttributeError) as error:  # a body the SDK could not read
@@ -261,7 +290,9 @@ class OpenAIChatOracle(Oracle):
             return Annotation(error=f"malformed reply from the server: {type(error).__name__}: {str(error)[:200]}")
         return self._parse(completion)
 
-    def _run(self, requests: list[dict[str, Any]], on_answer: Callable[[int, Annotation], None] | None) -> list[Annotation]:
+    def _run(
+        self, requests: list[dict[str, Any]], on_answer: Callable[[int, Annotation], None] | None
+    ) -> list[Annotation]:
         if self._pid != os.getpid():  # forked: the parent's client and loop are not ours
             self._init_runtime()
         if self._loop is None or self._loop.is_closed():
@@ -271,8 +302,9 @@ class OpenAIChatOracle(Oracle):
 
         async def all_requests() -> list[Annotation]:
             if self._client is None:
-                self._client = openai_client(self.config.base_url, self._key(), self.config.max_retries,
-                                             self.config.timeout, asynchronous=True)
+                self._client = openai_client(
+                    self.config.base_url, self._key(), self.config.max_retries, self.config.timeout, asynchronous=True
+                )
             semaphore = asyncio.Semaphore(self.config.max_concurrency)
 
             async def one(index: int, params: dict[str, Any]) -> Annotation:
@@ -331,5 +363,10 @@ class OpenAIChatOracle(Oracle):
         self._client, self._loop = None, None
 
 
-register_oracle("openai", lambda model=None, seed=0, **options: OpenAIChatOracle(model=model, **options),
-                kind="llm", prompt_version=PROMPT_VERSION, overwrite=True)
+register_oracle(
+    "openai",
+    lambda model=None, seed=0, **options: OpenAIChatOracle(model=model, **options),
+    kind="llm",
+    prompt_version=PROMPT_VERSION,
+    overwrite=True,
+)

@@ -89,7 +89,9 @@ class OracleUsage:
 
     def progress_fields(self) -> dict[str, str]:
         """`{"tokens": ..., "cost": ...}` for progress bars: every token counted, and the cost so far."""
-        tokens = self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+        tokens = (
+            self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+        )
         return {"tokens": f"{tokens:,}", "cost": f"${self._cost_usd:.4f}"}
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,7 +109,11 @@ class OracleUsage:
 
 
 def request_cost_usd(
-    price: ModelPrice, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0,
+    price: ModelPrice,
+    input_tokens: int,
+    output_tokens: int,
+    cache_write: int = 0,
+    cache_read: int = 0,
     batch: bool = False,
 ) -> float:
     """The list price of one request's tokens.

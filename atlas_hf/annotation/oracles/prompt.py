@@ -188,10 +188,7 @@ def build_user_message(
         f"{n} steps, and at least one. Answer by calling the tool `{TOOL_NAME}`."
     )
     if feedback:
-        text += (
-            f"\n\nYour previous answer for this trajectory was rejected: {feedback}\n"
-            "Answer again and fix this."
-        )
+        text += f"\n\nYour previous answer for this trajectory was rejected: {feedback}\nAnswer again and fix this."
     return text
 
 

@@ -26,8 +26,10 @@ from atlas_hf.errors import InvalidInputError
 
 OracleFactory = Callable[..., Any]
 
-LLM_CARD_TEXT = ("An oracle LLM read each trajectory, wrote a short high-level plan, then named its critical steps, "
-                 "each with one category: Plan Creation, Critical Observation, Critical Action or Self Correction.")
+LLM_CARD_TEXT = (
+    "An oracle LLM read each trajectory, wrote a short high-level plan, then named its critical steps, "
+    "each with one category: Plan Creation, Critical Observation, Critical Action or Self Correction."
+)
 """What a dataset card says of an oracle that registers no text of its own."""
 
 _BUILT_IN: dict[str, str] = {
@@ -146,8 +148,9 @@ def build_oracle(name: str, *, model: str | None = None, seed: int = 0, **option
     """
     info = oracle_info(name)
     if info is None:
-        raise InvalidInputError(f"Unknown oracle {name!r}; choose one of {', '.join(list_oracles())} "
-                                "(or register_oracle it).")
+        raise InvalidInputError(
+            f"Unknown oracle {name!r}; choose one of {', '.join(list_oracles())} (or register_oracle it)."
+        )
     return info.factory(model=model, seed=seed, **options)
 
 

@@ -150,7 +150,7 @@ def clip_text_middle(text: str, max_chars: int) -> str:
     head = max_chars // 2
     tail = max_chars - head
     clipped = len(text) - head - tail
-    return f"{text[:head]}\n[... {clipped} characters clipped ...]\n{text[len(text) - tail:]}"
+    return f"{text[:head]}\n[... {clipped} characters clipped ...]\n{text[len(text) - tail :]}"
 
 
 CLIP_MARKER = " [...] "
@@ -174,12 +174,10 @@ def clip_ids_middle(ids: list[int], cap: int, marker: list[int]) -> list[int]:
     if keep < 2:
         return ids[:cap]
     head = (keep + 1) // 2
-    return ids[:head] + marker + ids[len(ids) - (keep - head):]
+    return ids[:head] + marker + ids[len(ids) - (keep - head) :]
 
 
-def fit_turns(
-    turns: list[list[int]], budget: int, clippable: Sequence[bool], marker: list[int]
-) -> list[list[int]]:
+def fit_turns(turns: list[list[int]], budget: int, clippable: Sequence[bool], marker: list[int]) -> list[list[int]]:
     """Clip the longest `clippable` turns in the middle to one common cap so the total fits `budget`.
 
     Args:

@@ -27,12 +27,28 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from atlas_hf.evaluation.envs.base import SPLIT_STRIDE, StepResult, TextEnv, list_envs, make_env, register_env, split_of_seed
+from atlas_hf.evaluation.envs.base import (
+    SPLIT_STRIDE,
+    StepResult,
+    TextEnv,
+    list_envs,
+    make_env,
+    register_env,
+    split_of_seed,
+)
 from atlas_hf.errors import InvalidInputError
 from atlas_hf.trajectories.schema import MESSAGES
 
-__all__ = ["SPLIT_STRIDE", "StepResult", "TextEnv", "expert_trajectories", "list_envs", "make_env", "register_env",
-           "split_of_seed"]
+__all__ = [
+    "SPLIT_STRIDE",
+    "StepResult",
+    "TextEnv",
+    "expert_trajectories",
+    "list_envs",
+    "make_env",
+    "register_env",
+    "split_of_seed",
+]
 
 
 def _factory(module: str, cls: str, first: str) -> Callable[..., TextEnv]:
@@ -50,13 +66,23 @@ def _register_builtin() -> None:
     from atlas_hf.evaluation.envs.textworld_express import GAMES
 
     for level, description in LEVELS.items():
-        register_env(f"babyai/{level}", _factory("atlas_hf.evaluation.envs.babyai", "BabyAITextEnv", level), f"BabyAI: {description}")
+        register_env(
+            f"babyai/{level}",
+            _factory("atlas_hf.evaluation.envs.babyai", "BabyAITextEnv", level),
+            f"BabyAI: {description}",
+        )
     for task, description in TASKS.items():
-        register_env(f"scienceworld/{task}", _factory("atlas_hf.evaluation.envs.scienceworld", "ScienceWorldEnv", task),
-                     f"ScienceWorld: {description}")
+        register_env(
+            f"scienceworld/{task}",
+            _factory("atlas_hf.evaluation.envs.scienceworld", "ScienceWorldEnv", task),
+            f"ScienceWorld: {description}",
+        )
     for game, (description, _) in GAMES.items():
-        register_env(f"twx/{game}", _factory("atlas_hf.evaluation.envs.textworld_express", "TextWorldExpressEnv", game),
-                     f"TextWorldExpress: {description}")
+        register_env(
+            f"twx/{game}",
+            _factory("atlas_hf.evaluation.envs.textworld_express", "TextWorldExpressEnv", game),
+            f"TextWorldExpress: {description}",
+        )
 
 
 _register_builtin()
@@ -92,8 +118,10 @@ def expert_trajectories(env_name: str, episodes: int, seed: int = 0, max_turns: 
     env = make_env(env_name)  # unknown names fail here, with the registered ones listed
     family, _, level = env_name.partition(":")[0].partition("/")
     if family not in _EXPERT_FAMILIES:
-        raise InvalidInputError(f"No expert is known for {env_name!r}; experts exist for the "
-                                f"{', '.join(f + '/*' for f in _EXPERT_FAMILIES)} environments.")
+        raise InvalidInputError(
+            f"No expert is known for {env_name!r}; experts exist for the "
+            f"{', '.join(f + '/*' for f in _EXPERT_FAMILIES)} environments."
+        )
     if episodes <= 0:
         raise InvalidInputError(f"episodes must be positive, got {episodes!r}.")
     if family == "babyai":
@@ -105,8 +133,16 @@ def expert_trajectories(env_name: str, episodes: int, seed: int = 0, max_turns: 
 
         rows = [gold_episode(env, seed + i, max_turns=max_turns or 100) for i in range(episodes)]
     message = {"role": Value("string"), "content": Value("string")}
-    features = Features({MESSAGES: [message], "env": Value("string"), "seed": Value("int64"),
-                         "success": Value("bool"), "reward": Value("float64"), "score": Value("float64"),
-                         "turns": Value("int64")})
+    features = Features(
+        {
+            MESSAGES: [message],
+            "env": Value("string"),
+            "seed": Value("int64"),
+            "success": Value("bool"),
+            "reward": Value("float64"),
+            "score": Value("float64"),
+            "turns": Value("int64"),
+        }
+    )
     solved = [row for row in rows if row["success"]]
     return Dataset.from_dict({name: [row[name] for row in solved] for name in features}, features=features)

@@ -129,8 +129,12 @@ class BabyAITextEnv:
         self._done = done
         success = done and reward > 0
         observation = feedback if done else f"{feedback}\n{self.describe()}"
-        return StepResult(observation, reward, done, {"success": success, "invalid_action": invalid, "action": action,
-                                                          "score": float(success)})
+        return StepResult(
+            observation,
+            reward,
+            done,
+            {"success": success, "invalid_action": invalid, "action": action, "score": float(success)},
+        )
 
     # ----------------------------------------------------------------- what the agent sees
     def object_name(self, obj: Any) -> str:
@@ -200,7 +204,11 @@ class BabyAITextEnv:
                 blocker = "a wall" if cell.type == "wall" else f"the {self.object_name(cell)}"
                 break
             distance += 1
-        ahead = f"Ahead: {blocker}, {distance} step{'s' if distance > 1 else ''} away." if blocker else "Ahead: open space."
+        ahead = (
+            f"Ahead: {blocker}, {distance} step{'s' if distance > 1 else ''} away."
+            if blocker
+            else "Ahead: open space."
+        )
         carrying = f"You carry the {self.object_name(env.carrying)}." if env.carrying else "You carry nothing."
         return f"{seen} {ahead} {carrying}"
 
@@ -261,8 +269,16 @@ class BabyAITextEnv:
 
     def _act(self, action: str) -> tuple[float, bool, bool, str]:
         """Play a parsed action: (reward, done, invalid, feedback)."""
-        simple = {"turn left": "left", "turn right": "right", "move forward": "forward", "go forward": "forward",
-                  "toggle": "toggle", "drop": "drop", "pickup": "pickup", "pick up": "pickup"}
+        simple = {
+            "turn left": "left",
+            "turn right": "right",
+            "move forward": "forward",
+            "go forward": "forward",
+            "toggle": "toggle",
+            "drop": "drop",
+            "pickup": "pickup",
+            "pick up": "pickup",
+        }
         if action in simple:
             before = (tuple(self.env.agent_pos), self.env.carrying)
             reward, done = self._primitive(PRIMITIVE_ACTIONS[simple[action]])

@@ -61,7 +61,9 @@ class BabyAIExpert:
             kind, datum = _subgoal_kind(subgoal), getattr(subgoal, "datum", None)
             what = _describe(datum, with_location=True) if hasattr(datum, "obj_set") else None
             if kind == "gonextto" and what:
-                steps.append(f"bring it next to {what}" if subgoal.reason == "PutNext" else f"find {what} and go to it")
+                steps.append(
+                    f"bring it next to {what}" if subgoal.reason == "PutNext" else f"find {what} and go to it"
+                )
             elif kind == "pickup":
                 steps.append("pick it up")
             elif kind == "open":
@@ -117,11 +119,18 @@ class BabyAIExpert:
             verb = "unlock it with the key I carry" if getattr(front, "is_locked", False) else "open it"
             return f"Thought: {thought}The {front_name} is in front of me; I will {verb}.\nAction: toggle"
         if move == PRIMITIVE_ACTIONS["pickup"] and front_name:
-            return f"Thought: {thought}The {front_name} is in front of me; I will pick it up.\nAction: pickup {front_name}"
+            return (
+                f"Thought: {thought}The {front_name} is in front of me; I will pick it up.\n"
+                f"Action: pickup {front_name}"
+            )
         if move == PRIMITIVE_ACTIONS["drop"] and env.env.carrying is not None:
             what = env.object_name(env.env.carrying)
             return f"Thought: {thought}This is the place; I will put down the {what} here.\nAction: drop"
-        words = {PRIMITIVE_ACTIONS["left"]: "turn left", PRIMITIVE_ACTIONS["right"]: "turn right", PRIMITIVE_ACTIONS["forward"]: "move forward"}
+        words = {
+            PRIMITIVE_ACTIONS["left"]: "turn left",
+            PRIMITIVE_ACTIONS["right"]: "turn right",
+            PRIMITIVE_ACTIONS["forward"]: "move forward",
+        }
         action = words.get(move, "turn left")
         looking_for = self._looking_for()
         carried = env.env.carrying
@@ -165,5 +174,12 @@ def expert_episode(level: str, seed: int, max_turns: int = 64) -> dict[str, Any]
         if result.done:
             break
         messages.append({"role": "user", "content": result.observation})
-    return {MESSAGES: messages, "env": env.name, "seed": int(seed), "success": bool(success),
-            "reward": float(reward), "score": float(bool(success)), "turns": (len(messages)) // 2}
+    return {
+        MESSAGES: messages,
+        "env": env.name,
+        "seed": int(seed),
+        "success": bool(success),
+        "reward": float(reward),
+        "score": float(bool(success)),
+        "turns": (len(messages)) // 2,
+    }

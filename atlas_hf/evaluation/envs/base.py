@@ -64,8 +64,9 @@ def split_of_seed(seed: int) -> tuple[str, int]:
         `InvalidInputError`: A negative seed, or one past the dev split.
     """
     if seed < 0 or seed >= SPLIT_STRIDE * len(SPLITS):
-        raise InvalidInputError(f"Seed {seed} names no split: use [0, 1M) for training games, [1M, 2M) for test "
-                                "and [2M, 3M) for dev.")
+        raise InvalidInputError(
+            f"Seed {seed} names no split: use [0, 1M) for training games, [1M, 2M) for test and [2M, 3M) for dev."
+        )
     return SPLITS[seed // SPLIT_STRIDE], seed % SPLIT_STRIDE
 
 
@@ -135,8 +136,9 @@ def _read_arguments(name: str, arguments: str) -> dict[str, Any]:
     for item in arguments.split(","):
         key, sep, text = (part.strip() for part in item.partition("="))
         if not sep or not key.isidentifier():
-            raise InvalidInputError(f"{name}:{arguments}: {item!r} is not `key=value`; write "
-                                    f"`{name}:key=value,key=value`.")
+            raise InvalidInputError(
+                f"{name}:{arguments}: {item!r} is not `key=value`; write `{name}:key=value,key=value`."
+            )
         lowered = text.lower()
         if lowered in ("true", "false"):
             values[key] = lowered == "true"

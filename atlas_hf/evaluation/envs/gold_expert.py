@@ -104,6 +104,12 @@ def gold_episode(env: Any, seed: int, max_turns: int = 100) -> dict[str, Any]:
             break
         messages.append({"role": "user", "content": result.observation})
     info = result.info if result is not None else {"success": False, "score": 0.0}
-    return {MESSAGES: messages, "env": env.name, "seed": int(seed), "success": bool(info["success"]),
-            "reward": float(result.reward if result is not None else 0.0), "score": float(info["score"]),
-            "turns": sum(m["role"] == "assistant" for m in messages)}
+    return {
+        MESSAGES: messages,
+        "env": env.name,
+        "seed": int(seed),
+        "success": bool(info["success"]),
+        "reward": float(result.reward if result is not None else 0.0),
+        "score": float(info["score"]),
+        "turns": sum(m["role"] == "assistant" for m in messages),
+    }

@@ -53,10 +53,12 @@ def gateway(jar: str, cwd: str) -> Any:
             require_java()
             from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 
-            port, process = launch_gateway(classpath=jar, die_on_exit=True, cwd=cwd, return_proc=True,
-                                           javaopts=["-Xss8m"])
-            _GATEWAYS[jar] = JavaGateway(gateway_parameters=GatewayParameters(auto_field=True, port=port),
-                                         java_process=process)
+            port, process = launch_gateway(
+                classpath=jar, die_on_exit=True, cwd=cwd, return_proc=True, javaopts=["-Xss8m"]
+            )
+            _GATEWAYS[jar] = JavaGateway(
+                gateway_parameters=GatewayParameters(auto_field=True, port=port), java_process=process
+            )
         return _GATEWAYS[jar]
 
 

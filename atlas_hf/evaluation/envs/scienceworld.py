@@ -29,7 +29,9 @@ from atlas_hf.evaluation.envs.jvm import gateway
 from atlas_hf.errors import InvalidInputError
 
 TASKS: dict[str, str] = {
-    "boil": "boil a substance", "melt": "melt a substance", "freeze": "freeze a substance",
+    "boil": "boil a substance",
+    "melt": "melt a substance",
+    "freeze": "freeze a substance",
     "change-the-state-of-matter-of": "change the state of matter of a substance",
     "use-thermometer": "measure a substance's temperature and sort it",
     "measure-melting-point-known-substance": "measure the melting point of a known substance",
@@ -38,15 +40,20 @@ TASKS: dict[str, str] = {
     "power-component-renewable-vs-nonrenewable-energy": "power a component from a renewable source",
     "test-conductivity": "test whether an object conducts electricity",
     "test-conductivity-of-unknown-substances": "test the conductivity of an unknown substance",
-    "find-living-thing": "find a living thing and move it", "find-non-living-thing": "find a non-living thing",
-    "find-plant": "find a plant and move it", "find-animal": "find an animal and move it",
-    "grow-plant": "grow a plant from a seed", "grow-fruit": "grow a fruit by pollination",
+    "find-living-thing": "find a living thing and move it",
+    "find-non-living-thing": "find a non-living thing",
+    "find-plant": "find a plant and move it",
+    "find-animal": "find an animal and move it",
+    "grow-plant": "grow a plant from a seed",
+    "grow-fruit": "grow a fruit by pollination",
     "chemistry-mix": "mix chemicals into a new substance",
     "chemistry-mix-paint-secondary-color": "mix a secondary paint colour",
     "chemistry-mix-paint-tertiary-color": "mix a tertiary paint colour",
-    "lifespan-longest-lived": "find the longest-lived animal", "lifespan-shortest-lived": "find the shortest-lived animal",
+    "lifespan-longest-lived": "find the longest-lived animal",
+    "lifespan-shortest-lived": "find the shortest-lived animal",
     "lifespan-longest-lived-then-shortest-lived": "find the longest- then the shortest-lived animal",
-    "identify-life-stages-1": "order the life stages of a plant", "identify-life-stages-2": "order an animal's life stages",
+    "identify-life-stages-1": "order the life stages of a plant",
+    "identify-life-stages-2": "order an animal's life stages",
     "inclined-plane-determine-angle": "find the steeper inclined plane",
     "inclined-plane-friction-named-surfaces": "compare the friction of named surfaces",
     "inclined-plane-friction-unnamed-surfaces": "compare the friction of unnamed surfaces",
@@ -73,8 +80,10 @@ def _jar() -> tuple[str, str]:
     try:
         from scienceworld.constants import BASEPATH, JAR_PATH
     except ImportError as error:
-        raise ImportError("The scienceworld/* environments need ScienceWorld: `pip install 'atlas-hf[envs]'` "
-                          "(or `pip install scienceworld`), and a Java runtime.") from error
+        raise ImportError(
+            "The scienceworld/* environments need ScienceWorld: `pip install 'atlas-hf[envs]'` "
+            "(or `pip install scienceworld`), and a Java runtime."
+        ) from error
     return JAR_PATH, BASEPATH
 
 
@@ -123,7 +132,7 @@ def _sorted_parentheses(text: str) -> str:
                 break
         if depth:  # unbalanced: leave the rest as it is
             break
-        inner = text[start + len("(containing "):end]
+        inner = text[start + len("(containing ") : end]
         out += [text[i:start], "(containing ", ", ".join(sorted(_items(inner))), ")"]
         i = end + 1
     return "".join(out) + text[i:]
@@ -155,8 +164,11 @@ class ScienceWorldEnv:
         if task not in TASKS:
             raise InvalidInputError(f"Unknown ScienceWorld task {task!r}; the tasks are {', '.join(TASKS)}.")
         self.task_name, self.step_limit, self.simplifications = task, int(step_limit), simplifications
-        extras = ",".join(f"{k}={v}" for k, v in (("step_limit", step_limit), ("simplifications", simplifications))
-                          if (k, v) not in (("step_limit", 100), ("simplifications", "")))
+        extras = ",".join(
+            f"{k}={v}"
+            for k, v in (("step_limit", step_limit), ("simplifications", simplifications))
+            if (k, v) not in (("step_limit", 100), ("simplifications", ""))
+        )
         self.name = f"scienceworld/{task}" + (f":{extras}" if extras else "")
         jar, cwd = _jar()
         self._server = gateway(jar, cwd).jvm.scienceworld.runtime.pythonapi.PythonInterface()
@@ -173,8 +185,10 @@ class ScienceWorldEnv:
             self._variations[split] = list(getattr(self._server, _FOLDS[split])())
         variations = self._variations[split]
         if index >= len(variations):
-            raise InvalidInputError(f"{self.name}: seed {seed} is variation {index} of the {split} split, which "
-                                    f"has {len(variations)}; use fewer episodes.")
+            raise InvalidInputError(
+                f"{self.name}: seed {seed} is variation {index} of the {split} split, which "
+                f"has {len(variations)}; use fewer episodes."
+            )
         return split, variations[index]
 
     def reset(self, seed: int, gold_path: bool = False) -> str:
@@ -210,8 +224,12 @@ class ScienceWorldEnv:
             raise InvalidInputError(f"{self.name}: the episode is over; call reset(seed) first.")
         action = " ".join(action_line(action_text).split())
         if action.lower() == CHECK_ACTIONS:
-            return StepResult("Valid actions: " + ", ".join(self.valid_actions()) + ".", 0.0, False,
-                              {"success": False, "invalid_action": False, "action": action, "score": self.score})
+            return StepResult(
+                "Valid actions: " + ", ".join(self.valid_actions()) + ".",
+                0.0,
+                False,
+                {"success": False, "invalid_action": False, "action": action, "score": self.score},
+            )
         observation = canonical(str(self._server.step(action))).strip()
         self.steps += 1
         raw = float(self._server.getScore())
@@ -219,6 +237,10 @@ class ScienceWorldEnv:
         done = success or raw < 0 or bool(self._server.getCompleted()) or self.steps >= self.step_limit
         self._done = done
         score, self.score = self.score, max(raw, 0.0)
-        info: dict[str, Any] = {"success": success, "invalid_action": observation.startswith(UNPARSED),
-                                "action": action, "score": self.score}
+        info: dict[str, Any] = {
+            "success": success,
+            "invalid_action": observation.startswith(UNPARSED),
+            "action": action,
+            "score": self.score,
+        }
         return StepResult(observation or "Nothing happens.", self.score - score, done, info)

@@ -27,16 +27,28 @@ from atlas_hf.evaluation.envs.jvm import gateway
 from atlas_hf.errors import InvalidInputError
 
 GAMES: dict[str, tuple[str, dict[str, int]]] = {
-    "cookingworld": ("cook a meal from the cookbook's recipe and eat it",
-                     {"numLocations": 1, "numIngredients": 2, "numDistractorItems": 5, "includeDoors": 0,
-                      "limitInventorySize": 0}),
-    "twc": ("put things away where they belong (TextWorld-Commonsense)",
-            {"numLocations": 1, "numItemsToPutAway": 2, "includeDoors": 0, "limitInventorySize": 0}),
-    "coin": ("find the coin and take it", {"numLocations": 5, "numDistractorItems": 0, "includeDoors": 0,
-                                           "limitInventorySize": 0}),
-    "mapreader": ("read the map, fetch the coin and bring it back",
-                  {"numLocations": 8, "maxDistanceApart": 4, "maxDistractorItemsPerLocation": 2, "includeDoors": 0,
-                   "limitInventorySize": 0}),
+    "cookingworld": (
+        "cook a meal from the cookbook's recipe and eat it",
+        {"numLocations": 1, "numIngredients": 2, "numDistractorItems": 5, "includeDoors": 0, "limitInventorySize": 0},
+    ),
+    "twc": (
+        "put things away where they belong (TextWorld-Commonsense)",
+        {"numLocations": 1, "numItemsToPutAway": 2, "includeDoors": 0, "limitInventorySize": 0},
+    ),
+    "coin": (
+        "find the coin and take it",
+        {"numLocations": 5, "numDistractorItems": 0, "includeDoors": 0, "limitInventorySize": 0},
+    ),
+    "mapreader": (
+        "read the map, fetch the coin and bring it back",
+        {
+            "numLocations": 8,
+            "maxDistanceApart": 4,
+            "maxDistractorItemsPerLocation": 2,
+            "includeDoors": 0,
+            "limitInventorySize": 0,
+        },
+    ),
     "arithmetic": ("do the sum on the paper and put away the right item", {}),
     "sorting": ("put the items in the box in order of size", {}),
     "simonsays": ("do exactly what Simon says", {}),
@@ -59,8 +71,10 @@ def _jar() -> tuple[str, str]:
     try:
         from textworld_express.constants import BASEPATH, JAR_PATH
     except ImportError as error:
-        raise ImportError("The twx/* environments need TextWorldExpress: `pip install 'atlas-hf[envs]'` "
-                          "(or `pip install textworld-express`), and a Java runtime.") from error
+        raise ImportError(
+            "The twx/* environments need TextWorldExpress: `pip install 'atlas-hf[envs]'` "
+            "(or `pip install textworld-express`), and a Java runtime."
+        ) from error
     return JAR_PATH, BASEPATH
 
 
@@ -102,8 +116,10 @@ class TextWorldExpressEnv:
             self._seeds[fold] = list(getattr(self._server, _FOLDS[fold])())
         seeds = self._seeds[fold]
         if index >= len(seeds):
-            raise InvalidInputError(f"{self.name}: seed {seed} is game {index} of the {fold} fold, which has "
-                                    f"{len(seeds)}; use fewer episodes.")
+            raise InvalidInputError(
+                f"{self.name}: seed {seed} is game {index} of the {fold} fold, which has "
+                f"{len(seeds)}; use fewer episodes."
+            )
         return fold, seeds[index]
 
     def reset(self, seed: int, gold_path: bool = False) -> str:
@@ -140,8 +156,12 @@ class TextWorldExpressEnv:
         action = valid.get(action.lower(), action)  # the game's own spelling ("T-shirt"), whatever the case typed
         score = float(self._state.get("score", 0.0))
         if action.lower() == CHECK_ACTIONS:
-            return StepResult("Valid actions: " + ", ".join(self.valid_actions()) + ".", 0.0, False,
-                              {"success": False, "invalid_action": False, "action": action, "score": _clip(score)})
+            return StepResult(
+                "Valid actions: " + ", ".join(self.valid_actions()) + ".",
+                0.0,
+                False,
+                {"success": False, "invalid_action": False, "action": action, "score": _clip(score)},
+            )
         invalid = action.lower() not in valid
         self._state = json.loads(self._server.stepJSON(action))
         self.steps += 1
@@ -150,8 +170,12 @@ class TextWorldExpressEnv:
         done = success or bool(self._state.get("taskfailure")) or self.steps >= self.step_limit
         self._done = done
         observation = self._state["observation"].strip() or "Nothing happens."
-        return StepResult(observation, new_score - score, done,
-                          {"success": success, "invalid_action": invalid, "action": action, "score": _clip(new_score)})
+        return StepResult(
+            observation,
+            new_score - score,
+            done,
+            {"success": success, "invalid_action": invalid, "action": action, "score": _clip(new_score)},
+        )
 
 
 def _clip(score: float) -> float:
