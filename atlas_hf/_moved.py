@@ -79,7 +79,7 @@ class _Alias(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         module.__spec__ = self.spec  # the import system set the alias's spec on the module; restore its own
-        warnings.warn(
+        warnings.warn(  # stacklevel 2 is the importing line: `warnings` skips the import system's frames
             f"{self.old} moved to {self.target}; the old path goes in the next release.", FutureWarning, stacklevel=2
         )
 
