@@ -1,7 +1,8 @@
 """atlas_hf: ATLaS (agent tuning on critical steps) for TRL.
 
 The package is laid out by stage, in the order the data flows; a stage imports only the stages
-above it (and `errors`, `models`), never one below, and no library module imports `scripts`:
+above it (and `errors`, `models`), never one below (one exception: the trainer writes its model card
+at save through `hub.cards`, as TRL's trainer writes its own), and no library module imports `scripts`:
 
 - `trajectories/`: raw rows of any schema -> canonical `messages`; the columns between the stages
   (`schema`: names, row checks, the ratio cap recorded in `atlas_oracle`); the embedded sample.
