@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("bfloat16", "float32"))
     parser.add_argument("--model", default=None)
     parser.add_argument("--adapter", default=None)
+    parser.add_argument("--name", default="bench_eval", help="results file: bench/results/<name>.json")
     parser.add_argument("--policy", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,7 +168,8 @@ def main() -> None:
     for name, row in table.items():
         print(f"{name:70s} {row}")
     path = write_results(
-        "bench_eval", {"config": {k: v for k, v in vars(args).items() if k not in ("policy", "batch")}, "rows": table}
+        args.name,
+        {"config": {k: v for k, v in vars(args).items() if k not in ("policy", "batch", "name")}, "rows": table},
     )
     print(f"results in {path}")
 
