@@ -135,6 +135,7 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
     # a second training seed and more episodes: only the new adapters and the new seeds' episodes run
     more = argv[: argv.index("--eval-episodes")] + ["--eval-episodes", "4"] + argv[argv.index("--eval-episodes") + 2 :]
     before = [json.loads(line) for line in (out / "eval" / "critical-seed0.jsonl").read_text().splitlines()]
+    more += ["--eval-episodes-for", "scienceworld/find-plant", "3"]  # the slow one keeps its 3
     results2 = recipe.main([*more, "--train-seeds", "0,1", "--rows", "base,critical"])
     assert sorted(p.name for p in (out / "adapters").iterdir()) == [
         "all-seed0",
@@ -144,11 +145,43 @@ def test_one_command_runs_every_stage_and_the_table_adds_up(smol_tokenizer, tmp_
         "random-seed0",
     ]
     old = [json.loads(line) for line in (out / "eval" / "critical-seed0.jsonl").read_text().splitlines()]
-    assert len(old) == 4 * len(levels) and all(r in old for r in before)  # the 3 played before, kept as they were
+    assert len(old) == 4 * (len(levels) - 1) + 3 and all(r in old for r in before)  # the 3 played before, kept
     for row, entry in results2["rows"].items():
         for split in ("held_in", "held_out"):
             by_seed = entry[split]["by_training_seed"]
             assert len(by_seed) == (1 if row == "base" else 2)
             assert abs(entry[split]["success_rate"] - sum(by_seed) / len(by_seed)) < 1e-9
-        assert all(entry["levels"][name]["episodes"] == (4 if row == "base" else 8) for name in levels)
+        per_seed = {name: 3 if name == "scienceworld/find-plant" else 4 for name in levels}
+        assert {name: entry["levels"][name]["episodes"] for name in levels} == {
+            name: n * (1 if row == "base" else 2) for name, n in per_seed.items()
+        }
     assert "by training seed" in (out / "table.md").read_text()
+
+
+def test_a_suite_gives_one_environment_its_own_episode_counts():
+    recipe = _load_recipe()
+    args = recipe.parse_args(
+        [
+            "--suite",
+            "mixed",
+            "--train-episodes-for",
+            "twx/cookingworld",
+            "5",
+            "--eval-episodes-for",
+            "scienceworld/find-plant",
+            "20",
+            "--eval-episodes",
+            "50",
+        ]
+    )
+    suite = recipe.env_names(args.held_in) + recipe.env_names(args.held_out)
+    assert args.train_counts == {**{name: 30 for name in suite}, "twx/cookingworld": 5}
+    assert args.eval_counts == {**{name: 50 for name in suite}, "scienceworld/find-plant": 20}
+    assert recipe.parse_args(["--eval-episodes-for", "GoToLocal", "7"]).eval_counts["babyai/GoToLocal"] == 7
+    for wrong in (
+        ["--eval-episodes-for", "twx/coin", "3"],  # not in the suite
+        ["--eval-episodes-for", "find-plant", "3"],  # a bare name is a BabyAI level
+        ["--train-episodes-for", "twx/cookingworld", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            recipe.parse_args(["--suite", "mixed", *wrong])

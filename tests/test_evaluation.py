@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from atlas_hf.errors import InvalidInputError
 from atlas_hf.evaluation.evaluator import (
     EvaluationReport,
     evaluate_agent,
@@ -397,3 +398,42 @@ def test_more_episodes_play_only_the_new_seeds_and_settings_must_match(tmp_path:
         progress=False,
     )
     assert len(calls) == 4 and again.records == first.records[:2]
+
+
+def test_each_environment_can_play_its_own_number_of_episodes(tmp_path: Path):
+    """A suite gives a slow, long environment fewer episodes than a quick one; the seeds of each are the
+    first `n` from `seed`, the same episodes an int count would play, and a resumed file is read alike."""
+    pytest.importorskip("minigrid")
+    from atlas_hf.evaluation.evaluator import recorded_report
+
+    envs = "babyai/GoToLocal,babyai/PickupLoc"
+    counts = {"babyai/GoToLocal": 3, "babyai/PickupLoc": 1}
+    records = tmp_path / "episodes.jsonl"
+    report = evaluate_agent(
+        seen_object_policy,
+        envs,
+        episodes=counts,
+        seed=40,
+        max_turns=4,
+        batch_size=2,
+        records_path=records,
+        progress=False,
+    )
+    assert {name: result.episodes for name, result in report.envs.items()} == counts
+    assert [(r["env"], r["seed"]) for r in report.records] == [
+        ("babyai/GoToLocal", 40),
+        ("babyai/GoToLocal", 41),
+        ("babyai/GoToLocal", 42),
+        ("babyai/PickupLoc", 40),
+    ]
+    same = evaluate_agent(seen_object_policy, envs, episodes=3, seed=40, max_turns=4, batch_size=2, progress=False)
+    assert report.records == same.records[:3] + same.records[3:4]  # the per-env count takes the first seeds
+    assert (
+        report.config["episodes"] == counts
+        and json.loads(json.dumps(report.to_dict()))["config"]["episodes"] == counts
+    )
+    assert recorded_report(records, envs, counts, 40, max_turns=4).records == report.records
+    with pytest.raises(InvalidInputError, match=r"no count for \['babyai/PickupLoc'\]"):
+        evaluate_agent(seen_object_policy, envs, episodes={"babyai/GoToLocal": 2}, progress=False)
+    with pytest.raises(InvalidInputError, match="episodes must be positive, got 0 for babyai/PickupLoc"):
+        evaluate_agent(seen_object_policy, envs, episodes={**counts, "babyai/PickupLoc": 0}, progress=False)

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -282,7 +282,7 @@ def paired_difference(
 def evaluate_agent(
     agent: Any,
     envs: str | Sequence[str],
-    episodes: int = 100,
+    episodes: int | Mapping[str, int] = 100,
     seed: int = 0,
     *,
     tokenizer: Any = None,
@@ -300,7 +300,8 @@ def evaluate_agent(
         agent (`PreTrainedModel` or `Callable`): A transformers model (greedy decoding, with `tokenizer`),
             or `policy(conversations) -> replies`, called with every live episode's messages so far.
         envs (`str` or `Sequence[str]`): Environment names (`list_envs()`), or one comma-separated string.
-        episodes (`int`): Episodes per environment; episode `i` plays environment seed `seed + i`.
+        episodes (`int` or `Mapping[str, int]`): Episodes per environment (one count for all, or one per
+            environment name); episode `i` plays environment seed `seed + i`.
         seed (`int`): The first environment seed.
         tokenizer (`PreTrainedTokenizerBase`, *optional*): The model's tokenizer (loaded from its name if unset).
         max_turns (`int`): Agent turns before an unfinished episode counts as a failure.
@@ -455,7 +456,7 @@ def evaluate_agent(
     finished.sort(key=lambda r: (names.index(r["env"]), r["seed"]))
     config = {
         "seed": seed,
-        "episodes": episodes,
+        "episodes": _jsonable(episodes),
         "max_turns": max_turns,
         "batch_size": batch_size,
         "policy": type(policy).__name__,
@@ -518,7 +519,12 @@ class _EnvRunner:
 
 
 def recorded_report(
-    records_path: str | Path, envs: str | Sequence[str], episodes: int = 100, seed: int = 0, *, max_turns: int = 30
+    records_path: str | Path,
+    envs: str | Sequence[str],
+    episodes: int | Mapping[str, int] = 100,
+    seed: int = 0,
+    *,
+    max_turns: int = 30,
 ) -> EvaluationReport | None:
     """The report `evaluate_agent` would return with these arguments, if `records_path` already holds
     every episode; else None. Lets a caller skip loading a model whose evaluation is finished.
@@ -540,8 +546,12 @@ def recorded_report(
     if any(key not in done for key in wanted):
         return None
     return EvaluationReport.from_records(
-        [done[key] for key in wanted], {"seed": seed, "episodes": episodes, "max_turns": max_turns}
+        [done[key] for key in wanted], {"seed": seed, "episodes": _jsonable(episodes), "max_turns": max_turns}
     )
+
+
+def _jsonable(episodes: int | Mapping[str, int]) -> int | dict[str, int]:
+    return dict(episodes) if isinstance(episodes, Mapping) else episodes
 
 
 def split_env_names(envs: str | Sequence[str]) -> list[str]:

@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from atlas_hf.errors import InvalidInputError
 
 
 def episodes_to_play(
-    names: Sequence[str], episodes: int, seed: int, max_turns: int, records_path: str | Path | None
+    names: Sequence[str],
+    episodes: int | Mapping[str, int],
+    seed: int,
+    max_turns: int,
+    records_path: str | Path | None,
 ) -> tuple[list[tuple[str, int]], list[dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
     """What an evaluation asks for, and what its records file already holds.
 
     Args:
         names (`list[str]`): The environments.
-        episodes (`int`): Episodes per environment, from `seed` on.
+        episodes (`int` or `Mapping[str, int]`): Episodes per environment, from `seed` on: one count for
+            every environment, or a count for each (every name in `names` given one).
         seed (`int`): The first environment seed.
         max_turns (`int`): The evaluation's turn limit (a file played with another is refused).
         records_path (`str` or `Path`, *optional*): The records file; None when not resuming.
@@ -32,15 +37,43 @@ def episodes_to_play(
         file holds; and those records by (env, seed), less the episodes a failed policy request ended.
 
     Raises:
-        `InvalidInputError`: `episodes` or `max_turns` is not positive, or the file holds episodes
-            played with another `max_turns`.
+        `InvalidInputError`: A count or `max_turns` is not positive, a mapping leaves an environment out,
+            or the file holds episodes played with another `max_turns`.
     """
-    for value, what in ((episodes, "episodes"), (max_turns, "max_turns")):
-        if value <= 0:
-            raise InvalidInputError(f"{what} must be positive, got {value!r}.")
-    wanted = [(name, seed + i) for name in names for i in range(episodes)]
+    counts = episode_counts(names, episodes)
+    if max_turns <= 0:
+        raise InvalidInputError(f"max_turns must be positive, got {max_turns!r}.")
+    wanted = [(name, seed + i) for name in names for i in range(counts[name])]
     kept = resumable_records(records_path, max_turns) if records_path is not None else []
     return wanted, kept, {(r["env"], int(r["seed"])): r for r in kept if not r.get("error")}  # failed requests: again
+
+
+def episode_counts(names: Sequence[str], episodes: int | Mapping[str, int]) -> dict[str, int]:
+    """How many episodes each environment plays.
+
+    Args:
+        names (`list[str]`): The environments.
+        episodes (`int` or `Mapping[str, int]`): One count for all, or one per environment.
+
+    Returns:
+        `dict[str, int]`: The count of each name.
+
+    Raises:
+        `InvalidInputError`: A count that is not positive, or a mapping without one of `names` (named).
+    """
+    if isinstance(episodes, Mapping):
+        missing = [name for name in names if name not in episodes]
+        if missing:
+            raise InvalidInputError(
+                f"episodes gives no count for {missing}; give every environment one, or pass one int for all."
+            )
+        counts = {name: episodes[name] for name in names}
+    else:
+        counts = {name: episodes for name in names}
+    for name, count in counts.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            raise InvalidInputError(f"episodes must be positive, got {count!r} for {name}.")
+    return counts
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@
 A suite is its held-in environments (demos on training seeds), its held-out ones (never trained on)
 and a warm start on other games; `--held-in`, `--held-out` and `--warm-levels` override a suite's
 (full environment names, or bare BabyAI levels). Per environment: `--train-episodes` demos and
-`--eval-episodes` rollouts.
+`--eval-episodes` rollouts, or another count for one environment with `--train-episodes-for ENV N`
+and `--eval-episodes-for ENV N` (fewer for a slow, long one).
 
 1. Expert demos (`BabyAIBot` for BabyAI, the gold paths for ScienceWorld and TextWorldExpress) on
    the held-in environments, training seeds from 0; a shared warm start on *other* games (all
@@ -81,6 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--held-out", default=None, help="environments never trained on (default: the suite's)")
     p.add_argument("--train-episodes", type=int, default=30, help="expert episodes per held-in environment")
     p.add_argument("--eval-episodes", type=int, default=100, help="rollouts per environment and row")
+    for which, what in (("train", "expert episodes"), ("eval", "rollouts")):
+        p.add_argument(
+            f"--{which}-episodes-for",
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("ENV", "N"),
+            help=f"{what} of one environment, instead of --{which}-episodes (repeatable)",
+        )
     p.add_argument("--eval-seed", type=int, default=1_000_000, help="first evaluation seed")
     p.add_argument(
         "--oracle",
@@ -116,6 +126,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in SUITES[args.suite].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    suite = env_names(args.held_in) + env_names(args.held_out)
+    for which in ("train", "eval"):
+        counts = {name: getattr(args, f"{which}_episodes") for name in suite}
+        for name, count in getattr(args, f"{which}_episodes_for"):
+            name = env_names(name)[0]
+            if name not in counts or not count.isdigit() or int(count) <= 0:
+                p.error(f"--{which}-episodes-for {name} {count}: name one of {suite} and a positive count")
+            counts[name] = int(count)
+        setattr(args, f"{which}_counts", counts)
     return args
 
 
@@ -124,6 +143,12 @@ def env_names(names: str) -> list[str]:
     from atlas_hf.evaluation.evaluator import split_env_names
 
     return [name if "/" in name else f"babyai/{name}" for name in split_env_names(names) if name]
+
+
+def describe(counts: dict[str, int], envs: list[str]) -> str:
+    """`30 each`, or each environment's count where they differ."""
+    values = {counts[env] for env in envs}
+    return f"{values.pop()} each" if len(values) == 1 else ", ".join(f"{env} {counts[env]}" for env in envs)
 
 
 def log(message: str, start: float) -> None:
@@ -135,15 +160,16 @@ EXPERT_SOLVED: dict[str, str] = {}
 only solved episodes become demos."""
 
 
-def build_demos(envs: list[str], episodes: int, seed: int) -> Any:
+def build_demos(envs: list[str], episodes: int | dict[str, int], seed: int) -> Any:
     from datasets import concatenate_datasets
 
     from atlas_hf.evaluation.envs import expert_trajectories
 
-    parts = [expert_trajectories(env, episodes, seed) for env in envs]
+    counts = episodes if isinstance(episodes, dict) else {env: episodes for env in envs}
+    parts = [expert_trajectories(env, counts[env], seed) for env in envs]
     for env, part in zip(envs, parts):
-        EXPERT_SOLVED[env] = f"{len(part)}/{episodes}"
-        print(f"  expert on {env}: {len(part)}/{episodes} solved", flush=True)
+        EXPERT_SOLVED[env] = f"{len(part)}/{counts[env]}"
+        print(f"  expert on {env}: {len(part)}/{counts[env]} solved", flush=True)
     return concatenate_datasets(parts)
 
 
@@ -151,9 +177,9 @@ def expert_ceiling(envs: list[str], args: argparse.Namespace) -> dict[str, float
     """The expert's success rate on the evaluation seeds within the rollouts' turn budget: the ceiling."""
     from atlas_hf.evaluation.envs import expert_trajectories
 
+    counts = args.eval_counts
     return {
-        env: len(expert_trajectories(env, args.eval_episodes, args.eval_seed, max_turns=args.max_turns))
-        / args.eval_episodes
+        env: len(expert_trajectories(env, counts[env], args.eval_seed, max_turns=args.max_turns)) / counts[env]
         for env in envs
     }
 
@@ -229,7 +255,8 @@ def evaluate_row(base: str | None, adapter: str | None, envs: list[str], args: a
     from atlas_hf.models import load_model_and_tokenizer
 
     records = path.with_suffix(".jsonl")  # evaluate_agent resumes from it: only missing episodes are played
-    report = recorded_report(records, envs, args.eval_episodes, args.eval_seed, max_turns=args.max_turns)
+    episodes = {env: args.eval_counts[env] for env in envs}
+    report = recorded_report(records, envs, episodes, args.eval_seed, max_turns=args.max_turns)
     if report is not None:
         return report
     model, tokenizer = load_model_and_tokenizer(base, adapter, dtype_of(args))
@@ -239,7 +266,7 @@ def evaluate_row(base: str | None, adapter: str | None, envs: list[str], args: a
     report = evaluate_agent(
         model,
         envs,
-        args.eval_episodes,
+        episodes,
         args.eval_seed,
         tokenizer=tokenizer,
         max_turns=args.max_turns,
@@ -414,8 +441,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_seeds = [int(s) for s in args.train_seeds.split(",")]
 
     base = warm_start(args, out, start)
-    log(f"expert demos on the held-in environments ({args.train_episodes} seeds each from 0)", start)
-    demos = build_demos(held_in, args.train_episodes, seed=0)
+    log(f"expert demos on the held-in environments ({describe(args.train_counts, held_in)} seeds from 0)", start)
+    demos = build_demos(held_in, args.train_counts, seed=0)
     from atlas_hf import annotate_dataset, annotation_statistics, build_oracle
 
     log(f"annotating {len(demos)} demos with the {oracle_name} oracle (max_ratio {args.max_ratio})", start)
@@ -444,7 +471,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     log(f"training `{row}` (seed {seed}, {steps} steps)", start)
                     train_lora(base, annotated, adapter, row, args, seed, steps)
             log(
-                f"evaluating `{row}` (seed {seed}) on {len(levels)} environments x {args.eval_episodes} episodes",
+                f"evaluating `{row}` (seed {seed}) on {len(levels)} environments, "
+                f"{describe(args.eval_counts, levels)} episodes",
                 start,
             )
             report = evaluate_row(base, adapter, levels, args, out / "eval" / f"{row}-seed{seed}.json")
