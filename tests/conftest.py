@@ -68,6 +68,33 @@ def smol_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    """A tiny random Llama with the SmolLM2 tokenizer, saved as a model folder. Its weights are drawn
+    wide (initializer_range=0.5) so that per-token losses differ a lot from token to token."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.5,
+        pad_token_id=smol_tokenizer.pad_token_id,
+        eos_token_id=smol_tokenizer.eos_token_id,
+        bos_token_id=smol_tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def chat_tokenizers(smol_tokenizer):
     """name -> tokenizer: SmolLM2's own template, a Llama-3 style one, a Qwen style one with tools."""
     llama = copy.deepcopy(smol_tokenizer)

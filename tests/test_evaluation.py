@@ -426,7 +426,9 @@ def test_each_environment_can_play_its_own_number_of_episodes(tmp_path: Path):
         ("babyai/GoToLocal", 42),
         ("babyai/PickupLoc", 40),
     ]
-    same = evaluate_agent(seen_object_policy, envs, episodes=3, seed=40, max_turns=4, batch_size=2, progress=False)
+    same = evaluate_agent(
+        seen_object_policy, envs, episodes=np.int64(3), seed=40, max_turns=4, batch_size=2, progress=False
+    )  # numpy counts are counts
     assert report.records == same.records[:3] + same.records[3:4]  # the per-env count takes the first seeds
     assert (
         report.config["episodes"] == counts

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import torch
-
 from atlas_hf import annotate_dataset, load_sample
 from atlas_hf.annotation.oracles import build_oracle, list_oracles, oracle_info, register_oracle
 from atlas_hf.annotation.oracles.registry import _REGISTRY
@@ -28,29 +26,6 @@ from openai_standin import OpenAIStandIn
 
 ANTHROPIC_KEY = "test-anthropic-SECRET-key-0123456789"
 OPENAI_KEY = "sk-standin-0123456789abcdef0123456789"
-
-
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory, smol_tokenizer) -> Path:
-    """A tiny random Llama with the SmolLM2 tokenizer, as a model folder the local oracles load by name."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-judge")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        pad_token_id=smol_tokenizer.pad_token_id,
-        eos_token_id=smol_tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
 
 
 @contextlib.contextmanager
@@ -92,7 +67,7 @@ def test_every_built_in_oracle_registered_itself_with_what_it_is():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["anthropic", "openai", "local", "random", "all", "perplexity"])
-def test_each_oracle_annotates_and_its_column_makes_its_card(name, judge_dir, monkeypatch, tmp_path):
+def test_each_oracle_annotates_and_its_column_makes_its_card(name, tiny_model_dir, monkeypatch, tmp_path):
     assert name in list_oracles()
     info = oracle_info(name)
     sample = (
@@ -100,7 +75,7 @@ def test_each_oracle_annotates_and_its_column_makes_its_card(name, judge_dir, mo
         .select(range(4))
         .remove_columns(["critical_steps", "critical_categories", "critical_reasons", "atlas_plan"])
     )
-    with built(name, judge_dir, monkeypatch) as (oracle, model):
+    with built(name, tiny_model_dir, monkeypatch) as (oracle, model):
         annotated, _ = annotate_dataset(sample, oracle, 0.4, tmp_path / "cache", strict=True)
     identity = parse_identity(oracle.identity)
     assert identity.name == name and str(identity) == oracle.identity  # the one format, read back exactly
@@ -198,3 +173,25 @@ def test_answers_cached_under_a_0_6_identity_are_not_bought_again(tmp_path):
     annotated, _ = annotate_dataset(sample, oracle, 0.3, tmp_path)
     assert Counting.calls == 0 and annotated["critical_reasons"] == [["bought in 0.6"]] * 3
     assert set(annotated[ORACLE]) == {oracle_column_value(oracle.identity, 0.3)}
+
+
+@pytest.mark.parametrize(
+    "text", ['a(x="unterminated)', "a(x=1)y)", "a(=)", "a()", "(x=1)", "a(x)", '"cut(x=1)', "a(x=1, )", ")", "("]
+)
+def test_a_malformed_column_value_is_read_as_a_name_never_refused(text):
+    """A hand-edited `atlas_oracle` reaches a card as what it says, not as a parser's exception."""
+    parsed = parse_identity(text)
+    assert parsed == OracleIdentity(text) and parse_identity(str(parsed)) == parsed
+    assert parse_oracle_column(text) == (str(parsed), None)
+    table, how = provenance(None, None, None, {text: 1})
+    assert table["Ratio cap"] == "not recorded"
+
+
+def test_identities_round_trip_whatever_their_characters():
+    for identity in (
+        OracleIdentity("my oracle"),
+        OracleIdentity("a", (("model", 'x, "y")'), ("prompt", "p=1"))),
+        OracleIdentity("all"),
+        OracleIdentity("local", (("model", "org/name"), ("threshold", "None"))),
+    ):
+        assert parse_identity(str(identity)) == identity

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from atlas_hf.training.labeller import IGNORE_INDEX, label_trajectory
 
@@ -82,30 +82,6 @@ def python_blocks(path: Path) -> dict[str, str]:
     """The doc's Python code blocks by their first-line file name (`# train_atlas.py`)."""
     blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
     return {block.splitlines()[0].removeprefix("# ").strip(): block for block in blocks}
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
-    """A tiny random Llama with the SmolLM2 tokenizer, saved as a model folder. Its weights are drawn
-    wide (initializer_range=0.5) so that per-token losses differ a lot from token to token."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        initializer_range=0.5,
-        pad_token_id=smol_tokenizer.pad_token_id,
-        eos_token_id=smol_tokenizer.eos_token_id,
-        bos_token_id=smol_tokenizer.bos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

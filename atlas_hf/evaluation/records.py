@@ -8,6 +8,7 @@ from it, and rewrites it sorted, atomically.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -71,7 +72,7 @@ def episode_counts(names: Sequence[str], episodes: int | Mapping[str, int]) -> d
     else:
         counts = {name: episodes for name in names}
     for name, count in counts.items():
-        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count <= 0:
             raise InvalidInputError(f"episodes must be positive, got {count!r} for {name}.")
     return counts
 

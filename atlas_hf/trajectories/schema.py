@@ -148,21 +148,43 @@ def parse_identity(text: str | None) -> OracleIdentity | None:
 
     >>> parse_identity("random(seed=7, max_ratio=0.3)").get("max_ratio")
     '0.3'
+
+    Text that is neither (a plugin's own identity string, a hand-edited value) is read as a bare name,
+    never refused: a card still names what the column holds.
     """
     if not text:
         return None
-    name, end = _read_token(text, 0, "(")
-    if end < len(text) and text[end] == "(" and text.endswith(")"):
-        fields, i = [], end + 1
-        while i < len(text) - 1:
-            key, i = _read_token(text, i, "=")
-            value, i = _read_token(text, i + 1, ",)")
-            fields.append((key.strip(), value))
-            i += 2 if text.startswith(", ", i) else 1
-        return OracleIdentity(name, tuple(fields))
+    try:
+        structured = _parse_structured(text)
+    except ValueError:  # a JSON-quoted token cut short
+        structured = None
+    if structured is not None:
+        return structured
     matches = list(_LEGACY_FIELD.finditer(text))
     head = text[: matches[0].start()] if matches else text
     return OracleIdentity(_LEGACY_NAMES.get(head, head), tuple((m.group(1), m.group(2)) for m in matches))
+
+
+def _parse_structured(text: str) -> OracleIdentity | None:
+    """`name(key=value, ...)` or a JSON-quoted bare name, read exactly; None for anything else."""
+    name, i = _read_token(text, 0, "(")
+    if i == len(text):  # a bare name: only a quoted one is this format's (a plain one is read alike either way)
+        return OracleIdentity(name) if text.startswith('"') else None
+    end = len(text) - 1
+    if not name or text[i] != "(" or text[end] != ")":
+        return None
+    fields, i = [], i + 1
+    while i < end:
+        key, i = _read_token(text, i, "=,)")
+        if not key or text[i] != "=" or any(c not in _SAFE for c in key):
+            return None
+        value, i = _read_token(text, i + 1, ",)")
+        fields.append((key, value))
+        if i < end:
+            if not text.startswith(", ", i) or i + 2 >= end:
+                return None
+            i += 2
+    return OracleIdentity(name, tuple(fields)) if fields and i == end else None
 
 
 def _read_token(text: str, start: int, stops: str) -> tuple[str, int]:
