@@ -65,6 +65,7 @@ def test_annotate_then_eval_oracle_then_publish(tmp_path):
     assert result.returncode == 0, result.stderr
     card = (tmp_path / "hub" / "dataset" / "README.md").read_text()
     assert "critical-steps" in card and "random" in card
+    assert f"your-name/{out.name}" in card and "atlas-hf/demo" not in card  # named after its folder, not the demo
     assert list((tmp_path / "hub" / "dataset" / "data").glob("*.parquet"))
 
 
@@ -246,3 +247,21 @@ def test_train_takes_every_trl_flag_and_a_config_file(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "sample", "-o", str(tmp_path / "bad"), "--no_such_flag", "1"]) == 1  # refused, as in trl sft
     assert "no_such_flag" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_the_demo_quiets_libraries_for_its_own_run_only():
+    import warnings
+
+    import datasets
+    import transformers
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    from atlas_hf.scripts.demo import _quiet_libraries
+
+    filters = list(warnings.filters)
+    with _quiet_libraries():
+        assert not is_progress_bar_enabled() and not transformers.utils.logging.is_progress_bar_enabled()
+        assert warnings.filters[0][0] == "ignore" and warnings.filters != filters
+    assert is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()
+    assert warnings.filters == filters
+    datasets.enable_progress_bars()
