@@ -250,6 +250,7 @@ def test_train_takes_every_trl_flag_and_a_config_file(tmp_path, capsys):
 
 
 def test_the_demo_quiets_libraries_for_its_own_run_only():
+    """Whatever the process had before (here: bars on), it has again after the demo's quiet block."""
     import warnings
 
     import datasets
@@ -258,10 +259,18 @@ def test_the_demo_quiets_libraries_for_its_own_run_only():
 
     from atlas_hf.scripts.demo import _quiet_libraries
 
-    filters = list(warnings.filters)
-    with _quiet_libraries():
-        assert not is_progress_bar_enabled() and not transformers.utils.logging.is_progress_bar_enabled()
-        assert warnings.filters[0][0] == "ignore" and warnings.filters != filters
-    assert is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()
-    assert warnings.filters == filters
+    before = is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
     datasets.enable_progress_bars()
+    transformers.utils.logging.enable_progress_bar()
+    try:
+        filters = list(warnings.filters)
+        with _quiet_libraries():
+            assert not is_progress_bar_enabled() and not transformers.utils.logging.is_progress_bar_enabled()
+            assert warnings.filters[0][0] == "ignore" and warnings.filters != filters
+        assert is_progress_bar_enabled() and transformers.utils.logging.is_progress_bar_enabled()
+        assert warnings.filters == filters
+    finally:
+        if not before[0]:
+            datasets.disable_progress_bars()
+        if not before[1]:
+            transformers.utils.logging.disable_progress_bar()
