@@ -173,3 +173,57 @@ def test_on_reply_hears_each_row_that_stops_as_it_stops(smol_tokenizer):
     assert all(replies[row] == reply for row, reply in heard.items())
     assert len(heard) < 4  # some rows ran to max_new_tokens and were only returned
     assert takes_on_reply(policy) and not takes_on_reply(lambda conversations: [])
+
+
+def test_prompt_lookup_drafts_what_followed_the_latest_occurrence_of_the_last_tokens():
+    from atlas_hf.evaluation.policy import PromptLookup
+
+    assert PromptLookup([5, 6, 7, 8, 5, 6]).draft(3) == [7, 8, 5]
+    lookup = PromptLookup([1, 2, 9, 1, 2, 8, 3, 1, 2])
+    assert lookup.draft(2) == [8, 3]  # the latest "1 2" was followed by 8, the first by 9
+    lookup.extend([8])
+    assert lookup.draft(5) == [3, 1, 2, 8]  # "1 2 8" matched, the draft runs to the end of the sequence
+    assert lookup.draft(0) == []
+    assert PromptLookup([1, 2, 3, 4]).draft(4) == []  # nothing repeats: no draft
+    assert PromptLookup([4, 1, 2, 3, 1]).draft(2) == []  # a single repeated token is not enough
+
+
+def test_drafted_decoding_replies_as_greedy_decoding_in_fewer_forwards():
+    """With one live episode, drafts read from the conversation are checked several tokens per forward.
+    On the real SmolLM2 (which repeats its context) the replies are `generate`'s and those of one token
+    per forward, turn after turn on a reused cache, in fewer forwards; some drafts are rejected."""
+    from atlas_hf.evaluation.policy import TransformersPolicy
+    from atlas_hf.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(None, None, torch.float32)
+    drafted = TransformersPolicy(model, tokenizer, max_new_tokens=24)
+    plain = TransformersPolicy(model, tokenizer, max_new_tokens=24, draft_tokens=0)
+    forwards = {drafted: 0, plain: 0}
+    chat = [
+        {"role": "user", "content": "You are in the kitchen. You see a fridge and a red apple. Task: cool the apple."}
+    ]
+    for turn in range(3):
+        replies = {}
+        for policy in (drafted, plain):
+            hook = model.register_forward_hook(
+                lambda *_, policy=policy: forwards.__setitem__(policy, forwards[policy] + 1)
+            )
+            try:
+                replies[policy] = policy([chat])[0]
+            finally:
+                hook.remove()
+        assert replies[drafted] == replies[plain], turn
+        if turn == 0:
+            prompt = tokenizer.apply_chat_template(
+                chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            output = model.generate(**prompt, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            expected = tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+            assert replies[drafted] == expected
+        chat += [
+            {"role": "assistant", "content": replies[drafted]},
+            {"role": "user", "content": "The fridge is closed."},
+        ]
+    assert 0 < drafted.accepted_tokens < drafted.drafted_tokens  # drafts were kept, and some were not
+    assert plain.drafted_tokens == 0
+    assert forwards[drafted] + drafted.accepted_tokens == forwards[plain]  # each kept token saved a forward

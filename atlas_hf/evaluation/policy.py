@@ -62,6 +62,56 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class PromptLookup:
+    """Drafts of the next tokens, read from the conversation itself: where its last few tokens occurred
+    before, the tokens that followed them then (prompt-lookup decoding).
+
+    An agent's reply repeats its context (object names from the observation, its own format, earlier
+    actions), so a draft is often right; the model checks a whole draft in one forward, and greedy
+    decoding keeps only the tokens it would have produced one at a time.
+
+    Args:
+        tokens (`Sequence[int]`): The conversation so far.
+        sizes (`tuple[int, ...]`): The lengths of the suffix looked up, longest first.
+    """
+
+    def __init__(self, tokens: Sequence[int], sizes: tuple[int, ...] = (3, 2)) -> None:
+        self.tokens, self.sizes = list(tokens), sizes
+        self._follows: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest occurrence is followed
+        self._indexed = 0  # n-grams ending before this position are in `_follows`
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append tokens to the sequence (those decoded since the last draft).
+
+        Args:
+            tokens (`Sequence[int]`): The new tokens.
+        """
+        self.tokens.extend(tokens)
+
+    def draft(self, limit: int) -> list[int]:
+        """The tokens that followed the latest earlier occurrence of the sequence's last n-gram (the
+        longest size that occurred before).
+
+        Args:
+            limit (`int`): The most tokens to draft.
+
+        Returns:
+            `list[int]`: Up to `limit` tokens; empty when no suffix occurred before.
+        """
+        s, last = self.tokens, len(self.tokens) - 1
+        for end in range(self._indexed, last):  # the n-grams ending at `end` are followed by s[end + 1]
+            for n in self.sizes:
+                if end + 1 >= n:
+                    self._follows[tuple(s[end + 1 - n : end + 1])] = end + 1
+        self._indexed = max(self._indexed, last)
+        if limit > 0:
+            for n in self.sizes:
+                follow = self._follows.get(tuple(s[-n:])) if len(s) > n else None
+                if follow is not None:
+                    return s[follow : follow + limit]
+        return []
+
+
 @functools.cache
 def _preallocated_layer_class() -> type:
     """A transformers `DynamicLayer` that appends into a buffer allocated once (defined on first use,
@@ -97,6 +147,11 @@ def _preallocated_layer_class() -> type:
 
         def get_seq_length(self) -> int:
             return self._length
+
+        def rewind(self, length: int) -> None:
+            """Forget the positions from `length` on (a draft's rejected tokens)."""
+            self._length = length
+            self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
 
     return PreallocatedLayer
 
@@ -199,6 +254,10 @@ class TransformersPolicy:
         attention (`str`, *optional*): The attention implementation for the tokens decoded one at a
             time (the prompt uses the model's own, restored after each call): `"atlas_grouped"`
             (`grouped_query_attention`) by default, `None` to keep the model's.
+        draft_tokens (`int`): When one episode is live (batch 1, or the last of a wave), each forward
+            also checks up to this many tokens drafted from the conversation itself (`PromptLookup`):
+            one read of the weights can then yield several tokens. The replies are those of plain
+            greedy decoding. `0` decodes one token per forward.
     """
 
     def __init__(
@@ -208,9 +267,11 @@ class TransformersPolicy:
         max_new_tokens: int = 64,
         reuse_cache: bool = True,
         attention: str | None = ATTENTION,
+        draft_tokens: int = 8,
     ) -> None:
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
-        self.reuse_cache, self.attention = reuse_cache, attention
+        self.reuse_cache, self.attention, self.draft_tokens = reuse_cache, attention, draft_tokens
+        self.drafted_tokens = self.accepted_tokens = 0  # prompt-lookup drafts checked, and their tokens kept
         if attention == ATTENTION:
             _register_attention()
         stops = {tokenizer.eos_token_id}
@@ -287,8 +348,9 @@ class TransformersPolicy:
         )
         stopped = None if on_reply is None else (lambda i: on_reply(i, self._reply_text(generated[i], header)))
         own_attention = attn_implementation(self._config)
+        lookup = PromptLookup(prompts[0]) if rows == 1 and self.draft_tokens > 0 else None
         try:
-            out, steps_fed = self._decode(input_ids, mask, positions, width, cache, generated, stopped)
+            steps_fed = self._decode(input_ids, mask, positions, width, cache, generated, stopped, lookup)
         finally:
             set_attn_implementation(self._config, own_attention)
         self._store = [(layer._keys, layer._values) for layer in cache.layers]
@@ -315,15 +377,30 @@ class TransformersPolicy:
         cache: Any,
         generated: list[list[int]],
         stopped: Callable[[int], None] | None = None,
-    ) -> tuple[Any, int]:
+        lookup: PromptLookup | None = None,
+    ) -> int:
         """Greedy decoding of one turn for every row, calling `stopped(row)` as a row ends on a stop
-        token; returns the last output and the tokens fed back."""
+        token; returns how many of each row's generated tokens the cache holds.
+
+        With `lookup` (one row), each forward also checks a draft of the next tokens."""
         import torch
 
         rows = len(generated)
         finished = [False] * rows
         stops = set(self.stop_ids)
-        steps_fed = 0
+
+        def take(row: int, tokens: list[int]) -> None:
+            for token in tokens:
+                if finished[row] or len(generated[row]) >= self.max_new_tokens:
+                    return
+                generated[row].append(token)
+                finished[row] = token in stops
+                if finished[row] and stopped is not None:
+                    stopped(row)
+
+        def done() -> bool:
+            return all(f or len(g) >= self.max_new_tokens for f, g in zip(finished, generated))
+
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids,
@@ -335,16 +412,13 @@ class TransformersPolicy:
             )
             if self.attention is not None:  # the prompt with the model's own attention, one token at a time with ours
                 set_attn_implementation(self._config, self.attention)
-            for step in range(self.max_new_tokens):
-                tokens = out.logits[:, -1].argmax(-1)
-                for i, token in enumerate(tokens.tolist()):
-                    if not finished[i]:
-                        generated[i].append(token)
-                        finished[i] = token in stops
-                        if finished[i] and stopped is not None:
-                            stopped(i)
-                if all(finished) or step == self.max_new_tokens - 1:
-                    break
+            tokens = out.logits[:, -1].argmax(-1)
+            for row, token in enumerate(tokens.tolist()):
+                take(row, [token])
+            if lookup is not None:
+                return self._decode_drafted(cache, generated[0], lookup, take, done)
+            steps_fed = 0
+            while not done():
                 mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
                 positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
                 out = self.model(
@@ -356,7 +430,52 @@ class TransformersPolicy:
                     **self._extra,
                 )
                 steps_fed += 1
-        return out, steps_fed
+                tokens = out.logits[:, -1].argmax(-1)
+                for row, token in enumerate(tokens.tolist()):
+                    take(row, [token])
+        return steps_fed
+
+    def _decode_drafted(
+        self,
+        cache: Any,
+        generated: list[int],
+        lookup: PromptLookup,
+        take: Callable[[int, list[int]], None],
+        done: Callable[[], bool],
+    ) -> int:
+        """The rest of one row's turn, each forward fed its last token and a draft from `lookup`: the
+        draft's tokens up to the first the model would not have chosen are kept, with the model's own
+        choice after them, and the cache forgets the rest."""
+        import torch
+
+        fed, seen = 0, 0  # generated tokens the cache holds, and those `lookup` has
+        device = next(self.model.parameters()).device
+        while not done():
+            lookup.extend(generated[seen:])
+            seen = len(generated)
+            room = self.max_new_tokens - len(generated) - 1  # the model's own token comes after the draft
+            draft = lookup.draft(min(self.draft_tokens, room))
+            length = cache.get_seq_length()
+            feed = torch.tensor([[generated[-1], *draft]], device=device)
+            out = self.model(
+                input_ids=feed,
+                attention_mask=torch.ones((1, length + feed.shape[1]), dtype=torch.long, device=device),
+                position_ids=torch.arange(length, length + feed.shape[1], device=device)[None],
+                use_cache=True,
+                **{self._cache_arg: cache},
+                **({"logits_to_keep": feed.shape[1]} if self._extra else {}),
+            )
+            chosen = out.logits[0, -feed.shape[1] :].argmax(-1).tolist()
+            kept = 0
+            while kept < len(draft) and draft[kept] == chosen[kept]:
+                kept += 1
+            for layer in cache.layers:
+                layer.rewind(length + 1 + kept)
+            fed += 1 + kept
+            self.drafted_tokens += len(draft)
+            self.accepted_tokens += kept
+            take(0, chosen[: kept + 1])
+        return fed
 
     @staticmethod
     def _returned_cache(output: Any) -> Any:
