@@ -9,7 +9,10 @@ Every row runs in its own process, so its peak RSS (`ru_maxrss`) is its own:
   environment calls overlapping the decode);
 - `atlas, inline env`: the same with `overlap_env_steps=False` (every environment call waits);
 - `stock_generate`: a callable that renders every conversation with the chat template and calls
-  `model.generate` on the left-padded batch, each turn from scratch.
+  `model.generate` on the left-padded batch, each turn from scratch;
+- `stock_generate, prompt lookup` (batch 1 only, as transformers allows): the same with
+  `prompt_lookup_num_tokens=8`, transformers' own prompt-lookup decoding, the baseline for the drafts
+  `TransformersPolicy` checks when one episode is live.
 Repeats go round the rows (repeat 1 of every row, then repeat 2), so a busy machine slows every row
 alike; medians are reported. In fp32 every row should play the same actions as `atlas` at batch 1.
 The default model is the embedded SmolLM2-135M-Instruct, untrained: it writes long replies, a worst
@@ -32,17 +35,22 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import write_results  # noqa: E402
 
 
-def stock_generate_policy(model, tokenizer, max_new_tokens):
+def stock_generate_policy(model, tokenizer, max_new_tokens, prompt_lookup=False):
     import torch
 
     tokenizer.padding_side = "left"
+    lookup = {"prompt_lookup_num_tokens": 8} if prompt_lookup else {}
 
     def policy(conversations):
         texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                **lookup,
             )
         return [
             t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -67,7 +75,10 @@ def one_row(args) -> None:
     model, tokenizer = load_model_and_tokenizer(args.model, args.adapter, dtype)
     if args.adapter:
         model = model.merge_and_unload()
-    agent = stock_generate_policy(model, tokenizer, args.max_new_tokens) if args.policy == "stock_generate" else model
+    if args.policy.startswith("stock_generate"):
+        agent = stock_generate_policy(model, tokenizer, args.max_new_tokens, "prompt lookup" in args.policy)
+    else:
+        agent = model
     start = time.perf_counter()
     report = evaluate_agent(
         agent,
@@ -120,6 +131,8 @@ def main() -> None:
         for policy in ("atlas", "stock_generate")
     ]
     rows += [(env, "atlas, inline env", max(int(b) for b in args.batches.split(","))) for env in args.envs.split(",")]
+    if "1" in args.batches.split(","):
+        rows += [(env, "stock_generate, prompt lookup", 1) for env in args.envs.split(",")]
     runs: dict[tuple, list[dict]] = {row: [] for row in rows}
     shared = [
         "--episodes",
@@ -143,7 +156,7 @@ def main() -> None:
             run = json.loads(done.stdout.strip().splitlines()[-1])
             runs[(env, policy, batch)].append(run)
             print(
-                f"repeat {repeat + 1}: {env} {policy:18s} batch {batch:>2}: {run['episodes_per_s']:.3f} episodes/s, "
+                f"repeat {repeat + 1}: {env} {policy:29s} batch {batch:>2}: {run['episodes_per_s']:.3f} episodes/s, "
                 f"peak RSS {run['peak_rss_gb']:.2f} GB",
                 flush=True,
             )
@@ -165,6 +178,12 @@ def main() -> None:
                 "speed": round(atlas["episodes_per_s"] / stock["episodes_per_s"], 2),
                 "peak_rss": round(atlas["peak_rss_gb"] / stock["peak_rss_gb"], 2),
             }
+            lookup = table.get(f"{env} | stock_generate, prompt lookup | batch {batch}")
+            if lookup:
+                table[f"{env} | batch {batch} | atlas / stock_generate, prompt lookup"] = {
+                    "speed": round(atlas["episodes_per_s"] / lookup["episodes_per_s"], 2),
+                    "peak_rss": round(atlas["peak_rss_gb"] / lookup["peak_rss_gb"], 2),
+                }
     for name, row in table.items():
         print(f"{name:70s} {row}")
     path = write_results(

@@ -197,10 +197,10 @@ class AtlasSFTTrainer(SFTTrainer):
         adapter, its ATLaS model card (not PEFT's blank one)."""
         super().save_model(output_dir, _internal_call)
         if not _internal_call:  # checkpoints get theirs through TRL's `_save_checkpoint`
-            folder = output_dir or self.args.output_dir
+            folder, summary = output_dir or self.args.output_dir, self.atlas_summary()
             if self.is_world_process_zero() and os.path.isdir(folder):
-                write_training_summary(self.atlas_summary(), folder)
-            self._write_adapter_card(folder)
+                write_training_summary(summary, folder)
+            self._write_adapter_card(folder, summary=summary)
 
     def _write_adapter_card(
         self,
@@ -208,8 +208,10 @@ class AtlasSFTTrainer(SFTTrainer):
         dataset_name: str | None = None,
         tags: str | list[str] | None = None,
         model_name: str | None = None,
+        summary: dict[str, Any] | None = None,
     ) -> bool:
-        """Write the ATLaS card into `folder` if it holds this trainer's adapter; whether it did."""
+        """Write the ATLaS card into `folder` if it holds this trainer's adapter (with `summary`, the
+        training summary, when the caller has it); whether it did."""
         if not is_peft_model(self.model) or not os.path.exists(os.path.join(folder, "adapter_config.json")):
             return False
         if self.is_world_process_zero():
@@ -218,7 +220,7 @@ class AtlasSFTTrainer(SFTTrainer):
             card = adapter_card(
                 folder,
                 dataset_repo_id=dataset_name,
-                training_summary=self.atlas_summary(),
+                training_summary=summary if summary is not None else self.atlas_summary(),
                 repo_id=model_name or self.hub_model_id,
                 tags=[tags] if isinstance(tags, str) else tags,
             )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from dataclasses import fields, replace
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
@@ -30,6 +29,7 @@ import anthropic
 from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf._upstream import CappedRetryAfter
 from atlas_hf.annotation.oracles.base import Annotation, Oracle
+from atlas_hf.annotation.oracles.event_loop import ClientLoop
 from atlas_hf.annotation.oracles.registry import register_oracle
 from atlas_hf.trajectories.schema import format_identity
 from atlas_hf.annotation.oracles.message_batches import CONFIG_ERRORS, MessageBatchesMixin
@@ -106,8 +106,7 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
     def _init_runtime(self) -> None:
         self.usage = OracleUsage(self.config.list_price)
         self._sync_client: anthropic.Anthropic | None = None
-        self._async_client: anthropic.AsyncAnthropic | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests = ClientLoop(lambda: _AsyncAnthropic(**self._client_kwargs()), "atlas-anthropic-loop")
         self._pid = os.getpid()
         self._cache_warm_until = 0.0
 
@@ -169,28 +168,14 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
     def _run(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run a coroutine on this oracle's own event loop thread (works under a running loop too)."""
         self._check_process()
-        if self._loop is None or self._loop.is_closed():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="atlas-anthropic-loop", daemon=True).start()
-            self._loop = loop
-            self._async_client = None
-
-        async def with_client() -> T:
-            if self._async_client is None:
-                self._async_client = _AsyncAnthropic(**self._client_kwargs())
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(with_client(), self._loop).result()
+        return self._requests.run(make)
 
     def close(self) -> None:
         """Close the HTTP clients and stop the event loop thread (they are rebuilt on next use)."""
-        if self._loop is not None and not self._loop.is_closed():
-            if self._async_client is not None:
-                asyncio.run_coroutine_threadsafe(self._async_client.close(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._requests.close()
         if self._sync_client is not None:
             self._sync_client.close()
-        self._sync_client, self._async_client, self._loop = None, None, None
+        self._sync_client = None
 
     # ---------------------------------------------------------------- requests
 
@@ -279,10 +264,9 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
         return parse_tool_input(blocks[0].input)
 
     async def _annotate_one(self, params: dict[str, Any], semaphore: asyncio.Semaphore) -> Annotation:
-        assert self._async_client is not None
         try:
             async with semaphore:
-                message = await self._async_client.messages.create(**params)
+                message = await self._requests.client.messages.create(**params)
         except CONFIG_ERRORS as err:
             raise self._config_error(err) from None
         except anthropic.APIResponseValidationError as err:
@@ -379,10 +363,9 @@ class AnthropicOracle(MessageBatchesMixin, Oracle):
         """
 
         async def count(params: dict[str, Any], semaphore: asyncio.Semaphore) -> int:
-            assert self._async_client is not None
             fields = {k: v for k, v in params.items() if k != "max_tokens"}
             async with semaphore:
-                return (await self._async_client.messages.count_tokens(**fields)).input_tokens
+                return (await self._requests.client.messages.count_tokens(**fields)).input_tokens
 
         async def count_all() -> list[int]:
             semaphore = asyncio.Semaphore(self.config.max_concurrency)

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass, fields, replace
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 from atlas_hf.errors import InvalidInputError, OracleError
 from atlas_hf._openai import describe_openai_error, import_openai, openai_client
 from atlas_hf.annotation.oracles.base import Annotation, Oracle
+from atlas_hf.annotation.oracles.event_loop import ClientLoop
 from atlas_hf.annotation.oracles.registry import register_oracle
 from atlas_hf.trajectories.schema import format_identity
 from atlas_hf.annotation.oracles.pricing import ModelPrice, OracleUsage
@@ -165,8 +165,12 @@ class OpenAIChatOracle(Oracle):
 
     def _init_runtime(self) -> None:
         self.usage = OracleUsage(self.config.price or ModelPrice(0.0, 0.0))
-        self._client: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests = ClientLoop(
+            lambda: openai_client(
+                self.config.base_url, self._key(), self.config.max_retries, self.config.timeout, asynchronous=True
+            ),
+            "atlas-openai-loop",
+        )
         self._pid = os.getpid()
         self._format = self.config.answer_format
 
@@ -267,7 +271,7 @@ class OpenAIChatOracle(Oracle):
         openai = import_openai()
         try:
             async with semaphore:
-                completion = await self._client.chat.completions.create(**params)
+                completion = await self._requests.client.chat.completions.create(**params)
         except openai.BadRequestError as error:
             if self.config.answer_format == "auto" and "tools" in params:
                 self._format = "text"  # the server takes no tools: ask as text from now on
@@ -295,16 +299,8 @@ class OpenAIChatOracle(Oracle):
     ) -> list[Annotation]:
         if self._pid != os.getpid():  # forked: the parent's client and loop are not ours
             self._init_runtime()
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, name="atlas-openai-loop", daemon=True).start()
-            self._client = None
 
         async def all_requests() -> list[Annotation]:
-            if self._client is None:
-                self._client = openai_client(
-                    self.config.base_url, self._key(), self.config.max_retries, self.config.timeout, asynchronous=True
-                )
             semaphore = asyncio.Semaphore(self.config.max_concurrency)
 
             async def one(index: int, params: dict[str, Any]) -> Annotation:
@@ -320,7 +316,7 @@ class OpenAIChatOracle(Oracle):
                 for task in tasks:
                     task.cancel()
 
-        return asyncio.run_coroutine_threadsafe(all_requests(), self._loop).result()
+        return self._requests.run(all_requests)
 
     def annotate(
         self,
@@ -356,11 +352,7 @@ class OpenAIChatOracle(Oracle):
 
     def close(self) -> None:
         """Close the HTTP client and stop the event loop thread (rebuilt on next use)."""
-        if self._loop is not None and not self._loop.is_closed():
-            if self._client is not None:
-                asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._client, self._loop = None, None
+        self._requests.close()
 
 
 register_oracle(
