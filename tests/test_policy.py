@@ -179,13 +179,31 @@ def test_prompt_lookup_drafts_what_followed_the_latest_occurrence_of_the_last_to
     from atlas_hf.evaluation.policy import PromptLookup
 
     assert PromptLookup([5, 6, 7, 8, 5, 6]).draft(3) == [7, 8, 5]
-    lookup = PromptLookup([1, 2, 9, 1, 2, 8, 3, 1, 2])
+    lookup = PromptLookup([1, 2, 9, 1, 2, 8, 3, 1, 2], most=8, length=8)
     assert lookup.draft(2) == [8, 3]  # the latest "1 2" was followed by 8, the first by 9
     lookup.extend([8])
     assert lookup.draft(5) == [3, 1, 2, 8]  # "1 2 8" matched, the draft runs to the end of the sequence
     assert lookup.draft(0) == []
     assert PromptLookup([1, 2, 3, 4]).draft(4) == []  # nothing repeats: no draft
     assert PromptLookup([4, 1, 2, 3, 1]).draft(2) == []  # a single repeated token is not enough
+
+
+def test_the_draft_grows_while_kept_whole_and_shrinks_when_not():
+    from atlas_hf.evaluation.policy import PromptLookup
+
+    lookup = PromptLookup(list(range(20)) * 2, most=8)  # every suffix repeats: drafts as long as allowed
+    assert lookup.length == 4 and len(lookup.draft(100)) == 4
+    lookup.checked(4, 4)
+    assert len(lookup.draft(100)) == 6
+    lookup.checked(6, 6), lookup.checked(8, 8)
+    assert lookup.length == 8  # at most `most`
+    lookup.checked(8, 3)
+    assert lookup.length == 7
+    lookup.checked(0, 0)  # no draft: no change
+    assert lookup.length == 7
+    for _ in range(10):
+        lookup.checked(2, 0)
+    assert lookup.length == 1 and len(lookup.draft(100)) == 1
 
 
 def test_drafted_decoding_replies_as_greedy_decoding_in_fewer_forwards():

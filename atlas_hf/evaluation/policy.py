@@ -68,15 +68,19 @@ class PromptLookup:
 
     An agent's reply repeats its context (object names from the observation, its own format, earlier
     actions), so a draft is often right; the model checks a whole draft in one forward, and greedy
-    decoding keeps only the tokens it would have produced one at a time.
+    decoding keeps only the tokens it would have produced one at a time. A checked token costs compute
+    (on a CPU, a 9-token forward costs about twice a 1-token one), so the draft's length adapts: it
+    grows by 2 while drafts are kept whole, and shrinks by 1 when they are not (`checked`).
 
     Args:
         tokens (`Sequence[int]`): The conversation so far.
+        most (`int`): The longest draft.
+        length (`int`): The first draft's length (at most `most`).
         sizes (`tuple[int, ...]`): The lengths of the suffix looked up, longest first.
     """
 
-    def __init__(self, tokens: Sequence[int], sizes: tuple[int, ...] = (3, 2)) -> None:
-        self.tokens, self.sizes = list(tokens), sizes
+    def __init__(self, tokens: Sequence[int], most: int = 8, length: int = 4, sizes: tuple[int, ...] = (3, 2)) -> None:
+        self.tokens, self.most, self.length, self.sizes = list(tokens), most, max(1, min(length, most)), sizes
         self._follows: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest occurrence is followed
         self._indexed = 0  # n-grams ending before this position are in `_follows`
 
@@ -93,11 +97,12 @@ class PromptLookup:
         longest size that occurred before).
 
         Args:
-            limit (`int`): The most tokens to draft.
+            limit (`int`): The most tokens wanted (the room left in the reply).
 
         Returns:
-            `list[int]`: Up to `limit` tokens; empty when no suffix occurred before.
+            `list[int]`: Up to `min(limit, self.length)` tokens; empty when no suffix occurred before.
         """
+        limit = min(limit, self.length)
         s, last = self.tokens, len(self.tokens) - 1
         for end in range(self._indexed, last):  # the n-grams ending at `end` are followed by s[end + 1]
             for n in self.sizes:
@@ -110,6 +115,16 @@ class PromptLookup:
                 if follow is not None:
                     return s[follow : follow + limit]
         return []
+
+    def checked(self, drafted: int, kept: int) -> None:
+        """Adapt the draft's length to how the last draft fared.
+
+        Args:
+            drafted (`int`): The last draft's length.
+            kept (`int`): How many of its tokens the model kept.
+        """
+        if drafted:
+            self.length = max(1, min(self.most, self.length + 2 if kept == drafted else self.length - 1))
 
 
 @functools.cache
@@ -256,8 +271,9 @@ class TransformersPolicy:
             (`grouped_query_attention`) by default, `None` to keep the model's.
         draft_tokens (`int`): When one episode is live (batch 1, or the last of a wave), each forward
             also checks up to this many tokens drafted from the conversation itself (`PromptLookup`):
-            one read of the weights can then yield several tokens. The replies are those of plain
-            greedy decoding. `0` decodes one token per forward.
+            one read of the weights can then yield several tokens (the draft's length adapts from
+            turn to turn). The replies are those of plain greedy decoding. `0` decodes one token per
+            forward.
     """
 
     def __init__(
@@ -272,6 +288,7 @@ class TransformersPolicy:
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.reuse_cache, self.attention, self.draft_tokens = reuse_cache, attention, draft_tokens
         self.drafted_tokens = self.accepted_tokens = 0  # prompt-lookup drafts checked, and their tokens kept
+        self._draft_length = 4  # `PromptLookup.length`, carried from call to call
         if attention == ATTENTION:
             _register_attention()
         stops = {tokenizer.eos_token_id}
@@ -348,11 +365,15 @@ class TransformersPolicy:
         )
         stopped = None if on_reply is None else (lambda i: on_reply(i, self._reply_text(generated[i], header)))
         own_attention = attn_implementation(self._config)
-        lookup = PromptLookup(prompts[0]) if rows == 1 and self.draft_tokens > 0 else None
+        lookup = None
+        if rows == 1 and self.draft_tokens > 0:
+            lookup = PromptLookup(prompts[0], self.draft_tokens, self._draft_length)
         try:
             steps_fed = self._decode(input_ids, mask, positions, width, cache, generated, stopped, lookup)
         finally:
             set_attn_implementation(self._config, own_attention)
+        if lookup is not None:
+            self._draft_length = lookup.length
         self._store = [(layer._keys, layer._values) for layer in cache.layers]
         self._cache = {}
         if self.reuse_cache:  # each row's own tokens, and where their keys/values lie in `_store`
@@ -454,7 +475,7 @@ class TransformersPolicy:
             lookup.extend(generated[seen:])
             seen = len(generated)
             room = self.max_new_tokens - len(generated) - 1  # the model's own token comes after the draft
-            draft = lookup.draft(min(self.draft_tokens, room))
+            draft = lookup.draft(room)
             length = cache.get_seq_length()
             feed = torch.tensor([[generated[-1], *draft]], device=device)
             out = self.model(
@@ -471,6 +492,7 @@ class TransformersPolicy:
                 kept += 1
             for layer in cache.layers:
                 layer.rewind(length + 1 + kept)
+            lookup.checked(len(draft), kept)
             fed += 1 + kept
             self.drafted_tokens += len(draft)
             self.accepted_tokens += kept
