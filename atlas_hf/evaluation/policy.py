@@ -197,6 +197,13 @@ def _preallocated_cache(capacity: int, buffers: list[tuple[Any, Any]] | None = N
     return cache
 
 
+def _with_headroom(positions: int) -> int:
+    """The positions to allocate for `positions` needed: 12.5% more, so that a growing conversation
+    is copied into a new buffer every few turns (a copy costs far less than a turn's forwards), while
+    the memory stays close to what the live conversations need."""
+    return positions + positions // 8
+
+
 ATTENTION = "atlas_grouped"
 
 
@@ -257,8 +264,8 @@ class TransformersPolicy:
     observation and the template's markers), not the whole conversation again: the cached tokens
     are checked against the new prompt, and whatever differs is recomputed.
     The keys and values live in one buffer per layer, kept from call to call and rearranged in place
-    (rows move up as episodes end), with 50% headroom and geometric growth: memory stays within the
-    weights plus 1.5x the keys/values of the live conversations (`cache_bytes`), instead of fresh
+    (rows move up as episodes end), with 12.5% headroom and geometric growth: memory stays within the
+    weights plus 1.125x the keys/values of the live conversations (`cache_bytes`), instead of fresh
     copies every turn.
 
     Args:
@@ -354,7 +361,7 @@ class TransformersPolicy:
         capacity = width + fed + self.max_new_tokens
         buffers = self._laid_out(cached, past, width, capacity)
         if buffers is None:  # the first call: the cache allocates them at the first forward, with headroom
-            capacity += capacity // 2
+            capacity = _with_headroom(capacity)
             self.buffer_allocations += 1
         cache = _preallocated_cache(capacity, buffers, width)
         mask, input_ids = mask.to(device), input_ids.to(device)
@@ -511,7 +518,7 @@ class TransformersPolicy:
         One pair of buffers per layer is kept from call to call and rearranged in place: rows only
         move up (episodes that ended drop out, the others keep their order), so a row is read before
         any row is written over it. Buffers too small for `capacity`, or rows out of order, get a new
-        pair with 50% headroom, filled from the old one, which is freed before the next layer's is made.
+        pair with 12.5% headroom, filled from the old one, which is freed before the next layer's is made.
         """
         import torch
 
@@ -524,7 +531,7 @@ class TransformersPolicy:
         )
         rows_held, positions_held = self._store[0][0].shape[0], self._store[0][0].shape[2]
         fresh = not (in_order and rows_held >= rows and positions_held >= capacity)
-        size = capacity + capacity // 2
+        size = _with_headroom(capacity)
         self.buffer_allocations += int(fresh)
         store, self._store, target = self._store, None, []
         with torch.inference_mode():  # the buffers were made in inference mode, and only it may write them
