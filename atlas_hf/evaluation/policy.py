@@ -281,6 +281,11 @@ class TransformersPolicy:
             one read of the weights can then yield several tokens (the draft's length adapts from
             turn to turn). The replies are those of plain greedy decoding. `0` decodes one token per
             forward.
+
+    Attributes:
+        drafted_tokens (`int`): Draft tokens checked so far; `accepted_tokens`, those the model kept
+            (each a forward saved).
+        buffer_allocations (`int`): Key/value buffers allocated so far (the first, then each regrowth).
     """
 
     def __init__(
