@@ -31,6 +31,24 @@ def _gqa_model(attn: str):
     return LlamaForCausalLM(config).eval()
 
 
+def _tiny_chat_llama(tokenizer, initializer_range: float = 0.02):
+    """A tiny random Llama over `tokenizer`'s vocabulary (wide weights give replies that depend on the prompt)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=initializer_range,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 @pytest.mark.parametrize("new_tokens", [1, 5])
 def test_grouped_attention_matches_eager_on_padded_rows_against_a_cache(new_tokens: int):
     _register_attention()
@@ -74,22 +92,9 @@ def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokeni
     conversations need (their longest prompt plus `max_new_tokens`, for every live row), rearranged in
     place as episodes end, a new one only when it grows past that, and replies as a policy that
     recomputes every conversation from scratch."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from atlas_hf.evaluation.policy import TransformersPolicy
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.5,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = _tiny_chat_llama(smol_tokenizer, initializer_range=0.5)
     reused, fresh = (
         TransformersPolicy(model, smol_tokenizer, max_new_tokens=6),
         TransformersPolicy(model, smol_tokenizer, max_new_tokens=6, reuse_cache=False),
@@ -123,21 +128,9 @@ def test_rollout_keys_and_values_live_in_one_reused_buffer_per_layer(smol_tokeni
 def test_a_turn_that_fits_the_first_buffer_rearranges_it_in_place(smol_tokenizer):
     """The first call's buffers (made during inference) are written in place by the next call when they
     are big enough: no new allocation, the same reply as recomputing from scratch."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from atlas_hf.evaluation.policy import TransformersPolicy
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = _tiny_chat_llama(smol_tokenizer)
     reused = TransformersPolicy(model, smol_tokenizer, max_new_tokens=4)
     fresh = TransformersPolicy(model, smol_tokenizer, max_new_tokens=4, reuse_cache=False)
     chat = [{"role": "user", "content": "A long first observation of the room and the task. " * 16}]
@@ -149,22 +142,9 @@ def test_a_turn_that_fits_the_first_buffer_rearranges_it_in_place(smol_tokenizer
 def test_on_reply_hears_each_row_that_stops_as_it_stops(smol_tokenizer):
     """`on_reply(row, reply)` comes for the rows that end on a stop token, with the reply later returned;
     rows cut at `max_new_tokens` are only returned."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from atlas_hf.evaluation.policy import TransformersPolicy, takes_on_reply
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.5,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = _tiny_chat_llama(smol_tokenizer, initializer_range=0.5)
     chats = [[{"role": "user", "content": f"Goal {i}: reach the {'red ' * i}door."}] for i in range(4)]
     policy = TransformersPolicy(model, smol_tokenizer, max_new_tokens=5, reuse_cache=False)
     first_tokens = [smol_tokenizer(r, add_special_tokens=False)["input_ids"][:1] for r in policy(chats)]
